@@ -1,0 +1,75 @@
+// One compiled code cached on a code object, with the guards that say when it
+// may run in place of the original.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "framecache/ref.h"
+
+struct _PyInterpreterFrame;
+
+namespace framecache {
+
+namespace guards {
+class RootGuardManager;
+struct GuardDebugInfo;
+}  // namespace guards
+
+class ExtraState;
+
+class CacheEntry : public Counted {
+ public:
+  // All arguments borrowed. `code` must be a code object whose argument, cell
+  // and free-variable layout fits `original` (see check_code_compatible).
+  // `guard_manager` is a RootGuardManager or any object with check(f_locals).
+  CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_manager, PyObject* compile_id,
+             std::string trace_annotation);
+  ~CacheEntry() override;
+
+  // Runs the guards on an unstarted frame of the original code: 1 pass,
+  // 0 fail, -1 error set (only fatal errors: KeyboardInterrupt and the like).
+  int check(_PyInterpreterFrame* frame);
+  // Why the guards fail on this frame, one line per failure (slow path).
+  std::vector<std::string> failure_reasons(_PyInterpreterFrame* frame);
+
+  // Runs the cached code in place of `frame` (borrowed): its arguments, cells
+  // and free variables go to the new code. Returns a new reference or null
+  // with an exception set.
+  PyObject* run(PyThreadState* ts, _PyInterpreterFrame* frame);
+
+  PyCodeObject* code() const { return reinterpret_cast<PyCodeObject*>(code_.get()); }  // borrowed
+  PyObject* guard_manager() const { return guard_manager_.get(); }                      // borrowed
+  guards::RootGuardManager* root() const { return root_; }
+  PyObject* compile_id() const { return compile_id_.get(); }  // borrowed
+  const std::string& trace_annotation() const { return trace_annotation_; }
+  uint64_t hits() const { return hits_; }
+  void record_hit() { ++hits_; }
+
+ private:
+  // The function object to call: reuses one per entry when the original has
+  // no closure and the globals match. New reference, or null + error.
+  PyObject* function_for(_PyInterpreterFrame* frame);
+  void refresh_slots(PyCodeObject* original);
+
+  Ref code_;
+  Ref guard_manager_;
+  guards::RootGuardManager* root_ = nullptr;  // borrowed through guard_manager_
+  Ref check_method_;                          // bound check() of a Python guard object
+  Ref compile_id_;
+  std::string trace_annotation_;
+  uint64_t hits_ = 0;
+  std::vector<int32_t> slots_;
+  uint64_t slots_version_ = 0;
+  Ref cached_function_;
+};
+
+// Raises TypeError/ValueError (returns false) unless `code` can run in place
+// of a frame of `original`: same argument counts and kinds, keyword-only
+// names, and free variables. Both borrowed.
+bool check_code_compatible(PyCodeObject* original, PyObject* code);
+
+}  // namespace framecache

@@ -1,0 +1,124 @@
+// The guard tree: nodes (GuardManager) own leaf guards and accessors; an
+// accessor fetches a child value from its node's value and owns the child node.
+//
+// Contract shared by every leaf guard and accessor:
+//  * values are borrowed and non-null;
+//  * check() returns false when the guard fails. An exception raised while
+//    checking (a user __eq__, a missing attribute) makes the guard fail: it is
+//    cleared, unless it is "fatal" (not an Exception: KeyboardInterrupt,
+//    SystemExit), which is left set for the root to propagate;
+//  * explain() is the slow path used only by check_verbose(): it says why a
+//    value fails, in words such as "expected type int, got str".
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framecache/guards/frame_inputs.h"
+#include "framecache/ref.h"
+
+namespace framecache::guards {
+
+class GuardManager;
+class RootGuardManager;
+
+// Called right after a check saw an exception. Clears it and returns false if
+// it is an ordinary Exception; leaves it set and returns true if it is fatal.
+bool consume_check_error() noexcept;
+
+// Short, safe repr of a value for failure messages (never raises).
+std::string safe_repr(PyObject* obj, size_t max_len = 80);
+// The type's name of a value, e.g. "int".
+std::string type_name(PyObject* obj);
+
+struct VerboseState {
+  std::vector<std::string> failures;
+  int64_t executed = 0;
+};
+
+class LeafGuard {
+ public:
+  virtual ~LeafGuard() = default;
+  // value: borrowed (null for guards on the root, which read no value).
+  virtual bool check(PyObject* value) = 0;
+  virtual std::string explain(PyObject* value) = 0;
+  // e.g. "TYPE_MATCH(int)".
+  virtual std::string describe() const = 0;
+  // e.g. "TYPE_MATCH".
+  virtual const char* kind() const = 0;
+};
+
+class GuardAccessor {
+ public:
+  GuardAccessor(std::string key, std::unique_ptr<GuardManager> child);
+  virtual ~GuardAccessor();
+
+  // The child value: new reference, or null with an exception set when it
+  // cannot be fetched (which fails the guard). `parent` is borrowed (null for
+  // accessors on the root); `in` is what the root was given.
+  virtual Ref fetch(PyObject* parent, const FrameInputs& in) = 0;
+  // Why fetch() failed, for verbose output, e.g. "has no attribute 'w'".
+  virtual std::string explain_fetch_failure(PyObject* parent, const FrameInputs& in);
+  // e.g. "GetAttr('weight')".
+  virtual std::string describe() const = 0;
+
+  bool check(PyObject* parent, const FrameInputs& in);
+  bool check_verbose(PyObject* parent, const FrameInputs& in, VerboseState& out);
+
+  const std::string& key() const { return key_; }
+  GuardManager& child() { return *child_; }
+  const GuardManager& child() const { return *child_; }
+  uint64_t fail_count() const { return fail_count_; }
+
+ private:
+  friend class GuardManager;
+  std::string key_;
+  std::unique_ptr<GuardManager> child_;
+  uint64_t fail_count_ = 0;
+};
+
+class GuardManager {
+ public:
+  GuardManager(RootGuardManager* root, std::string source);
+  virtual ~GuardManager();
+  GuardManager(const GuardManager&) = delete;
+  GuardManager& operator=(const GuardManager&) = delete;
+
+  // Leaves first, in the order added, then accessors (fail-fast order).
+  bool check(PyObject* value, const FrameInputs& in);
+  bool check_verbose(PyObject* value, const FrameInputs& in, VerboseState& out);
+
+  // Adds a leaf; returns it (owned by this node).
+  LeafGuard& add_leaf(std::unique_ptr<LeafGuard> leaf);
+  // The child node reached through the accessor with this key; `make` builds
+  // the accessor (given the child's source) the first time the key is seen.
+  using AccessorFactory = std::function<std::unique_ptr<GuardAccessor>(std::unique_ptr<GuardManager>)>;
+  GuardManager& get_or_add_accessor(const std::string& key, const std::string& child_source,
+                                    const AccessorFactory& make);
+
+  const std::string& source() const { return source_; }
+  RootGuardManager& root() const { return *root_; }
+  const std::vector<std::unique_ptr<LeafGuard>>& leaves() const { return leaves_; }
+  const std::vector<std::unique_ptr<GuardAccessor>>& accessors() const { return accessors_; }
+  // Number of leaf guards in this subtree.
+  size_t num_guards() const;
+  // The subtree as indented text.
+  void render(std::string& out, int indent) const;
+
+ protected:
+  // Called with the index of an accessor whose subtree just failed.
+  void note_accessor_failure(size_t index);
+  void check_mutable() const;
+
+  RootGuardManager* root_;
+  std::string source_;
+  std::vector<std::unique_ptr<LeafGuard>> leaves_;
+  std::vector<std::unique_ptr<GuardAccessor>> accessors_;
+};
+
+}  // namespace framecache::guards

@@ -1,0 +1,52 @@
+// The root of a guard tree: its accessors read a frame's locals, globals and
+// builtins (FrameInputs) rather than a value.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "framecache/guards/guard_manager.h"
+
+namespace framecache::guards {
+
+struct GuardDebugInfo {
+  bool result = true;
+  std::vector<std::string> failures;
+  int64_t num_guards_executed = 0;
+};
+
+class RootGuardManager : public GuardManager {
+ public:
+  RootGuardManager();
+  ~RootGuardManager() override;
+
+  // Checks a frame (or dict) view. Returns 1 pass, 0 fail, -1 fatal error set.
+  int check_root(const FrameInputs& in);
+  GuardDebugInfo check_root_verbose(const FrameInputs& in);
+
+  // The node for the frame local `name` (L['name']).
+  GuardManager& local(const std::string& name);
+  // Local names in the order their accessors were created; a local accessor
+  // refers to its name by index. The version changes whenever a name is added.
+  const std::vector<std::string>& local_names() const { return local_names_; }
+  uint64_t local_names_version() const { return local_names_version_; }
+  // Borrowed value of local `id` in `in` (null if unbound or absent).
+  static PyObject* local_value(const FrameInputs& in, size_t id, PyObject* name);
+
+  // Checks in progress on this tree (several threads may check one root when
+  // a guard calls Python and the GIL changes hands).
+  int active_checks() const { return active_checks_; }
+  std::string render_tree() const;
+
+ private:
+  friend class GuardManager;
+  friend class CheckScope;
+  std::vector<std::string> local_names_;
+  uint64_t local_names_version_ = 0;
+  int active_checks_ = 0;
+};
+
+}  // namespace framecache::guards

@@ -1,0 +1,80 @@
+// Per-thread hook state: the callback and what is in force for this thread.
+//
+// Each Python thread that ever set a callback has one ThreadState, reached
+// through a C++ thread_local pointer (one load on the hook's fast path) and
+// owned by a capsule in the thread's PyThreadState dict, so that it is freed,
+// with the GIL held, when the thread's state is cleared. Nothing here is
+// shared between threads: one thread's mode never leaks into another.
+#pragma once
+
+#include <Python.h>
+
+#include "framecache/frame_exec_strategy.h"
+#include "framecache/ref.h"
+
+namespace framecache {
+
+enum class EvalMode : int {
+  kOff = 0,      // callback None: frames run normally
+  kRunOnly = 1,  // callback False: cached entries are used, nothing compiles
+  kCompile = 2,  // callback is a callable: misses call it
+};
+
+struct ThreadState {
+  ThreadState() = default;
+  ~ThreadState();
+  ThreadState(const ThreadState&) = delete;
+  ThreadState& operator=(const ThreadState&) = delete;
+
+  Ref callback = Ref::borrow(Py_None);  // None, False or a callable
+  EvalMode mode = EvalMode::kOff;
+  // The strongest recursive_action of the frames being evaluated on this
+  // thread: callees do at most this much.
+  FrameAction cap = FrameAction::DEFAULT;
+  // >0 while guards or the callback run: frames run normally meanwhile.
+  int suspended = 0;
+  // The code object of the frame the hook is about to evaluate in place of
+  // another; its frame runs normally (it is the cached code itself).
+  PyCodeObject* bypass = nullptr;
+  // The PyThreadState this belongs to (for sanity checks).
+  PyThreadState* owner = nullptr;
+};
+
+// This thread's state, or null if it never set a callback. Borrowed.
+ThreadState* thread_state_peek() noexcept;
+// This thread's state, created if missing. Borrowed; null with an error set on
+// failure.
+ThreadState* thread_state_get();
+// Number of threads whose mode is not kOff.
+int active_thread_count() noexcept;
+// Called whenever a thread's mode changes between off and not off.
+void note_mode_change(EvalMode before, EvalMode after) noexcept;
+
+// Raises `cap` to at least `action` for its scope (RAII).
+class CapScope {
+ public:
+  CapScope(ThreadState* st, FrameAction action) : st_(st), saved_(st->cap) {
+    st->cap = strongest(saved_, action);
+  }
+  ~CapScope() { st_->cap = saved_; }
+  CapScope(const CapScope&) = delete;
+  CapScope& operator=(const CapScope&) = delete;
+
+ private:
+  ThreadState* st_;
+  FrameAction saved_;
+};
+
+// Frames run normally for its scope (RAII): used around guards and callbacks.
+class SuspendScope {
+ public:
+  explicit SuspendScope(ThreadState* st) : st_(st) { ++st->suspended; }
+  ~SuspendScope() { --st_->suspended; }
+  SuspendScope(const SuspendScope&) = delete;
+  SuspendScope& operator=(const SuspendScope&) = delete;
+
+ private:
+  ThreadState* st_;
+};
+
+}  // namespace framecache

@@ -1,0 +1,96 @@
+"""Python-level helpers around the compiled hook: scopes, wrappers, warnings."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from . import _C
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Callback = Callable[..., Any]
+
+
+class RecompileLimitWarning(RuntimeWarning):
+    """A code object reached its recompile limit and now runs without compiling."""
+
+
+_C._set_recompile_warning_category(RecompileLimitWarning)
+# framecache's own Python code is never intercepted.
+_C._set_skip_prefixes([os.path.dirname(os.path.abspath(__file__)) + os.sep])
+
+
+def _check_callback(callback: object) -> None:
+    if callback is not None and callback is not False and not callable(callback):
+        raise TypeError(
+            "expected None (off), False (run-only) or a callable callback, "
+            f"got {type(callback).__name__}"
+        )
+
+
+class optimize:
+    """Turn compile mode on with ``callback`` for a ``with`` block or a decorated call.
+
+    The previous callback of the thread is restored afterwards, also when the
+    block raises. As a decorator, each call of the decorated function enables the
+    callback for its duration::
+
+        with framecache.optimize(my_callback):
+            f(1, 2)
+
+        @framecache.optimize(my_callback)
+        def g(x): ...
+    """
+
+    def __init__(self, callback: Callback | None | bool) -> None:
+        _check_callback(callback)
+        self._callback = callback
+        self._saved: list[object] = []
+
+    def __enter__(self) -> optimize:
+        self._saved.append(_C.set_eval_frame(self._callback))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _C.set_eval_frame(self._saved.pop())
+
+    def __call__(self, fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"optimize(...) decorates a callable, got {type(fn).__name__}")
+        callback = self._callback
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            previous = _C.set_eval_frame(callback)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _C.set_eval_frame(previous)
+
+        return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def run_only() -> Iterator[None]:
+    """Use cached entries but never compile, for the duration of a ``with`` block."""
+    previous = _C.set_eval_frame(False)
+    try:
+        yield
+    finally:
+        _C.set_eval_frame(previous)
+
+
+def disable(fn: F) -> F:
+    """Wrap ``fn`` so that neither it nor anything it calls is ever intercepted."""
+    if not callable(fn):
+        raise TypeError(f"disable() expects a callable, got {type(fn).__name__}")
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return _C._run_with_action(_C.FrameAction.SKIP, fn, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,166 @@
+// Bindings for the guard tree: nodes, the root, verbose results, the frame
+// accessors and introspection.
+#include <pybind11/stl.h>
+
+#include "framecache/bindings.h"
+#include "framecache/guards/accessors_frame.h"
+#include "framecache/guards/root_guard_manager.h"
+
+namespace framecache {
+
+namespace {
+
+using guards::FrameInputs;
+using guards::GuardDebugInfo;
+using guards::GuardManager;
+using guards::RootGuardManager;
+
+std::string checked_name(const std::string& what, const py::handle& name) {
+  if (!py::isinstance<py::str>(name)) {
+    throw py::type_error(what + " expects a str name, got " + Py_TYPE(name.ptr())->tp_name);
+  }
+  std::string s = name.cast<std::string>();
+  if (s.empty()) throw py::value_error(what + " expects a non-empty name");
+  return s;
+}
+
+FrameInputs dict_inputs(const py::object& f_locals, const py::object& f_globals,
+                        const py::object& bound_globals) {
+  if (!PyDict_Check(f_locals.ptr())) {
+    throw py::type_error(std::string("check() expects f_locals as a dict, got ") +
+                         Py_TYPE(f_locals.ptr())->tp_name);
+  }
+  FrameInputs in;
+  in.locals = f_locals.ptr();
+  py::handle g = f_globals.is_none() ? bound_globals : f_globals;
+  if (!g.is_none()) {
+    if (!PyDict_Check(g.ptr())) {
+      throw py::type_error(std::string("check() expects f_globals as a dict, got ") +
+                           Py_TYPE(g.ptr())->tp_name);
+    }
+    in.globals = g.ptr();
+    PyObject* b = PyDict_GetItemString(g.ptr(), "__builtins__");  // borrowed
+    if (b != nullptr) in.builtins = b;
+  }
+  return in;
+}
+
+// A RootGuardManager that may remember the globals it was built for, used by
+// check(f_locals) when no globals are passed.
+struct PyRoot : RootGuardManager {
+  py::object bound_globals = py::none();
+};
+
+}  // namespace
+
+GuardManagerClass bind_guard_tree(py::module_& m) {
+  py::class_<GuardDebugInfo>(m, "GuardDebugInfo", "The result of check_verbose().")
+      .def_readonly("result", &GuardDebugInfo::result)
+      .def_readonly("failures", &GuardDebugInfo::failures)
+      .def_readonly("num_guards_executed", &GuardDebugInfo::num_guards_executed)
+      .def("__bool__", [](const GuardDebugInfo& i) { return i.result; })
+      .def("__repr__", [](const GuardDebugInfo& i) {
+        std::string s = std::string("GuardDebugInfo(result=") + (i.result ? "True" : "False") +
+                        ", failures=[";
+        for (size_t k = 0; k < i.failures.size(); ++k) {
+          s += (k ? ", " : "") + py::repr(py::str(i.failures[k])).cast<std::string>();
+        }
+        return s + "], num_guards_executed=" + std::to_string(i.num_guards_executed) + ")";
+      });
+
+  GuardManagerClass cls(m, "GuardManager",
+                        "A node of a guard tree: leaf guards on one value, and accessors to "
+                        "child values.");
+  cls.def_property_readonly("source", &GuardManager::source, "Where this node's value comes from.")
+      .def("num_guards", &GuardManager::num_guards, "Leaf guards in this subtree.")
+      .def("leaf_guards",
+           [](const GuardManager& g) {
+             py::list out;
+             for (const auto& leaf : g.leaves()) out.append(py::make_tuple(leaf->kind(), leaf->describe()));
+             return out;
+           },
+           "(kind, description) of each leaf guard, in check order.")
+      .def("accessors",
+           [](GuardManager& g) {
+             py::list out;
+             for (const auto& acc : g.accessors()) out.append(acc->describe());
+             return out;
+           },
+           "A description of each accessor, in check order (fail-fast order).")
+      .def("children",
+           [](py::object self) {
+             auto& g = self.cast<GuardManager&>();
+             py::list out;
+             for (const auto& acc : g.accessors()) {
+               out.append(py::cast(&acc->child(), py::return_value_policy::reference_internal, self));
+             }
+             return out;
+           },
+           "The child node of each accessor, in check order.")
+      .def("__str__", [](const GuardManager& g) {
+        std::string out;
+        g.render(out, 0);
+        return out;
+      })
+      .def("__repr__", [](const GuardManager& g) {
+        return "<GuardManager " + g.source() + " (" + std::to_string(g.num_guards()) + " guards)>";
+      });
+
+  py::class_<RootGuardManager, GuardManager>(m, "RootGuardManager_",
+                                             "Internal base of RootGuardManager.");
+  py::class_<PyRoot, RootGuardManager>(m, "RootGuardManager",
+                                       "The root of a guard tree, checked against a frame's "
+                                       "locals (and globals).")
+      .def(py::init([](py::object f_globals) {
+             if (!f_globals.is_none() && !PyDict_Check(f_globals.ptr())) {
+               throw py::type_error(std::string("RootGuardManager(f_globals=...) expects a dict, got ") +
+                                    Py_TYPE(f_globals.ptr())->tp_name);
+             }
+             auto root = std::make_unique<PyRoot>();
+             root->bound_globals = std::move(f_globals);
+             return root;
+           }),
+           py::arg("f_globals") = py::none())
+      .def("local",
+           [](PyRoot& r, py::handle name) -> GuardManager& {
+             return r.local(checked_name("local()", name));
+           },
+           py::arg("name"), py::return_value_policy::reference_internal,
+           "The node for the frame local `name` (L['name']).")
+      .def("global_",
+           [](PyRoot& r, py::handle name) -> GuardManager& {
+             return guards::add_global(r, checked_name("global_()", name));
+           },
+           py::arg("name"), py::return_value_policy::reference_internal,
+           "The node for the global `name` (G['name']).")
+      .def("builtin",
+           [](PyRoot& r, py::handle name) -> GuardManager& {
+             return guards::add_builtin(r, checked_name("builtin()", name));
+           },
+           py::arg("name"), py::return_value_policy::reference_internal,
+           "The node for the builtin `name` (B['name']).")
+      .def("check",
+           [](PyRoot& r, py::object f_locals, py::object f_globals) {
+             const int rc = r.check_root(dict_inputs(f_locals, f_globals, r.bound_globals));
+             if (rc < 0) throw py::error_already_set();
+             return rc == 1;
+           },
+           py::arg("f_locals"), py::arg("f_globals") = py::none(),
+           "True if every guard passes for these locals.")
+      .def("check_verbose",
+           [](PyRoot& r, py::object f_locals, py::object f_globals) {
+             auto info = r.check_root_verbose(dict_inputs(f_locals, f_globals, r.bound_globals));
+             if (PyErr_Occurred()) throw py::error_already_set();
+             return info;
+           },
+           py::arg("f_locals"), py::arg("f_globals") = py::none(),
+           "Every guard's result, with a readable reason for each failure.")
+      .def("local_names", [](const PyRoot& r) { return r.local_names(); })
+      .def("__str__", &RootGuardManager::render_tree)
+      .def("__repr__", [](const PyRoot& r) {
+        return "<RootGuardManager (" + std::to_string(r.num_guards()) + " guards)>";
+      });
+  return cls;
+}
+
+}  // namespace framecache

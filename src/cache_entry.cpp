@@ -1,0 +1,231 @@
+// CacheEntry: checking an entry's guards and running its code for a frame.
+#include "framecache/cache_entry.h"
+
+#include <pybind11/pybind11.h>
+
+#include "framecache/cpython.h"
+#include "framecache/frame_locals.h"
+#include "framecache/guards/root_guard_manager.h"
+#include "framecache/thread_state.h"
+
+namespace py = pybind11;
+
+namespace framecache {
+
+namespace {
+constexpr int kArgFlags = CO_VARARGS | CO_VARKEYWORDS;
+
+std::string code_label(PyCodeObject* co) {
+  const char* name = PyUnicode_AsUTF8(co->co_qualname);
+  if (name == nullptr) {
+    PyErr_Clear();
+    return "<code>";
+  }
+  return name;
+}
+}  // namespace
+
+bool check_code_compatible(PyCodeObject* original, PyObject* code_obj) {
+  if (!PyCode_Check(code_obj)) {
+    PyErr_Format(PyExc_TypeError, "GuardedCode.code must be a code object, got %.200s",
+                 Py_TYPE(code_obj)->tp_name);
+    return false;
+  }
+  auto* code = reinterpret_cast<PyCodeObject*>(code_obj);
+  const bool orig_fn = (original->co_flags & CO_OPTIMIZED) != 0;
+  const bool new_fn = (code->co_flags & CO_OPTIMIZED) != 0;
+  const std::string label = code_label(original);
+  if (orig_fn != new_fn) {
+    PyErr_Format(PyExc_ValueError,
+                 "compiled code for %s must be a %s code object like the original", label.c_str(),
+                 orig_fn ? "function" : "module or class-body");
+    return false;
+  }
+  if (code->co_argcount != original->co_argcount ||
+      code->co_posonlyargcount != original->co_posonlyargcount ||
+      code->co_kwonlyargcount != original->co_kwonlyargcount ||
+      (code->co_flags & kArgFlags) != (original->co_flags & kArgFlags)) {
+    PyErr_Format(PyExc_ValueError,
+                 "compiled code for %s must keep the original's arguments: expected "
+                 "%d positional (%d positional-only), %d keyword-only, *args=%d, **kwargs=%d; got "
+                 "%d (%d), %d, %d, %d",
+                 label.c_str(), original->co_argcount, original->co_posonlyargcount,
+                 original->co_kwonlyargcount, (original->co_flags & CO_VARARGS) != 0,
+                 (original->co_flags & CO_VARKEYWORDS) != 0, code->co_argcount,
+                 code->co_posonlyargcount, code->co_kwonlyargcount,
+                 (code->co_flags & CO_VARARGS) != 0, (code->co_flags & CO_VARKEYWORDS) != 0);
+    return false;
+  }
+  // Keyword-only arguments are passed by name.
+  for (int i = original->co_argcount; i < original->co_argcount + original->co_kwonlyargcount; ++i) {
+    const int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(original->co_localsplusnames, i),
+                                            PyTuple_GET_ITEM(code->co_localsplusnames, i), Py_EQ);
+    if (eq < 0) return false;
+    if (eq == 0) {
+      PyErr_Format(PyExc_ValueError,
+                   "compiled code for %s must keep the keyword-only argument names", label.c_str());
+      return false;
+    }
+  }
+  if (code->co_nfreevars != original->co_nfreevars) {
+    PyErr_Format(PyExc_ValueError,
+                 "compiled code for %s must have the original's %d free variables, got %d",
+                 label.c_str(), original->co_nfreevars, code->co_nfreevars);
+    return false;
+  }
+  return true;
+}
+
+CacheEntry::CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_manager,
+                       PyObject* compile_id, std::string trace_annotation)
+    : code_(Ref::borrow(code)),
+      guard_manager_(Ref::borrow(guard_manager)),
+      compile_id_(Ref::borrow(compile_id)),
+      trace_annotation_(std::move(trace_annotation)) {
+  py::handle gm(guard_manager);
+  if (py::isinstance<guards::RootGuardManager>(gm)) {
+    root_ = gm.cast<guards::RootGuardManager*>();
+    refresh_slots(original);
+  } else {
+    check_method_ = Ref::steal(PyObject_GetAttrString(guard_manager, "check"));
+    if (!check_method_) throw py::error_already_set();
+  }
+}
+
+CacheEntry::~CacheEntry() = default;
+
+void CacheEntry::refresh_slots(PyCodeObject* original) {
+  slots_ = compute_slot_map(original, root_->local_names());
+  slots_version_ = root_->local_names_version();
+}
+
+int CacheEntry::check(cpy::Frame* frame) {
+  if (root_ != nullptr) {
+    if (slots_version_ != root_->local_names_version()) refresh_slots(cpy::frame_code(frame));
+    return root_->check_root(frame_inputs(frame, slots_));
+  }
+  Ref locals = frame_locals_dict(frame);
+  if (!locals) return -1;
+  Ref result = Ref::steal(PyObject_CallOneArg(check_method_.get(), locals.get()));
+  if (!result) return guards::consume_check_error() ? -1 : 0;
+  const int truth = PyObject_IsTrue(result.get());
+  if (truth < 0) return guards::consume_check_error() ? -1 : 0;
+  return truth;
+}
+
+std::vector<std::string> CacheEntry::failure_reasons(cpy::Frame* frame) {
+  if (root_ != nullptr) {
+    if (slots_version_ != root_->local_names_version()) refresh_slots(cpy::frame_code(frame));
+    auto info = root_->check_root_verbose(frame_inputs(frame, slots_));
+    PyErr_Clear();
+    return info.failures;
+  }
+  Ref locals = frame_locals_dict(frame);
+  if (locals) {
+    Ref verbose = Ref::steal(PyObject_GetAttrString(guard_manager_.get(), "check_verbose"));
+    if (verbose) {
+      Ref info = Ref::steal(PyObject_CallOneArg(verbose.get(), locals.get()));
+      if (info) {
+        Ref failures = Ref::steal(PyObject_GetAttrString(info.get(), "failures"));
+        if (failures && PyList_Check(failures.get())) {
+          std::vector<std::string> out;
+          for (Py_ssize_t i = 0; i < PyList_GET_SIZE(failures.get()); ++i) {
+            out.push_back(guards::safe_repr(PyList_GET_ITEM(failures.get(), i), 400));
+          }
+          PyErr_Clear();
+          return out;
+        }
+      }
+    }
+  }
+  PyErr_Clear();
+  return {std::string("guard object ") + Py_TYPE(guard_manager_.get())->tp_name +
+          ".check() returned False"};
+}
+
+PyObject* CacheEntry::function_for(cpy::Frame* frame) {
+  PyFunctionObject* original = cpy::frame_function(frame);
+  PyObject* globals = cpy::frame_globals(frame);
+  PyObject* closure = original ? original->func_closure : nullptr;
+  if (closure == nullptr && cached_function_ &&
+      reinterpret_cast<PyFunctionObject*>(cached_function_.get())->func_globals == globals) {
+    return Ref(cached_function_).release();
+  }
+  Ref fn = Ref::steal(PyFunction_New(code_.get(), globals));
+  if (!fn) return nullptr;
+  if (closure != nullptr) {
+    if (PyFunction_SetClosure(fn.get(), closure) < 0) return nullptr;
+  } else {
+    cached_function_ = fn;
+  }
+  return fn.release();
+}
+
+PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame) {
+  PyCodeObject* original = cpy::frame_code(frame);
+  ThreadState* st = thread_state_peek();
+  if (!(original->co_flags & CO_OPTIMIZED)) {
+    // Module and class bodies run against their namespace mapping.
+    PyObject* closure = cpy::frame_closure(frame);
+    PyCodeObject* saved = st->bypass;
+    st->bypass = code();
+    PyObject* result = PyEval_EvalCodeEx(code_.get(), cpy::frame_globals(frame),
+                                         cpy::frame_locals_mapping(frame), nullptr, 0, nullptr, 0,
+                                         nullptr, 0, nullptr, closure);
+    st->bypass = saved;
+    return result;
+  }
+
+  Ref fn = Ref::steal(function_for(frame));
+  if (!fn) return nullptr;
+  PyObject** fast = cpy::frame_fast_locals(frame);
+  const int argc = original->co_argcount;
+  const int kwonly = original->co_kwonlyargcount;
+  const int flags = original->co_flags;
+
+  PyCodeObject* saved = st->bypass;
+  st->bypass = code();
+  PyObject* result;
+  if (kwonly == 0 && !(flags & kArgFlags)) {
+    // The common case: the frame's arguments are already in call order.
+    result = PyObject_Vectorcall(fn.get(), fast, static_cast<size_t>(argc), nullptr);
+  } else {
+    // Positional arguments, then *args spread; keyword-only arguments and
+    // **kwargs by name. Names of positional-only parameters may appear in
+    // **kwargs: the call binds them back into **kwargs, as the original did.
+    int slot = argc + kwonly;
+    PyObject* varargs = (flags & CO_VARARGS) ? fast[slot++] : nullptr;
+    PyObject* varkw = (flags & CO_VARKEYWORDS) ? fast[slot] : nullptr;
+    const Py_ssize_t nvar = varargs ? PyTuple_GET_SIZE(varargs) : 0;
+    const Py_ssize_t nkw = kwonly + (varkw ? PyDict_GET_SIZE(varkw) : 0);
+    std::vector<PyObject*> args;
+    args.reserve(static_cast<size_t>(argc + nvar + nkw));
+    for (int i = 0; i < argc; ++i) args.push_back(fast[i]);
+    for (Py_ssize_t i = 0; i < nvar; ++i) args.push_back(PyTuple_GET_ITEM(varargs, i));
+    Ref kwnames = Ref::steal(nkw ? PyTuple_New(nkw) : nullptr);
+    if (nkw && !kwnames) {
+      st->bypass = saved;
+      return nullptr;
+    }
+    Py_ssize_t k = 0;
+    for (int i = argc; i < argc + kwonly; ++i, ++k) {
+      PyObject* name = PyTuple_GET_ITEM(original->co_localsplusnames, i);
+      PyTuple_SET_ITEM(kwnames.get(), k, Py_NewRef(name));
+      args.push_back(fast[i]);
+    }
+    if (varkw) {
+      Py_ssize_t pos = 0;
+      PyObject *key, *value;
+      while (PyDict_Next(varkw, &pos, &key, &value)) {
+        PyTuple_SET_ITEM(kwnames.get(), k++, Py_NewRef(key));
+        args.push_back(value);
+      }
+    }
+    result = PyObject_Vectorcall(fn.get(), args.data(), static_cast<size_t>(argc + nvar),
+                                 kwnames.get());
+  }
+  st->bypass = saved;
+  return result;
+}
+
+}  // namespace framecache

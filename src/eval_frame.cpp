@@ -1,0 +1,313 @@
+// The PEP 523 evaluator: lookup, hit, miss and the callback protocol.
+//
+// The life of a frame through the hook (CPython 3.11):
+//  1. The caller pushed and initialised the frame; nothing ran yet. If this
+//     thread is off, suspended (guards or the callback are running), the frame
+//     is a resumed generator, a trace function is active, or an exception is
+//     being thrown in, the frame goes straight to the chained evaluator.
+//  2. Otherwise its code gets an ExtraState. The strategy in force is the
+//     stronger of the code's own cur_action and the thread's cap (the
+//     recursive_action of the frames that called this one).
+//  3. Lookup runs each entry's guards (the thread suspended, so guards that
+//     call Python run normally) and stops at the first that passes.
+//  4. A hit runs the entry's code in place of the frame: CacheEntry::run calls
+//     a function made of the compiled code with the frame's arguments and
+//     marks that code as `bypass`, so its frame runs normally when it comes
+//     back through this hook. The original frame is never run: on 3.11 its
+//     pusher clears it (cpy::finish_unrun_frame is where 3.12 will differ).
+//  5. A miss in compile mode calls the callback; its CallbackResult may add
+//     an entry (run now) and set the code's strategy.
+// Every path that holds an ExtraState or CacheEntry across a call into
+// Python holds a Shared<> reference to it.
+#include "framecache/cpython.h"
+//
+#include "framecache/eval_frame.h"
+
+#include <string>
+#include <vector>
+
+#include "framecache/callback_types.h"
+#include "framecache/extra_state.h"
+#include "framecache/runtime_config.h"
+#include "framecache/thread_state.h"
+
+namespace framecache {
+
+namespace {
+
+cpy::EvalFrameFn g_previous = nullptr;  // the evaluator we chain to (null: CPython's)
+int g_active_threads = 0;
+PyObject* g_warning_category = nullptr;  // borrowed from the module that set it
+
+PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag);
+
+// New reference, or null with an error set.
+PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+  if (g_previous != nullptr) return g_previous(ts, frame, throwflag);
+  return cpy::eval_frame_default(ts, frame, throwflag);
+}
+
+PyObject* run_normally(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
+                       FrameAction recursive) {
+  CapScope cap(st, recursive);
+  return run_previous(ts, frame, 0);
+}
+
+PyObject* run_entry(ThreadState* st, PyThreadState* ts, cpy::Frame* frame, CacheEntry& entry,
+                    FrameAction recursive) {
+  CapScope cap(st, recursive);
+  PyObject* result = entry.run(ts, frame);
+  cpy::finish_unrun_frame(ts, frame);
+  return result;
+}
+
+// Finds the first entry whose guards pass. 0 (hit in *out, or miss), or -1
+// with an error set.
+int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, Shared<CacheEntry>* out) {
+  if (es.entries().empty()) return 0;
+  SuspendScope suspend(st);
+  // A guard that runs Python can change this list (reset_code, another
+  // thread compiling). Start again when it changes; give up (a miss, which
+  // is always safe) if it keeps changing.
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const uint64_t generation = es.generation();
+    bool changed = false;
+    for (size_t i = 0; i < es.entries().size(); ++i) {
+      Shared<CacheEntry> entry = es.entries()[i];
+      const int passed = entry->check(frame);
+      if (passed < 0) return -1;
+      if (es.generation() != generation) {
+        changed = true;
+        break;
+      }
+      if (passed == 1) {
+        entry->record_hit();
+        if (runtime_config().lru) es.move_to_front(entry.get());
+        *out = std::move(entry);
+        return 0;
+      }
+    }
+    if (!changed) return 0;
+  }
+  return 0;
+}
+
+std::string code_location(PyCodeObject* code) {
+  const char* name = PyUnicode_AsUTF8(code->co_qualname);
+  const char* file = name ? PyUnicode_AsUTF8(code->co_filename) : nullptr;
+  if (name == nullptr || file == nullptr) {
+    PyErr_Clear();
+    return "<code>";
+  }
+  return std::string(name) + " (" + file + ":" + std::to_string(code->co_firstlineno) + ")";
+}
+
+// Gives the one recompile-limit warning for this code. 0, or -1 when the
+// warning was turned into an exception.
+int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated) {
+  if (es.limit_warned) return 0;
+  es.limit_warned = true;
+  const auto& cfg = runtime_config();
+  std::string msg = "framecache: " + code_location(cpy::frame_code(frame)) + " reached the " +
+                    (accumulated ? "accumulated recompile limit (" +
+                                       std::to_string(cfg.accumulated_recompile_limit) +
+                                       " compiles across all code)"
+                                 : "recompile limit (" + std::to_string(cfg.recompile_limit) +
+                                       " compiles)") +
+                    "; it now runs its cached entries or the original code, without compiling.";
+  size_t index = 0;
+  std::vector<Shared<CacheEntry>> entries(es.entries().begin(), es.entries().end());
+  ThreadState* st = thread_state_peek();
+  for (auto& entry : entries) {
+    std::vector<std::string> reasons;
+    {
+      SuspendScope suspend(st);
+      reasons = entry->failure_reasons(frame);
+    }
+    msg += "\n  entry " + std::to_string(index++) + " failed:";
+    for (const auto& r : reasons) msg += "\n    " + r;
+    if (index >= 8) break;
+  }
+  PyObject* category = g_warning_category ? g_warning_category : PyExc_RuntimeWarning;
+  return PyErr_WarnEx(category, msg.c_str(), 1);
+}
+
+// Builds the entry a callback returned, after checking it fits the frame.
+// Null with an error set if it does not.
+Shared<CacheEntry> make_entry(PyCodeObject* original, const GuardedCode& gc) {
+  if (!check_code_compatible(original, gc.code.ptr())) return Shared<CacheEntry>();
+  try {
+    return Shared<CacheEntry>(new CacheEntry(original, gc.code.ptr(), gc.guard_manager.ptr(),
+                                             gc.compile_id.ptr(), gc.trace_annotation));
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return Shared<CacheEntry>();
+}
+
+PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
+                      Shared<ExtraState> es, FrameAction recursive) {
+  PyCodeObject* code = cpy::frame_code(frame);
+  auto& cfg = runtime_config();
+  const bool over_code = es->compiles >= cfg.recompile_limit;
+  const bool over_all = cfg.accumulated_compiles >= cfg.accumulated_recompile_limit;
+  if (over_code || over_all) {
+    es->strategy.cur_action = strongest(es->strategy.cur_action, FrameAction::RUN_ONLY);
+    if (warn_recompile_limit(*es, frame, !over_code) < 0) return nullptr;
+    return run_normally(st, ts, frame, recursive);
+  }
+
+  // The callback may replace this thread's callback or reset this code.
+  Ref callback = st->callback;
+  FrameView* view = new FrameView(frame);
+  py::object view_obj = py::cast(view, py::return_value_policy::take_ownership);
+  py::object result;
+  {
+    SuspendScope suspend(st);
+    try {
+      py::object first = es->entries().empty()
+                             ? py::none()
+                             : py::cast(CacheEntryView{es->entries().front()});
+      py::object frame_state = py::reinterpret_borrow<py::object>(es->frame_state());
+      result = py::reinterpret_borrow<py::object>(callback.get())(view_obj, first, frame_state);
+    } catch (py::error_already_set& e) {
+      view->invalidate();
+      e.restore();
+      return nullptr;
+    } catch (const std::exception& e) {
+      view->invalidate();
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+      return nullptr;
+    }
+  }
+  view->invalidate();
+
+  if (result.is_none()) return run_normally(st, ts, frame, recursive);
+  if (!py::isinstance<CallbackResult>(result)) {
+    PyErr_Format(PyExc_TypeError,
+                 "framecache callback must return None or a CallbackResult, got %.200s",
+                 Py_TYPE(result.ptr())->tp_name);
+    return nullptr;
+  }
+  const auto& cr = result.cast<const CallbackResult&>();
+  Shared<CacheEntry> entry;
+  if (!cr.guarded_code.is_none()) {
+    entry = make_entry(code, cr.guarded_code.cast<const GuardedCode&>());
+    if (!entry) return nullptr;
+  }
+  // The callback may have reset this code: commit to its current state.
+  ExtraState* current = extra_state_ensure(code);
+  if (current == nullptr) return nullptr;
+  Shared<ExtraState> target(current);
+  FrameExecStrategy strategy = cr.strategy.value_or(target->strategy);
+  if (cr.strategy && cr.apply_to_code) target->strategy = *cr.strategy;
+  if (!entry) return run_normally(st, ts, frame, strategy.recursive_action);
+  target->add_front(entry);
+  ++target->compiles;
+  ++cfg.accumulated_compiles;
+  return run_entry(st, ts, frame, *entry, strongest(recursive, strategy.recursive_action));
+}
+
+PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
+  PyCodeObject* code = cpy::frame_code(frame);
+  ExtraState* raw = extra_state_ensure(code);
+  if (raw == nullptr) return nullptr;
+  Shared<ExtraState> es(raw);
+  FrameAction action = strongest(es->strategy.cur_action, st->cap);
+  if (st->mode == EvalMode::kRunOnly) action = strongest(action, FrameAction::RUN_ONLY);
+  const FrameAction recursive = es->strategy.recursive_action;
+  if (action == FrameAction::SKIP) return run_normally(st, ts, frame, recursive);
+
+  Shared<CacheEntry> hit;
+  if (lookup(st, *es, frame, &hit) < 0) return nullptr;
+  if (hit) return run_entry(st, ts, frame, *hit, recursive);
+  if (action == FrameAction::RUN_ONLY) return run_normally(st, ts, frame, recursive);
+  return handle_miss(st, ts, frame, std::move(es), recursive);
+}
+
+PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+  ThreadState* st = thread_state_peek();
+  if (st == nullptr) return run_previous(ts, frame, throwflag);
+  if (st->bypass != nullptr && st->bypass == cpy::frame_code(frame)) {
+    st->bypass = nullptr;
+    return run_previous(ts, frame, throwflag);
+  }
+  if (st->mode == EvalMode::kOff || st->suspended != 0 || throwflag != 0 ||
+      st->cap == FrameAction::SKIP || cpy::frame_started(frame) || cpy::tracing_active(ts)) {
+    return run_previous(ts, frame, throwflag);
+  }
+  return evaluate(st, ts, frame);
+}
+
+void install() {
+  PyInterpreterState* interp = PyInterpreterState_Get();
+  cpy::EvalFrameFn current = cpy::get_eval_frame(interp);
+  if (current == framecache_eval_frame) return;
+  // Chain to whatever was there (a debugger's evaluator), not to the default.
+  g_previous = current == _PyEval_EvalFrameDefault ? nullptr : current;
+  cpy::set_eval_frame(interp, framecache_eval_frame);
+}
+
+void uninstall() {
+  PyInterpreterState* interp = PyInterpreterState_Get();
+  // If someone installed an evaluator on top of ours, leave the chain alone:
+  // ours stays in it, doing nothing while every thread is off.
+  if (cpy::get_eval_frame(interp) != framecache_eval_frame) return;
+  cpy::set_eval_frame(interp, g_previous ? g_previous : _PyEval_EvalFrameDefault);
+  g_previous = nullptr;
+}
+
+}  // namespace
+
+void note_mode_change(EvalMode before, EvalMode after) noexcept {
+  const bool was_on = before != EvalMode::kOff;
+  const bool is_on = after != EvalMode::kOff;
+  if (was_on == is_on) return;
+  if (is_on) {
+    if (g_active_threads++ == 0) install();
+  } else if (--g_active_threads == 0) {
+    uninstall();
+  }
+}
+
+int active_thread_count() noexcept { return g_active_threads; }
+
+Ref set_eval_frame_callback(PyObject* callback) {
+  EvalMode mode;
+  if (callback == Py_None) {
+    mode = EvalMode::kOff;
+  } else if (callback == Py_False) {
+    mode = EvalMode::kRunOnly;
+  } else if (PyCallable_Check(callback)) {
+    mode = EvalMode::kCompile;
+  } else {
+    PyErr_Format(PyExc_TypeError,
+                 "set_eval_frame expects None (off), False (run-only) or a callable, got %.200s",
+                 Py_TYPE(callback)->tp_name);
+    return Ref();
+  }
+  if (extra_state_init() < 0) return Ref();
+  ThreadState* st = thread_state_get();
+  if (st == nullptr) return Ref();
+  Ref previous = std::move(st->callback);
+  st->callback = Ref::borrow(callback);
+  const EvalMode before = st->mode;
+  st->mode = mode;
+  note_mode_change(before, mode);
+  return previous;
+}
+
+Ref get_eval_frame_callback() {
+  ThreadState* st = thread_state_peek();
+  return Ref::borrow(st ? st->callback.get() : Py_None);
+}
+
+bool hook_installed() {
+  return cpy::get_eval_frame(PyInterpreterState_Get()) == framecache_eval_frame;
+}
+
+void set_recompile_warning_category(PyObject* category) { g_warning_category = category; }
+
+}  // namespace framecache

@@ -1,0 +1,181 @@
+// GuardManager and GuardAccessor: the generic tree walk, fail-fast reordering
+// and verbose failure collection.
+#include "framecache/guards/guard_manager.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "framecache/guards/root_guard_manager.h"
+
+namespace framecache::guards {
+
+bool consume_check_error() noexcept {
+  if (!PyErr_Occurred()) return false;
+  if (PyErr_ExceptionMatches(PyExc_Exception)) {
+    PyErr_Clear();
+    return false;
+  }
+  return true;  // KeyboardInterrupt, SystemExit, GeneratorExit: keep it set.
+}
+
+std::string safe_repr(PyObject* obj, size_t max_len) {
+  if (obj == nullptr) return "<unbound>";
+  PyObject* type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  std::string out;
+  Ref r = Ref::steal(PyObject_Repr(obj));
+  if (r) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(r.get(), &n);
+    if (s) out.assign(s, static_cast<size_t>(n));
+  }
+  if (!r || out.empty()) {
+    PyErr_Clear();
+    out = "<" + type_name(obj) + " object>";
+  }
+  PyErr_Restore(type, value, tb);
+  if (out.size() > max_len) out = out.substr(0, max_len - 3) + "...";
+  return out;
+}
+
+std::string type_name(PyObject* obj) {
+  if (obj == nullptr) return "<unbound>";
+  return Py_TYPE(obj)->tp_name;
+}
+
+// --- GuardAccessor ------------------------------------------------------------
+
+GuardAccessor::GuardAccessor(std::string key, std::unique_ptr<GuardManager> child)
+    : key_(std::move(key)), child_(std::move(child)) {}
+GuardAccessor::~GuardAccessor() = default;
+
+std::string GuardAccessor::explain_fetch_failure(PyObject*, const FrameInputs&) {
+  return "could not be fetched";
+}
+
+bool GuardAccessor::check(PyObject* parent, const FrameInputs& in) {
+  Ref value = fetch(parent, in);
+  if (!value) {
+    consume_check_error();
+    return false;
+  }
+  return child_->check(value.get(), in);
+}
+
+bool GuardAccessor::check_verbose(PyObject* parent, const FrameInputs& in, VerboseState& out) {
+  Ref value = fetch(parent, in);
+  if (!value) {
+    std::string why;
+    if (PyErr_Occurred()) {
+      PyObject *type, *exc, *tb;
+      PyErr_Fetch(&type, &exc, &tb);
+      why = exc ? safe_repr(exc, 160) : std::string("error");
+      PyErr_Restore(type, exc, tb);
+      if (consume_check_error()) return false;
+    }
+    std::string msg = child_->source() + ": " + explain_fetch_failure(parent, in);
+    if (!why.empty()) msg += " (" + why + ")";
+    out.failures.push_back(std::move(msg));
+    return false;
+  }
+  return child_->check_verbose(value.get(), in, out);
+}
+
+// --- GuardManager -------------------------------------------------------------
+
+GuardManager::GuardManager(RootGuardManager* root, std::string source)
+    : root_(root), source_(std::move(source)) {}
+GuardManager::~GuardManager() = default;
+
+bool GuardManager::check(PyObject* value, const FrameInputs& in) {
+  for (const auto& leaf : leaves_) {
+    if (!leaf->check(value)) return false;
+  }
+  const size_t n = accessors_.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (!accessors_[i]->check(value, in)) {
+      note_accessor_failure(i);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool GuardManager::check_verbose(PyObject* value, const FrameInputs& in, VerboseState& out) {
+  bool ok = true;
+  for (const auto& leaf : leaves_) {
+    ++out.executed;
+    if (!leaf->check(value)) {
+      if (PyErr_Occurred()) return false;  // fatal error: stop here
+      ok = false;
+      std::string why = leaf->explain(value);
+      if (PyErr_Occurred() && consume_check_error()) return false;
+      out.failures.push_back(source_ + ": " + why);
+    }
+  }
+  for (const auto& acc : accessors_) {
+    if (!acc->check_verbose(value, in, out)) {
+      if (PyErr_Occurred()) return false;
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+void GuardManager::note_accessor_failure(size_t index) {
+  GuardAccessor& failed = *accessors_[index];
+  ++failed.fail_count_;
+  // Reordering while another thread walks this tree (a guard that called
+  // Python let the GIL go) would make that walk skip an accessor, so only the
+  // sole checker reorders. Leaf order never changes.
+  if (index == 0 || root_->active_checks_ != 1) return;
+  size_t j = index;
+  while (j > 0 && accessors_[j - 1]->fail_count_ < failed.fail_count_) --j;
+  if (j != index) {
+    std::rotate(accessors_.begin() + static_cast<std::ptrdiff_t>(j),
+                accessors_.begin() + static_cast<std::ptrdiff_t>(index),
+                accessors_.begin() + static_cast<std::ptrdiff_t>(index) + 1);
+  }
+}
+
+void GuardManager::check_mutable() const {
+  if (root_->active_checks_ != 0) {
+    throw std::runtime_error("cannot add guards to a guard tree while it is being checked");
+  }
+}
+
+LeafGuard& GuardManager::add_leaf(std::unique_ptr<LeafGuard> leaf) {
+  check_mutable();
+  leaves_.push_back(std::move(leaf));
+  return *leaves_.back();
+}
+
+GuardManager& GuardManager::get_or_add_accessor(const std::string& key,
+                                                const std::string& child_source,
+                                                const AccessorFactory& make) {
+  for (auto& acc : accessors_) {
+    if (acc->key() == key) return acc->child();
+  }
+  check_mutable();
+  auto child = std::make_unique<GuardManager>(root_, child_source);
+  accessors_.push_back(make(std::move(child)));
+  return accessors_.back()->child();
+}
+
+size_t GuardManager::num_guards() const {
+  size_t n = leaves_.size();
+  for (const auto& acc : accessors_) n += acc->child().num_guards();
+  return n;
+}
+
+void GuardManager::render(std::string& out, int indent) const {
+  const std::string pad(static_cast<size_t>(indent) * 2, ' ');
+  out += pad + source_ + "\n";
+  for (const auto& leaf : leaves_) out += pad + "  | " + leaf->describe() + "\n";
+  for (const auto& acc : accessors_) {
+    out += pad + "  +- " + acc->describe() + "\n";
+    acc->child().render(out, indent + 2);
+  }
+}
+
+}  // namespace framecache::guards

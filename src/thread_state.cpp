@@ -1,0 +1,55 @@
+// ThreadState: per-thread storage and its cleanup with the thread.
+#include "framecache/thread_state.h"
+
+namespace framecache {
+
+namespace {
+thread_local ThreadState* t_state = nullptr;
+constexpr const char* kCapsuleName = "framecache.ThreadState";
+constexpr const char* kDictKey = "__framecache_thread_state__";
+
+void destroy_capsule(PyObject* capsule) {
+  auto* st = static_cast<ThreadState*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+  if (st == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  delete st;
+}
+}  // namespace
+
+ThreadState::~ThreadState() {
+  if (mode != EvalMode::kOff) note_mode_change(mode, EvalMode::kOff);
+  // Runs on the owning thread when it exits, or on the finalizing thread for
+  // others; only the owner's pointer can point here.
+  if (t_state == this) t_state = nullptr;
+}
+
+ThreadState* thread_state_peek() noexcept { return t_state; }
+
+ThreadState* thread_state_get() {
+  PyThreadState* ts = PyThreadState_Get();
+  if (t_state != nullptr && t_state->owner == ts) return t_state;
+  PyObject* dict = PyThreadState_GetDict();  // borrowed
+  if (dict == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "framecache: this thread has no thread-state dict");
+    return nullptr;
+  }
+  PyObject* existing = PyDict_GetItemString(dict, kDictKey);  // borrowed
+  if (existing != nullptr && PyCapsule_IsValid(existing, kCapsuleName)) {
+    t_state = static_cast<ThreadState*>(PyCapsule_GetPointer(existing, kCapsuleName));
+    return t_state;
+  }
+  auto* st = new ThreadState();
+  st->owner = ts;
+  Ref capsule = Ref::steal(PyCapsule_New(st, kCapsuleName, destroy_capsule));
+  if (!capsule) {
+    delete st;
+    return nullptr;
+  }
+  if (PyDict_SetItemString(dict, kDictKey, capsule.get()) < 0) return nullptr;
+  t_state = st;
+  return st;
+}
+
+}  // namespace framecache
