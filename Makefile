@@ -1,0 +1,71 @@
+# framecache's developer commands. `make help` lists them.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYBIND11_DIR = $(shell $(PYTHON) -c "import pybind11; print(pybind11.get_cmake_dir())")
+JOBS ?= 2
+# Strict flags for every build the tests use (CI's flags).
+STRICT := -DFRAMECACHE_WERROR=ON -DFRAMECACHE_ASSERTIONS=ON
+PIP_STRICT := -Ccmake.define.FRAMECACHE_WERROR=ON -Ccmake.define.FRAMECACHE_ASSERTIONS=ON
+TORCH := torch==2.13.0
+
+.PHONY: help install demo deps test test-cpp test-py dev bench bench-cpp lint format sanitize clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install:  ## pip install the package (with its compiled core)
+	$(PIP) install .
+
+demo: install  ## Install, then run the demo: the hook compiling and caching a function
+	$(PYTHON) -m framecache
+
+deps:  ## Install what the tests need: GoogleTest (apt) and Python test packages (pip)
+	@if [ ! -f /usr/include/gtest/gtest.h ] || [ ! -f /usr/include/benchmark/benchmark.h ]; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libgtest-dev libbenchmark-dev; fi
+	$(PIP) install -q "pybind11>=2.13" "scikit-build-core>=0.10" cmake ninja "pytest>=8" "hypothesis>=6" \
+	  "ruff>=0.6" "pytest-benchmark>=4" $(TORCH)
+
+test: deps test-cpp test-py  ## Install what tests need, then run every test (ctest + pytest)
+
+test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ctest
+	cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
+	  -DFRAMECACHE_BUILD_TESTS=ON -Dpybind11_DIR=$(PYBIND11_DIR)
+	cmake --build build/test -j $(JOBS)
+	ctest --test-dir build/test --output-on-failure -j $(JOBS)
+
+test-py:  ## pip install with -Werror and assertions, run pytest
+	$(PIP) install -q $(PIP_STRICT) .
+	$(PYTHON) -m pytest tests/python
+
+dev:  ## Incremental build staged in build/dev/pkg (use PYTHONPATH=build/dev/pkg)
+	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
+	  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/dev/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
+	cmake --build build/dev -j $(JOBS)
+
+bench: install  ## Run the Python benchmarks (runtime overhead, guard lookup vs torch)
+	$(PYTHON) benchmarks/run_all.py
+
+lint:  ## ruff check + format check
+	$(PYTHON) -m ruff check python tests/python benchmarks
+	$(PYTHON) -m ruff format --check python tests/python benchmarks
+
+format:  ## Apply ruff formatting
+	$(PYTHON) -m ruff format python tests/python benchmarks
+
+# The sanitizer build runs the C++ tests and the torch-free Python tests with
+# ASan + UBSan. CPython itself is not instrumented, so the runtime is preloaded
+# and leak detection (which CPython's arenas confuse) is off.
+ASAN_LIB = $(shell $(CXX) -print-file-name=libasan.so)
+UBSAN_LIB = $(shell $(CXX) -print-file-name=libubsan.so)
+sanitize:  ## Build with ASan+UBSan, run ctest and pytest under them
+	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug $(STRICT) -DFRAMECACHE_SANITIZE=ON \
+	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/asan/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
+	cmake --build build/asan -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/asan --output-on-failure -j $(JOBS)
+	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FRAMECACHE_SANITIZER_BUILD=1 \
+	  PYTHONPATH=$(CURDIR)/build/asan/pkg $(PYTHON) -m pytest tests/python -p no:cacheprovider -m "not torch"
+
+clean:  ## Remove build directories
+	rm -rf build

@@ -1,0 +1,5 @@
+"""``python -m framecache``: the demo."""
+
+from .demo import main
+
+main()
