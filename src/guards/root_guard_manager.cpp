@@ -24,8 +24,19 @@ RootGuardManager::~RootGuardManager() = default;
 
 int RootGuardManager::check_root(const FrameInputs& in) {
   ActiveCheck scope(active_checks_);
-  if (check(nullptr, in)) return 1;
+  const bool passed = check(nullptr, in);
+  if (!relational_.empty()) reset_relational();
+  if (passed) return 1;
   return PyErr_Occurred() ? -1 : 0;
+}
+
+void RootGuardManager::register_relational(RelationalGuard* guard) {
+  check_mutable();
+  relational_.push_back(guard);
+}
+
+void RootGuardManager::reset_relational() {
+  for (RelationalGuard* g : relational_) g->reset_state();
 }
 
 GuardDebugInfo RootGuardManager::check_root_verbose(const FrameInputs& in) {
@@ -33,6 +44,7 @@ GuardDebugInfo RootGuardManager::check_root_verbose(const FrameInputs& in) {
   VerboseState state;
   GuardDebugInfo info;
   info.result = check_verbose(nullptr, in, state);
+  if (!relational_.empty()) reset_relational();
   info.failures = std::move(state.failures);
   info.num_guards_executed = state.executed;
   return info;

@@ -53,6 +53,16 @@ class LeafGuard {
   virtual const char* kind() const = 0;
 };
 
+// A leaf guard that relates values from several sources (OBJECT_ALIASING,
+// NO_TENSOR_ALIASING). It is added to each source's node and keeps what it saw
+// during one check; the root calls reset_state() after every check, pass or
+// fail. When two checks of one tree overlap (a guard released the GIL), such a
+// guard must fail rather than mix their values: see RootGuardManager::active_checks.
+class RelationalGuard : public LeafGuard {
+ public:
+  virtual void reset_state() = 0;
+};
+
 class GuardAccessor {
  public:
   GuardAccessor(std::string key, std::unique_ptr<GuardManager> child);

@@ -36,6 +36,10 @@ class RootGuardManager : public GuardManager {
   // Borrowed value of local `id` in `in` (null if unbound or absent).
   static PyObject* local_value(const FrameInputs& in, size_t id, PyObject* name);
 
+  // Registers a relational guard owned by one of this tree's nodes (borrowed;
+  // it lives as long as the tree). Its state is reset after every check.
+  void register_relational(RelationalGuard* guard);
+
   // Checks in progress on this tree (several threads may check one root when
   // a guard calls Python and the GIL changes hands).
   int active_checks() const { return active_checks_; }
@@ -44,6 +48,8 @@ class RootGuardManager : public GuardManager {
  private:
   friend class GuardManager;
   friend class CheckScope;
+  void reset_relational();
+  std::vector<RelationalGuard*> relational_;
   std::vector<std::string> local_names_;
   uint64_t local_names_version_ = 0;
   int active_checks_ = 0;
