@@ -1,0 +1,45 @@
+"""Backends: turn a captured GraphModule into a callable.
+
+The contract is torch.compile's: ``backend(gm, example_inputs) -> callable``, where the
+callable takes the graph's flat tensor inputs and returns its flat outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+Backend = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
+
+
+def eager(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+    """Run the captured graph as it is (its generated forward, without Module.__call__)."""
+    del example_inputs
+    return gm.forward
+
+
+def inductor(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+    """Compile the graph with TorchInductor."""
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx(gm, list(example_inputs))
+
+
+_NAMED: dict[str, Backend] = {"eager": eager, "inductor": inductor}
+
+
+def resolve(backend: str | Backend) -> tuple[str, Backend]:
+    """The name and function of a backend given by name or as a callable."""
+    if isinstance(backend, str):
+        if backend not in _NAMED:
+            raise ValueError(
+                f"unknown backend {backend!r}; use one of {sorted(_NAMED)} or a callable "
+                "backend(gm, example_inputs) -> callable"
+            )
+        return backend, _NAMED[backend]
+    if not callable(backend):
+        raise TypeError(f"backend must be a name or a callable, got {type(backend).__name__}")
+    name = getattr(backend, "__qualname__", None) or type(backend).__qualname__
+    return name, backend

@@ -1,0 +1,143 @@
+"""Capturing a frame into a torch.fx graph with make_fx on fake tensors."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import (
+    DimDynamic,
+    ShapeEnv,
+    StatelessSymbolicContext,
+)
+
+from . import sources
+from .errors import Unsupported
+from .inputs import FrameArguments, make_function
+from .side_effects import SideEffectMonitor
+from .sources import Source
+
+
+@dataclass
+class Capture:
+    """A captured graph and everything needed to guard and call it."""
+
+    gm: torch.fx.GraphModule
+    args: FrameArguments
+    fake_inputs: list[torch.Tensor]
+    dynamic_dims: dict[Source, set[int]]
+    shape_env: ShapeEnv | None
+    out_spec: pytree.TreeSpec
+    monitor: SideEffectMonitor
+    global_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(self.dynamic_dims.values())
+
+
+def _fake_inputs(
+    mode: FakeTensorMode, args: FrameArguments, dynamic_dims: dict[Source, set[int]]
+) -> list[torch.Tensor]:
+    fakes = []
+    for tensor, source in zip(args.tensors, args.tensor_sources):
+        dims = dynamic_dims.get(source, set())
+        if dims:
+            context = StatelessSymbolicContext(
+                dynamic_sizes=[
+                    DimDynamic.DYNAMIC if d in dims else DimDynamic.STATIC
+                    for d in range(tensor.dim())
+                ]
+            )
+            fakes.append(mode.from_tensor(tensor, symbolic_context=context))
+        else:
+            fakes.append(mode.from_tensor(tensor, static_shapes=True))
+    return fakes
+
+
+def capture_frame(
+    code: types.CodeType,
+    f_globals: dict[str, Any],
+    closure: tuple[Any, ...] | None,
+    args: FrameArguments,
+    dynamic_dims: dict[Source, set[int]],
+) -> Capture:
+    """Trace ``code`` with the frame's arguments into a GraphModule.
+
+    Raises Unsupported when the frame cannot be captured faithfully: data-dependent
+    control flow, unsupported operations, or side effects the graph could not replay.
+    """
+    fn = make_function(code, f_globals, closure)
+    dynamic = any(dynamic_dims.values())
+    shape_env = ShapeEnv(duck_shape=False) if dynamic else None
+    mode = FakeTensorMode(allow_non_fake_inputs=True, shape_env=shape_env)
+    spec_box: list[pytree.TreeSpec] = []
+
+    def traced(*tensors: Any) -> tuple[Any, ...]:
+        call_args, call_kwargs = args.rebuild(tensors)
+        out = fn(*call_args, **call_kwargs)
+        leaves, spec = pytree.tree_flatten(out)
+        spec_box.append(spec)
+        return tuple(leaves)
+
+    tensor_args = {
+        src[0][1] for src in args.tensor_sources if len(src) == 1 and src[0][0] == "L"
+    }
+    monitor = SideEffectMonitor(code, tensor_args)
+    try:
+        fakes = _fake_inputs(mode, args, dynamic_dims)
+        with monitor.watching(), mode:
+            gm = make_fx(traced, tracing_mode="real")(*fakes)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Unsupported:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to trace means "run normally"
+        raise Unsupported(_describe_trace_error(exc)) from exc
+    if monitor.violations:
+        raise Unsupported("side effect: " + "; ".join(dict.fromkeys(monitor.violations)))
+    _check_outputs(gm)
+    return Capture(
+        gm=gm,
+        args=args,
+        fake_inputs=fakes,
+        dynamic_dims={k: set(v) for k, v in dynamic_dims.items() if v},
+        shape_env=shape_env,
+        out_spec=spec_box[-1],
+        monitor=monitor,
+    )
+
+
+def _describe_trace_error(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "DataDependent" in name or "data-dependent" in text or "data dependent" in text:
+        return f"data-dependent control flow or output ({name}: {text})"
+    if "DynamicOutputShape" in name:
+        return f"an operation whose output shape depends on data ({name}: {text})"
+    return f"{name}: {text}"
+
+
+def _check_outputs(gm: torch.fx.GraphModule) -> None:
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    for leaf in pytree.tree_leaves(output.args[0]):
+        if isinstance(leaf, torch.fx.Node):
+            continue
+        if not isinstance(leaf, (int, float, bool, str, type(None), torch.dtype, torch.device)):
+            raise Unsupported(
+                f"the function returns a {type(leaf).__name__}, which a graph cannot produce"
+            )
+
+
+def source_of_tensor(capture: Capture, index: int) -> str:
+    """Readable source of graph input ``index``."""
+    return sources.render(capture.args.tensor_sources[index])
+
+
+GraphCallable = Callable[..., Any]

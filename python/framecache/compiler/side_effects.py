@@ -1,0 +1,257 @@
+"""Detecting Python side effects that a captured graph could not replay.
+
+Capture runs the function once on fake tensors; what the graph records is tensor
+computation. A write to a global, a nonlocal, an attribute or an outside container, or
+a call such as ``print`` happens once during capture and never again when the graph
+runs, so a frame that does any of that must run normally instead.
+
+Two checks, both conservative (when in doubt, the frame is not captured):
+
+* static, per user code object executed during capture: global/nonlocal/attribute
+  writes, stores into containers that are not provably the frame's own, in-place
+  operators on list/dict/set arguments;
+* dynamic, through ``sys.setprofile`` while capturing: every C function called from
+  user code must be on an allow-list (torch, math, pure builtins, read-only methods),
+  and a mutating method of a list/dict/set must act on a container the calling frame
+  built itself.
+"""
+
+from __future__ import annotations
+
+import dis
+import os
+import sys
+import sysconfig
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_FRAMECACHE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_STDLIB_DIRS = tuple(
+    {os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")}
+)
+
+_PURE_BUILTINS = {
+    id(f)
+    for f in (
+        len, isinstance, issubclass, getattr, hasattr, callable, id, hash, abs, min, max, sum,
+        any, all, round, divmod, pow, sorted, iter, next, repr, format, ord, chr, __import__,
+    )
+}
+_READ_ONLY_METHODS = {
+    list: {"index", "count", "copy", "__getitem__", "__len__", "__contains__", "__iter__"},
+    dict: {"get", "keys", "values", "items", "copy", "__getitem__", "__len__", "__contains__",
+           "__iter__"},
+    set: {"copy", "issubset", "issuperset", "isdisjoint", "union", "intersection",
+          "difference", "symmetric_difference", "__contains__", "__len__", "__iter__"},
+}
+_MUTABLE_CONTAINERS = (list, dict, set, bytearray)
+_FRESH_PRODUCERS = {"BUILD_LIST", "BUILD_MAP", "BUILD_SET", "BUILD_CONST_KEY_MAP", "LIST_EXTEND",
+                    "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE"}
+
+
+def is_library_code(code: types.CodeType) -> bool:
+    """Code of torch, framecache or the standard library: traced through, never judged."""
+    filename = code.co_filename
+    if filename.startswith("<") and not filename.startswith("<framecache"):
+        # <eval_with_key>, <string>, <frozen ...>: generated or interactive code.
+        return filename.startswith(("<eval_with_key", "<frozen"))
+    return filename.startswith((_TORCH_DIR, _FRAMECACHE_DIR, *_STDLIB_DIRS))
+
+
+@dataclass
+class CodeReads:
+    """Globals and free variables a code object may read, from its bytecode."""
+
+    global_chains: list[tuple[str, ...]] = field(default_factory=list)
+    freevars_read: list[str] = field(default_factory=list)
+
+
+def _instructions(code: types.CodeType) -> list[dis.Instruction]:
+    return [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
+
+
+def fresh_locals(code: types.CodeType) -> set[str]:
+    """Locals that only ever hold containers built by this code itself."""
+    instrs = _instructions(code)
+    n_args = code.co_argcount + code.co_kwonlyargcount
+    n_args += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
+    args = set(code.co_varnames[:n_args])
+    candidates: dict[str, bool] = {}
+    for k, ins in enumerate(instrs):
+        if ins.opname == "STORE_FAST":
+            ok = k > 0 and instrs[k - 1].opname in _FRESH_PRODUCERS
+            candidates[ins.argval] = candidates.get(ins.argval, True) and ok
+    return {name for name, ok in candidates.items() if ok and name not in args}
+
+
+def _container_of_store(instrs: list[dis.Instruction], i: int) -> str | None:
+    """The local name a STORE_SUBSCR at ``instrs[i]`` stores into, if it is a plain local."""
+    total = 0
+    for j in range(i - 1, -1, -1):
+        ins = instrs[j]
+        if ins.is_jump_target or "JUMP" in ins.opname or ins.opname.startswith("POP_JUMP"):
+            return None
+        try:
+            effect = dis.stack_effect(ins.opcode, ins.arg, jump=False)
+        except ValueError:
+            return None
+        before = total
+        total += effect
+        if total == 2 and before == 1:
+            return ins.argval if ins.opname == "LOAD_FAST" and effect == 1 else None
+        if total > 2:
+            return None
+    return None
+
+
+def static_violations(code: types.CodeType, tensor_args: set[str]) -> list[str]:
+    """Reasons why running ``code`` may have effects a graph cannot replay."""
+    out: list[str] = []
+    where = f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})"
+    free = set(code.co_freevars)
+    fresh = fresh_locals(code)
+    instrs = _instructions(code)
+    for i, ins in enumerate(instrs):
+        op = ins.opname
+        if op in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            out.append(f"{where} assigns the global {ins.argval!r}")
+        elif op in ("STORE_DEREF", "DELETE_DEREF") and ins.argval in free:
+            out.append(f"{where} assigns the nonlocal {ins.argval!r}")
+        elif op in ("STORE_ATTR", "DELETE_ATTR"):
+            out.append(f"{where} sets the attribute .{ins.argval}")
+        elif op in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+            target = _container_of_store(instrs, i)
+            if target is None or (target not in fresh and target not in tensor_args):
+                what = f"{target!r}" if target else "a container it did not create"
+                out.append(f"{where} stores into {what}")
+        elif op in ("YIELD_VALUE", "SEND", "ASYNC_GEN_WRAP"):
+            out.append(f"{where} is a generator or coroutine")
+    return out
+
+
+def code_reads(code: types.CodeType) -> CodeReads:
+    """Global attribute chains (``torch.nn.functional``) and free variables ``code`` reads."""
+    reads = CodeReads()
+    instrs = _instructions(code)
+    free = set(code.co_freevars)
+    for k, ins in enumerate(instrs):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            chain = [ins.argval]
+            for nxt in instrs[k + 1 :]:
+                if nxt.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+                    chain.append(nxt.argval)
+                else:
+                    break
+            reads.global_chains.append(tuple(chain))
+        elif ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval in free:
+            if ins.argval not in reads.freevars_read:
+                reads.freevars_read.append(ins.argval)
+    return reads
+
+
+@dataclass
+class ExecutedCode:
+    """A user code object that ran during capture, with the globals it ran with."""
+
+    code: types.CodeType
+    f_globals: dict[str, Any]
+    function: types.FunctionType | None
+
+
+class SideEffectMonitor:
+    """Watches a capture: records user code executed and every side effect found."""
+
+    def __init__(self, top_code: types.CodeType, tensor_args: set[str]) -> None:
+        self.top_code = top_code
+        self.tensor_args = tensor_args
+        self.violations: list[str] = []
+        self.executed: dict[types.CodeType, ExecutedCode] = {}
+        self._static_checked: set[types.CodeType] = set()
+        self._fresh: dict[types.CodeType, set[str]] = {}
+
+    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        code = frame.f_code
+        if is_library_code(code):
+            return
+        if event == "call":
+            if code not in self.executed:
+                self.executed[code] = ExecutedCode(code, frame.f_globals, None)
+            if code not in self._static_checked:
+                self._static_checked.add(code)
+                tensor_args = self.tensor_args if code is self.top_code else set()
+                self.violations.extend(static_violations(code, tensor_args))
+        elif event == "c_call":
+            reason = self._check_c_call(frame, arg)
+            if reason is not None:
+                self.violations.append(reason)
+
+    def _check_c_call(self, frame: types.FrameType, fn: Any) -> str | None:
+        if id(fn) in _PURE_BUILTINS:
+            return None
+        module = getattr(fn, "__module__", None) or ""
+        if module in ("math", "_operator", "operator") or module.startswith("torch"):
+            return None
+        receiver = getattr(fn, "__self__", None)
+        if isinstance(receiver, (torch.Tensor, torch.Size)):
+            return None
+        if isinstance(receiver, types.ModuleType) and receiver.__name__.split(".")[0] in (
+            "torch", "math", "operator", "_operator", "builtins"
+        ):
+            return None if receiver.__name__ != "builtins" else self._builtin(fn, frame)
+        if isinstance(receiver, (str, bytes, tuple, int, float, complex, frozenset, range)):
+            return None
+        if isinstance(receiver, _MUTABLE_CONTAINERS):
+            name = getattr(fn, "__name__", "?")
+            if name in _READ_ONLY_METHODS.get(type(receiver), set()):
+                return None
+            if self._is_fresh(receiver, frame):
+                return None
+            return (
+                f"{frame.f_code.co_qualname} mutates a {type(receiver).__name__} it did not "
+                f"create ({name}() at line {frame.f_lineno})"
+            )
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+        return f"{frame.f_code.co_qualname} calls {name}() at line {frame.f_lineno}, which may have side effects"
+
+    def _builtin(self, fn: Any, frame: types.FrameType) -> str | None:
+        if id(fn) in _PURE_BUILTINS:
+            return None
+        return (
+            f"{frame.f_code.co_qualname} calls {fn.__name__}() at line {frame.f_lineno}, "
+            "which may have side effects"
+        )
+
+    def _is_fresh(self, container: Any, frame: types.FrameType) -> bool:
+        code = frame.f_code
+        fresh = self._fresh.get(code)
+        if fresh is None:
+            fresh = self._fresh[code] = fresh_locals(code)
+        f_locals = frame.f_locals
+        return any(f_locals.get(name) is container for name in fresh)
+
+    @contextmanager
+    def watching(self) -> Iterator[SideEffectMonitor]:
+        """Install the profile function for the duration of a capture."""
+        previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        try:
+            yield self
+        finally:
+            sys.setprofile(previous)
+
+
+__all__ = [
+    "CodeReads",
+    "ExecutedCode",
+    "SideEffectMonitor",
+    "code_reads",
+    "fresh_locals",
+    "is_library_code",
+    "static_violations",
+]

@@ -1,0 +1,105 @@
+"""Sources: where a guarded value comes from, as a path from the frame.
+
+A source is a tuple of steps starting at a root step:
+
+* ``("L", name)`` — a frame local (argument, cell or free variable);
+* ``("G", name)`` — a global of the compiled function;
+* ``("M", module_name)`` — the globals dict of another module (a callee's module);
+
+followed by access steps ``("attr", name)``, ``("item", key)``, ``("dict",)`` (an object's
+``__dict__``). Sources are plain tuples so that they can be written to disk and rebuilt in a
+new process (the persistent cache relies on that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Source = tuple[tuple[Any, ...], ...]
+
+
+def local(name: str) -> Source:
+    """The frame local ``name``."""
+    return (("L", name),)
+
+
+def global_(name: str) -> Source:
+    """The global ``name`` of the function being compiled."""
+    return (("G", name),)
+
+
+def module_globals(module_name: str) -> Source:
+    """The globals dict of module ``module_name``."""
+    return (("M", module_name),)
+
+
+def builtin(name: str) -> Source:
+    """The builtin ``name``."""
+    return (("B", name),)
+
+
+def cell(source: Source, index: int) -> Source:
+    """The contents of cell ``index`` of the function at ``source``."""
+    return (*source, ("cell", index))
+
+
+def attr(source: Source, name: str) -> Source:
+    """``source.name``."""
+    return (*source, ("attr", name))
+
+
+def item(source: Source, key: Any) -> Source:
+    """``source[key]``."""
+    return (*source, ("item", key))
+
+
+def obj_dict(source: Source) -> Source:
+    """``source.__dict__``."""
+    return (*source, ("dict",))
+
+
+def render(source: Source) -> str:
+    """Human-readable form: ``L['self'].layers[3].weight``."""
+    out = ""
+    for step in source:
+        kind = step[0]
+        if kind == "L":
+            out = f"L[{step[1]!r}]"
+        elif kind == "G":
+            out = f"G[{step[1]!r}]"
+        elif kind == "B":
+            out = f"B[{step[1]!r}]"
+        elif kind == "M":
+            out = f"sys.modules[{step[1]!r}].__dict__"
+        elif kind == "cell":
+            out += f".__closure__[{step[1]}].cell_contents"
+        elif kind == "attr":
+            out += f".{step[1]}"
+        elif kind == "item":
+            out += f"[{step[1]!r}]"
+        elif kind == "dict":
+            out += ".__dict__"
+        else:
+            raise ValueError(f"unknown source step {step!r}")
+    return out
+
+
+def python_expr(source: Source) -> str:
+    """A Python expression that reads ``source`` inside the compiled function's body.
+
+    Only sources rooted at a frame local can be read there.
+    """
+    root = source[0]
+    if root[0] != "L":
+        raise ValueError(f"{render(source)} is not rooted at a frame local")
+    out = str(root[1])
+    for step in source[1:]:
+        if step[0] == "attr":
+            out += f".{step[1]}"
+        elif step[0] == "item":
+            out += f"[{step[1]!r}]"
+        elif step[0] == "dict":
+            out += ".__dict__"
+        else:
+            raise ValueError(f"unknown source step {step!r}")
+    return out

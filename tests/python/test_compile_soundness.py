@@ -1,0 +1,241 @@
+"""framecache.compile never returns a stale result: each change below must recompile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import framecache
+
+pytestmark = pytest.mark.torch
+
+SCALE = 2.0
+
+
+def _act(x):
+    return torch.relu(x)
+
+
+def _other_act(x):
+    return torch.sigmoid(x)
+
+
+def uses_global_constant(x):
+    return x * SCALE
+
+
+def uses_global_function(x):
+    return _act(x) + 1
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    framecache.reset()
+    yield
+    framecache.reset()
+
+
+def _compiled(fn, **kw):
+    return framecache.compile(fn, backend="eager", **kw)
+
+
+def test_unchanged_inputs_hit():
+    f = _compiled(uses_global_constant)
+    x = torch.randn(4)
+    f(x)
+    for _ in range(3):
+        torch.testing.assert_close(f(x), x * SCALE)
+    s = framecache.stats(f)
+    assert s.compiles == 1
+    assert s.hits == 3
+
+
+def test_changed_global_constant_recompiles():
+    global SCALE
+    f = _compiled(uses_global_constant)
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x), x * 2.0)
+    old = SCALE
+    try:
+        SCALE = 3.0
+        torch.testing.assert_close(f(x), x * 3.0)
+    finally:
+        SCALE = old
+    s = framecache.stats(f)
+    assert s.compiles == 2
+    assert any("G['SCALE']" in r for r in s.recompile_reasons)
+
+
+def test_rebound_global_function_recompiles():
+    global _act
+    f = _compiled(uses_global_function)
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x), torch.relu(x) + 1)
+    old = _act
+    try:
+        _act = _other_act
+        torch.testing.assert_close(f(x), torch.sigmoid(x) + 1)
+    finally:
+        _act = old
+    assert framecache.stats(f).compiles == 2
+
+
+def test_mutated_closure_cell_recompiles():
+    factor = 2.0
+
+    def scaled(x):
+        return x * factor
+
+    f = _compiled(scaled)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x * 2.0)
+    factor = 5.0  # noqa: F841 - read through the closure
+    torch.testing.assert_close(f(x), x * 5.0)
+    assert framecache.stats(f).compiles == 2
+
+
+def test_mutated_closure_cell_of_a_callee_recompiles():
+    def make():
+        k = 2.0
+
+        def helper(x):
+            return x * k
+
+        def set_k(v):
+            nonlocal k
+            k = v
+
+        return helper, set_k
+
+    helper, set_k = make()
+
+    def outer(x):
+        return helper(x) + 1
+
+    f = _compiled(outer)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x * 2.0 + 1)
+    set_k(7.0)
+    torch.testing.assert_close(f(x), x * 7.0 + 1)
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.lin(x))
+
+
+def test_swapped_module_weight_recompiles():
+    torch.manual_seed(0)
+    net = _Net().eval()
+    m = framecache.compile(net)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(m(x), net(x))
+    net.lin.weight = torch.nn.Parameter(torch.randn(3, 4))
+    torch.testing.assert_close(m(x), net(x))
+    assert framecache.stats(m).compiles == 2
+
+
+def test_train_versus_eval_recompiles():
+    torch.manual_seed(0)
+    net = _Net().eval()
+    m = framecache.compile(net)
+    x = torch.ones(64, 4)
+    torch.testing.assert_close(m(x), net(x))
+    net.train()
+    out = m(x)
+    # Dropout is active: some outputs are zeroed, unlike eval mode.
+    assert (out == 0).any()
+    assert framecache.stats(m).compiles == 2
+    assert any("training" in r for r in framecache.stats(m).recompile_reasons)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "what"),
+    [
+        (torch.randn(4), torch.randn(4, dtype=torch.float64), "dtype"),
+        (torch.randn(4), torch.randn(4, requires_grad=True), "requires_grad"),
+        (torch.randn(4), torch.randn(5), "size"),
+        (torch.randn(4), torch.randn(4, device="meta"), "device"),
+        (torch.randn(4, 4), torch.randn(4, 4).t(), "stride"),
+    ],
+)
+def test_changed_tensor_metadata_recompiles(first, second, what):
+    def double(x):
+        return x * 2 + 1
+
+    f = _compiled(double, dynamic=False)
+    torch.testing.assert_close(f(first), double(first))
+    out = f(second)
+    expected = double(second)
+    assert out.dtype == expected.dtype
+    assert out.device == expected.device
+    assert out.requires_grad == expected.requires_grad
+    if second.device.type != "meta":
+        torch.testing.assert_close(out, expected)
+    else:
+        assert out.shape == expected.shape
+    s = framecache.stats(f)
+    assert s.compiles == 2, s
+    assert any(what in r for r in s.recompile_reasons), s.recompile_reasons
+
+
+def test_changed_python_scalar_argument_recompiles():
+    def add(x, k):
+        return x + k
+
+    f = _compiled(add)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x, 1), x + 1)
+    torch.testing.assert_close(f(x, 2), x + 2)
+    torch.testing.assert_close(f(x, 1), x + 1)
+    s = framecache.stats(f)
+    assert s.compiles == 2
+    assert s.hits == 1
+
+
+def test_no_grad_after_grad_recompiles():
+    def mul(x, w):
+        return x * w
+
+    f = _compiled(mul)
+    x = torch.randn(3)
+    w = torch.randn(3, requires_grad=True)
+    assert f(x, w).requires_grad
+    with torch.no_grad():
+        out = f(x, w)
+    assert not out.requires_grad
+    assert framecache.stats(f).compiles == 2
+    assert any("grad" in r for r in framecache.stats(f).recompile_reasons)
+
+
+def test_autocast_after_plain_recompiles():
+    def mm(a, b):
+        return a @ b
+
+    f = _compiled(mm)
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    assert f(a, b).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = f(a, b)
+        expected = a @ b
+    assert out.dtype == expected.dtype == torch.bfloat16
+    assert framecache.stats(f).compiles == 2
+
+
+def test_aliased_inputs_recompile():
+    def addmul(a, b):
+        a.add_(1)
+        return a * b
+
+    f = _compiled(addmul)
+    a, b = torch.ones(3), torch.ones(3)
+    torch.testing.assert_close(f(a, b), torch.full((3,), 2.0))
+    c = torch.ones(3)
+    # Same object twice: the in-place add is visible through b.
+    torch.testing.assert_close(f(c, c), torch.full((3,), 4.0))
+    assert framecache.stats(f).compiles == 2
