@@ -20,7 +20,7 @@ from torch.fx.experimental.symbolic_shapes import (
 from . import sources
 from .errors import Unsupported
 from .inputs import FrameArguments, make_function
-from .side_effects import SideEffectMonitor
+from .side_effects import SideEffectAbort, SideEffectMonitor
 from .sources import Source
 
 
@@ -94,6 +94,8 @@ def capture_frame(
         fakes = _fake_inputs(mode, args, dynamic_dims)
         with monitor.watching(), mode:
             gm = make_fx(traced, tracing_mode="real")(*fakes)
+    except SideEffectAbort as exc:
+        raise Unsupported("side effect: " + exc.reason) from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Unsupported:
@@ -101,6 +103,7 @@ def capture_frame(
     except Exception as exc:  # noqa: BLE001 - any failure to trace means "run normally"
         raise Unsupported(_describe_trace_error(exc)) from exc
     if monitor.violations:
+        # The abort was caught and swallowed on the way out (a bare except in user code).
         raise Unsupported("side effect: " + "; ".join(dict.fromkeys(monitor.violations)))
     _check_outputs(gm)
     return Capture(

@@ -58,10 +58,24 @@ _FRESH_PRODUCERS = {"BUILD_LIST", "BUILD_MAP", "BUILD_SET", "BUILD_CONST_KEY_MAP
 def is_library_code(code: types.CodeType) -> bool:
     """Code of torch, framecache or the standard library: traced through, never judged."""
     filename = code.co_filename
+    if code.co_qualname.startswith("__create_fn__"):
+        # Methods that dataclasses and namedtuples generate with exec().
+        return True
     if filename.startswith("<") and not filename.startswith("<framecache"):
         # <eval_with_key>, <string>, <frozen ...>: generated or interactive code.
         return filename.startswith(("<eval_with_key", "<frozen"))
     return filename.startswith((_TORCH_DIR, _FRAMECACHE_DIR, *_STDLIB_DIRS))
+
+
+class SideEffectAbort(BaseException):
+    """Raised from the profile hook to stop a capture before a side effect happens.
+
+    A BaseException, so that ``except Exception`` in user code does not swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -175,21 +189,51 @@ class SideEffectMonitor:
         self._static_checked: set[types.CodeType] = set()
         self._fresh: dict[types.CodeType, set[str]] = {}
 
-    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+    def _is_user_frame(self, frame: types.FrameType) -> bool:
+        """User code is judged; library code (and what it generates) is traced through.
+
+        Code without a file (exec'd, ``<string>``) belongs to whoever runs it: the nearest
+        caller that has a file decides.
+        """
         code = frame.f_code
-        if is_library_code(code):
+        if code is self.top_code:
+            return True
+        if code.co_filename.startswith("<") and not is_library_code(code):
+            back = frame.f_back
+            for _ in range(64):
+                if back is None:
+                    return False
+                if back.f_code is self.top_code:
+                    return True
+                if not back.f_code.co_filename.startswith("<"):
+                    return not is_library_code(back.f_code)
+                back = back.f_back
+            return False
+        return not is_library_code(code)
+
+    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if event not in ("call", "c_call") or not self._is_user_frame(frame):
             return
+        code = frame.f_code
+        # Both events come before anything runs (the frame's first instruction, the C
+        # call), so raising here stops the capture before the side effect happens.
         if event == "call":
             if code not in self.executed:
                 self.executed[code] = ExecutedCode(code, frame.f_globals, None)
             if code not in self._static_checked:
                 self._static_checked.add(code)
                 tensor_args = self.tensor_args if code is self.top_code else set()
-                self.violations.extend(static_violations(code, tensor_args))
-        elif event == "c_call":
+                found = static_violations(code, tensor_args)
+                if found:
+                    self._abort(found)
+        else:
             reason = self._check_c_call(frame, arg)
             if reason is not None:
-                self.violations.append(reason)
+                self._abort([reason])
+
+    def _abort(self, reasons: list[str]) -> None:
+        self.violations.extend(reasons)
+        raise SideEffectAbort("; ".join(reasons))
 
     def _check_c_call(self, frame: types.FrameType, fn: Any) -> str | None:
         if id(fn) in _PURE_BUILTINS:
@@ -199,6 +243,9 @@ class SideEffectMonitor:
             return None
         receiver = getattr(fn, "__self__", None)
         if isinstance(receiver, (torch.Tensor, torch.Size)):
+            return None
+        if isinstance(receiver, type):
+            # T.__new__, dict.fromkeys, int.from_bytes: they build new objects.
             return None
         if isinstance(receiver, types.ModuleType) and receiver.__name__.split(".")[0] in (
             "torch", "math", "operator", "_operator", "builtins"
@@ -248,6 +295,7 @@ class SideEffectMonitor:
 
 __all__ = [
     "CodeReads",
+    "SideEffectAbort",
     "ExecutedCode",
     "SideEffectMonitor",
     "code_reads",

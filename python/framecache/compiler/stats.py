@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import types
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +22,16 @@ class CodeStats:
     fallback_reasons: list[str] = field(default_factory=list)
 
 
-_REGISTRY: weakref.WeakKeyDictionary[types.CodeType, CodeStats] = weakref.WeakKeyDictionary()
+# Counters live in the code's frame_state, so reset_code()/reset() clear them with the cache.
+_KEY = "framecache.stats"
 
 
 def for_code(code: types.CodeType) -> CodeStats:
     """The (created on demand) counters of ``code``."""
-    stats = _REGISTRY.get(code)
+    state = _C.frame_state(code)
+    stats = state.get(_KEY)
     if stats is None:
-        stats = _REGISTRY[code] = CodeStats(code.co_qualname)
+        stats = state[_KEY] = CodeStats(code.co_qualname)
     return stats
 
 
@@ -78,7 +79,7 @@ def code_of(obj: Any) -> types.CodeType:
 def stats(obj: Any) -> Stats:
     """Hits, misses, compiles and recompile reasons of a compiled function or module."""
     code = code_of(obj)
-    counters = _REGISTRY.get(code) or CodeStats(code.co_qualname)
+    counters = _C.frame_state(code).get(_KEY) or CodeStats(code.co_qualname)
     entries = _C.cache_entries(code)
     return Stats(
         name=counters.name,

@@ -1,0 +1,214 @@
+"""framecache.compile's API, side-effect fallbacks, explain, stats and logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import framecache
+
+pytestmark = pytest.mark.torch
+
+LOG: list[int] = []
+COUNTER = 0
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    framecache.reset()
+    yield
+    framecache.reset()
+
+
+def test_decorator_forms():
+    @framecache.compile
+    def a(x):
+        return x + 1
+
+    @framecache.compile(backend="eager", dynamic=False)
+    def b(x):
+        return x + 2
+
+    x = torch.zeros(2)
+    torch.testing.assert_close(a(x), x + 1)
+    torch.testing.assert_close(b(x), x + 2)
+    assert a.__name__ == "a"
+
+
+def test_custom_backend_contract():
+    seen = []
+
+    def backend(gm, example_inputs):
+        assert isinstance(gm, torch.fx.GraphModule)
+        seen.append([tuple(t.shape) for t in example_inputs])
+        return gm.forward
+
+    f = framecache.compile(lambda x, y: x @ y, backend=backend)
+    a, b = torch.randn(2, 3), torch.randn(3, 4)
+    torch.testing.assert_close(f(a, b), a @ b)
+    assert seen == [[(2, 3), (3, 4)]]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown backend"):
+        framecache.compile(lambda x: x, backend="nope")
+    with pytest.raises(TypeError):
+        framecache.compile(lambda x: x, backend=3)
+    with pytest.raises(TypeError):
+        framecache.compile(42)
+    with pytest.raises(TypeError):
+        framecache.compile(lambda x: x, dynamic="yes")
+
+
+def test_backend_failure_is_a_clear_error():
+    def broken(gm, example_inputs):
+        raise RuntimeError("boom")
+
+    f = framecache.compile(lambda x: x * 2, backend=broken)
+    with pytest.raises(framecache.BackendCompileError, match="boom"):
+        f(torch.ones(2))
+
+
+def _prints(x):
+    print("side effect")
+    return x + 1
+
+
+def _appends(x):
+    LOG.append(1)
+    return x + 1
+
+
+def _writes_global(x):
+    global COUNTER
+    COUNTER += 1
+    return x + 1
+
+
+def _sets_attribute(obj, x):
+    obj.calls = getattr(obj, "calls", 0) + 1
+    return x + 1
+
+
+class _Holder:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "why"),
+    [
+        (_prints, (torch.ones(2),), "print"),
+        (_appends, (torch.ones(2),), "mutates a list"),
+        (_writes_global, (torch.ones(2),), "global 'COUNTER'"),
+        (_sets_attribute, (_Holder(), torch.ones(2)), "attribute .calls"),
+    ],
+)
+def test_side_effects_run_normally(fn, args, why, capsys):
+    global COUNTER
+    LOG.clear()
+    COUNTER = 0
+    f = framecache.compile(fn)
+    for _ in range(3):
+        torch.testing.assert_close(f(*args), args[-1] + 1)
+    s = framecache.stats(fn)
+    assert s.compiles == 0
+    assert why in s.fallback_reasons[0]
+    if fn is _prints:
+        assert capsys.readouterr().out.count("side effect") == 3
+    if fn is _appends:
+        assert LOG == [1, 1, 1]
+    if fn is _writes_global:
+        assert COUNTER == 3
+    if fn is _sets_attribute:
+        assert args[0].calls == 3
+
+
+def test_local_containers_are_fine():
+    def collect(x):
+        outs = []
+        for i in range(3):
+            outs.append(x * i)
+        d = {}
+        d["a"] = x
+        return torch.stack(outs) + d["a"]
+
+    f = framecache.compile(collect)
+    x = torch.randn(2)
+    torch.testing.assert_close(f(x), collect(x))
+    assert framecache.stats(collect).compiles == 1
+
+
+def test_module_wrapper_shares_parameters_and_original_keeps_working():
+    model = torch.nn.Linear(3, 2)
+    compiled = framecache.compile(model)
+    assert isinstance(compiled, torch.nn.Module)
+    assert list(compiled.parameters())[0] is model.weight
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(compiled(x), model(x))
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    torch.testing.assert_close(compiled(x), model(x))
+    assert not framecache.hook_installed()
+
+
+def test_explain():
+    def f(x):
+        return torch.relu(x) * 2
+
+    out = framecache.explain(f, torch.randn(3))
+    assert out.graph_count == 1
+    text = str(out)
+    assert "aten.relu" in text
+    assert "TENSOR_MATCH" in text
+    assert framecache.cache_entries(f.__code__) == []
+
+    def g(x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+    out = framecache.explain(g, torch.randn(3))
+    assert out.graph_count == 0
+    assert "data-dependent" in out.fallback_reasons[0]
+
+
+def test_stats_text():
+    f = framecache.compile(lambda x: x - 1)
+    f(torch.ones(2))
+    f(torch.ones(2))
+    f(torch.ones(3, dtype=torch.float64))
+    s = framecache.stats(f)
+    assert (s.hits, s.misses, s.compiles) == (1, 2, 2)
+    assert "recompiled" in str(s)
+
+
+def test_recompile_logging(caplog):
+    f = framecache.compile(lambda x: x * 3)
+    with caplog.at_level(logging.INFO, logger="framecache.recompiles"):
+        f(torch.ones(2))
+        f(torch.ones(2, dtype=torch.int64))
+    messages = [r.getMessage() for r in caplog.records if r.name == "framecache.recompiles"]
+    assert len(messages) == 1
+    assert "dtype" in messages[0]
+
+
+def test_logs_environment_variable():
+    code = textwrap.dedent(
+        """
+        import torch, framecache
+        f = framecache.compile(lambda x: x + 1)
+        f(torch.ones(2)); f(torch.ones(3, dtype=torch.int32))
+        """
+    )
+    env = dict(os.environ, FRAMECACHE_LOGS="recompiles,guards,graph")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "[framecache.recompiles] recompiling" in proc.stderr
+    assert "[framecache.guards]" in proc.stderr and "TENSOR_MATCH" in proc.stderr
+    assert "[framecache.graph]" in proc.stderr and "aten.add" in proc.stderr
