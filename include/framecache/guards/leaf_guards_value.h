@@ -1,4 +1,4 @@
-// Leaf guards about a value: EQUALS_MATCH.
+// Leaf guards about a value: EQUALS_MATCH, FLOAT_IS_NAN.
 #pragma once
 
 #include <string>
@@ -8,8 +8,12 @@
 
 namespace framecache::guards {
 
-// type(value) is type(expected) and value == expected. The type check first
-// keeps 1, 1.0 and True apart; identity short-circuits the comparison.
+// type(value) is type(expected) and value equals expected so closely that no
+// code can tell them apart: == alone is not enough, since 0.0 == -0.0,
+// (1,) == (True,) == (1.0,) and range(0, 3, 2) == range(0, 4, 2). Identity
+// short-circuits; floats compare bit for bit; tuples, frozensets, complex and
+// ranges compare element by element with the same rule. `expected` must be an
+// immutable constant without NaN (see bind_leaf_guards_value.cpp).
 class EqualsMatch final : public LeafGuard {
  public:
   explicit EqualsMatch(PyObject* expected);  // borrowed; a copy is not made
@@ -19,9 +23,21 @@ class EqualsMatch final : public LeafGuard {
   const char* kind() const override { return "EQUALS_MATCH"; }
 
  private:
+  // How check() compares once the types agree.
+  enum class Mode { kEquals, kFloat, kStrict };
   Ref expected_;
   PyTypeObject* type_;  // borrowed through expected_
+  Mode mode_;
   std::string repr_;
+};
+
+// value is a float (or float subclass) holding NaN.
+class FloatIsNan final : public LeafGuard {
+ public:
+  bool check(PyObject* value) override;
+  std::string explain(PyObject* value) override;
+  std::string describe() const override { return "FLOAT_IS_NAN"; }
+  const char* kind() const override { return "FLOAT_IS_NAN"; }
 };
 
 }  // namespace framecache::guards

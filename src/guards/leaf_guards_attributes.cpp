@@ -1,0 +1,62 @@
+// NO_HASATTR.
+#include "framecache/guards/leaf_guards_attributes.h"
+
+#include <stdexcept>
+
+#include "framecache/guards/check_error_text.h"
+
+namespace framecache::guards {
+
+namespace {
+// 1 found (the attribute is dropped), 0 absent, -1 with an exception set.
+// _PyObject_LookupAttr (public in 3.11's cpython/object.h; renamed
+// PyObject_GetOptionalAttr in 3.13) reports a missing attribute without
+// creating an AttributeError for types using the generic getattr.
+int lookup(PyObject* value, PyObject* name) {
+  PyObject* attr = nullptr;
+  const int found = _PyObject_LookupAttr(value, name, &attr);
+  Py_XDECREF(attr);
+  return found;
+}
+}  // namespace
+
+NoHasattr::NoHasattr(PyObject* name) {
+  // An exact str (a subclass could not be interned), interned so that the
+  // lookup's dict probes hit on identity.
+  PyObject* exact = PyUnicode_FromObject(name);
+  if (exact == nullptr) {
+    PyErr_Clear();
+    throw std::invalid_argument("the attribute name must be a str");
+  }
+  PyUnicode_InternInPlace(&exact);
+  name_ = Ref::steal(exact);
+  const char* s = PyUnicode_AsUTF8(exact);
+  if (s == nullptr) {
+    PyErr_Clear();
+    throw std::invalid_argument("the attribute name cannot be encoded as UTF-8");
+  }
+  name_str_ = s;
+}
+
+bool NoHasattr::check(PyObject* value) {
+  const int found = lookup(value, name_.get());
+  if (found < 0) {
+    consume_check_error();
+    return false;
+  }
+  return found == 0;
+}
+
+std::string NoHasattr::explain(PyObject* value) {
+  const int found = lookup(value, name_.get());
+  if (found < 0) {
+    return "expected no attribute '" + name_str_ + "', but looking it up on " + a_type_name(value) +
+           " raised " + take_check_error_text();
+  }
+  if (found == 0) return "expected no attribute '" + name_str_ + "', which was found when checked";
+  return "expected no attribute '" + name_str_ + "', but " + a_type_name(value) + " has one";
+}
+
+std::string NoHasattr::describe() const { return "NO_HASATTR('" + name_str_ + "')"; }
+
+}  // namespace framecache::guards
