@@ -239,3 +239,16 @@ def test_aliased_inputs_recompile():
     # Same object twice: the in-place add is visible through b.
     torch.testing.assert_close(f(c, c), torch.full((3,), 4.0))
     assert framecache.stats(f).compiles == 2
+
+
+def test_nan_scalar_argument_is_guarded_as_nan():
+    def add(x, k):
+        return x + k
+
+    f = _compiled(add)
+    x = torch.zeros(2)
+    assert torch.isnan(f(x, float("nan"))).all()
+    assert torch.isnan(f(x, float("nan"))).all()
+    torch.testing.assert_close(f(x, 1.0), x + 1.0)
+    s = framecache.stats(f)
+    assert (s.compiles, s.hits) == (2, 1)

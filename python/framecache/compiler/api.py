@@ -9,6 +9,7 @@ from typing import Any, TypeVar, overload
 import torch
 
 from .. import _C
+from ..stance import active_callback
 from . import backends
 from .callback import CompileContext
 
@@ -25,7 +26,7 @@ class OptimizedModule(torch.nn.Module):
         self._framecache_original = module
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        previous = _C.set_eval_frame(self._framecache_context)
+        previous = _C.set_eval_frame(active_callback(self._framecache_context))
         try:
             return self._orig_mod(*args, **kwargs)
         finally:
@@ -91,7 +92,7 @@ def _wrap(fn_or_module: Any, *, context: CompileContext) -> Any:
 
     @functools.wraps(fn)
     def compiled(*args: Any, **kwargs: Any) -> Any:
-        previous = _C.set_eval_frame(context)
+        previous = _C.set_eval_frame(active_callback(context))
         try:
             return fn(*args, **kwargs)
         finally:

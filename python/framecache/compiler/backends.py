@@ -15,9 +15,11 @@ Backend = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 
 
 def eager(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
-    """Run the captured graph as it is (its generated forward, without Module.__call__)."""
+    """Run the captured graph's operators as they are, with no Python between them."""
     del example_inputs
-    return gm.forward
+    from .lean_graph import lean_forward
+
+    return lean_forward(gm)
 
 
 def inductor(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:

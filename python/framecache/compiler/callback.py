@@ -14,7 +14,8 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from .. import _C
+from .. import _C, _events
+from ..stance import RecompileError, current_stance
 from . import backends, codegen, dynamic, guard_plan, logs, shape_guards, sources
 from . import stats as stats_mod
 from .capture import Capture, capture_frame
@@ -71,13 +72,21 @@ class CompileContext:
             return _C.CallbackResult(strategy=FALLBACK, apply_to_code=True)
         counters = stats_mod.for_code(code)
         counters.misses += 1
+        current = current_stance()
+        if current == "run_only":  # entered inside a compiled call: never compile
+            return None
         f_locals = frame.f_locals
         reasons = _recompile_reasons(first_entry, f_locals)
+        if current == "fail_on_recompile" and first_entry is not None:
+            raise RecompileError(
+                f"stance('fail_on_recompile'): {_where(code)} would recompile: "
+                + "; ".join(reasons)
+            )
         if reasons:
             counters.recompile_reasons.append("; ".join(reasons))
             logs.recompiles.info("recompiling %s: %s", _where(code), "; ".join(reasons))
         try:
-            return self._compile(frame, code, f_locals, frame_state, counters, reasons)
+            result = self._compile(frame, code, f_locals, frame_state, counters, reasons)
         except Unsupported as exc:
             counters.fallbacks += 1
             counters.fallback_reasons.append(exc.reason)
@@ -91,6 +100,11 @@ class CompileContext:
                     f"fullgraph=True: {_where(code)} cannot be captured as one graph: {exc.reason}"
                 ) from None
             return _C.CallbackResult(strategy=FALLBACK, apply_to_code=True)
+        if _events.has_observers():
+            _events.emit(
+                _events.CompileEvent(code, first_entry is not None, tuple(reasons))
+            )
+        return result
 
     def _compile(
         self,

@@ -133,6 +133,12 @@ class _PlanBuilder:
         if value is None:
             plan.add(source, "NONE_MATCH")
             return
+        if type(value) is float and value != value:
+            plan.add(source, "FLOAT_IS_NAN")
+            return
+        if type(value) is complex and value != value:
+            # A complex with a NaN part equals nothing, itself included.
+            raise Unsupported(f"{sources.render(source)} is a complex NaN, which cannot be guarded")
         if type(value) in (bool, int, float, complex, str, bytes):
             plan.add(source, "EQUALS_MATCH", value)
             return
@@ -383,6 +389,8 @@ def _add_leaf(n: Any, kind: str, args: tuple[Any, ...]) -> None:
         n.lambda_guard(lambda v, want=args[0]: str(v) == want, f"device == {args[0]}")
     elif kind == "NONE_MATCH":
         n.none_match()
+    elif kind == "FLOAT_IS_NAN":
+        n.float_is_nan()
     elif kind == "LENGTH_CHECK":
         n.length_check(args[0])
     elif kind == "DICT_LEN":
