@@ -24,7 +24,7 @@ deps:  ## Install what the tests need: GoogleTest (apt) and Python test packages
 	@if [ ! -f /usr/include/gtest/gtest.h ] || [ ! -f /usr/include/benchmark/benchmark.h ]; then \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libgtest-dev libbenchmark-dev; fi
 	$(PIP) install -q "pybind11>=2.13" "scikit-build-core>=0.10" cmake ninja "pytest>=8" "hypothesis>=6" \
-	  "ruff>=0.6" "pytest-benchmark>=4" $(TORCH)
+	  "ruff>=0.6" "pytest-benchmark>=4" "pytest-xdist>=3" $(TORCH)
 
 test: deps test-cpp test-py  ## Install what tests need, then run every test (ctest + pytest)
 
@@ -34,8 +34,10 @@ test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ct
 	cmake --build build/test -j $(JOBS)
 	ctest --test-dir build/test --output-on-failure -j $(JOBS)
 
+# No build isolation: torch (installed by `deps`) must be importable at build time for
+# the optional framecache._torch_C fast path to be built and tested.
 test-py:  ## pip install with -Werror and assertions, run pytest
-	$(PIP) install -q $(PIP_STRICT) .
+	$(PIP) install -q --no-build-isolation $(PIP_STRICT) .
 	$(PYTHON) -m pytest tests/python
 
 dev:  ## Incremental build staged in build/dev/pkg (use PYTHONPATH=build/dev/pkg)
@@ -54,17 +56,23 @@ format:  ## Apply ruff formatting
 	$(PYTHON) -m ruff format python tests/python benchmarks
 
 # The sanitizer build runs the C++ tests and the torch-free Python tests with
-# ASan + UBSan. CPython itself is not instrumented, so the runtime is preloaded
-# and leak detection (which CPython's arenas confuse) is off.
+# ASan + UBSan (Debug, -fsanitize=address,undefined, UB fatal). CPython itself
+# is not instrumented, so python gets the runtimes preloaded (ASan must come
+# first in the process). PYTHONMALLOC=malloc routes Python objects through
+# ASan's malloc, so a reference-count bug in framecache shows up as a
+# use-after-free rather than as silent pymalloc reuse. Leak detection is off:
+# CPython and pybind11 keep allocations until exit on purpose (the test binary
+# sets the same defaults itself, see tests/cpp/main.cpp).
 ASAN_LIB = $(shell $(CXX) -print-file-name=libasan.so)
 UBSAN_LIB = $(shell $(CXX) -print-file-name=libubsan.so)
+SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONMALLOC=malloc
 sanitize:  ## Build with ASan+UBSan, run ctest and pytest under them
 	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug $(STRICT) -DFRAMECACHE_SANITIZE=ON \
 	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/asan/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
 	cmake --build build/asan -j $(JOBS)
-	ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build/asan --output-on-failure -j $(JOBS)
-	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 FRAMECACHE_SANITIZER_BUILD=1 \
+	$(SAN_ENV) ctest --test-dir build/asan --output-on-failure -j $(JOBS)
+	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" $(SAN_ENV) FRAMECACHE_SANITIZER_BUILD=1 \
 	  PYTHONPATH=$(CURDIR)/build/asan/pkg $(PYTHON) -m pytest tests/python -p no:cacheprovider -m "not torch"
 
 clean:  ## Remove build directories

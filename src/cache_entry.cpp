@@ -3,6 +3,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
 #include "framecache/cpython.h"
 #include "framecache/frame_locals.h"
 #include "framecache/guards/root_guard_manager.h"
@@ -14,6 +18,13 @@ namespace framecache {
 
 namespace {
 constexpr int kArgFlags = CO_VARARGS | CO_VARKEYWORDS;
+
+// Entries holding a cached function (see cache_entry_drop_cached_functions).
+// Never freed: entries can die during finalization, after static destructors.
+std::unordered_set<CacheEntry*>& entries_with_function() {
+  static auto* set = new std::unordered_set<CacheEntry*>();
+  return *set;
+}
 
 std::string code_label(PyCodeObject* co) {
   const char* name = PyUnicode_AsUTF8(co->co_qualname);
@@ -92,7 +103,7 @@ CacheEntry::CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_m
   }
 }
 
-CacheEntry::~CacheEntry() = default;
+CacheEntry::~CacheEntry() { entries_with_function().erase(this); }
 
 void CacheEntry::refresh_slots(PyCodeObject* original) {
   slots_ = compute_slot_map(original, root_->local_names());
@@ -104,8 +115,11 @@ int CacheEntry::check(cpy::Frame* frame) {
     if (slots_version_ != root_->local_names_version()) refresh_slots(cpy::frame_code(frame));
     return root_->check_root(frame_inputs(frame, slots_));
   }
+  // Building the dict runs Python for a module or class body whose namespace
+  // is not a dict (its keys(), its __getitem__): an ordinary error there fails
+  // the guards like any other error while checking.
   Ref locals = frame_locals_dict(frame);
-  if (!locals) return -1;
+  if (!locals) return guards::consume_check_error() ? -1 : 0;
   Ref result = Ref::steal(PyObject_CallOneArg(check_method_.get(), locals.get()));
   if (!result) return guards::consume_check_error() ? -1 : 0;
   const int truth = PyObject_IsTrue(result.get());
@@ -143,6 +157,30 @@ std::vector<std::string> CacheEntry::failure_reasons(cpy::Frame* frame) {
           ".check() returned False"};
 }
 
+// The cached function and reference cycles.
+//
+// A hit calls a function object made of the entry's code and the frame's
+// globals. Making one costs about as much as the rest of a hit, so an entry
+// keeps the last one it made (closure-less codes only). That function holds
+// its globals strongly, and the chain code -> co_extra -> ExtraState ->
+// CacheEntry -> cached function -> globals -> the original function -> code
+// is a cycle the garbage collector cannot see: code objects are not tracked
+// and the middle of the chain is C++. A function defined by exec() in a
+// namespace of its own would keep that namespace, itself and its entries
+// alive forever. So every cached function is also listed here, and the list
+// is dropped before each full collection (framecache._runtime registers the
+// gc callback): the collection then sees the ordinary namespace/function
+// cycle and frees it, and the next hit makes a new function.
+void cache_entry_drop_cached_functions() {
+  // Move the references out first: dropping one can free a namespace whose
+  // destruction frees other entries, which erase themselves from the set.
+  std::vector<Ref> doomed;
+  for (CacheEntry* entry : entries_with_function()) {
+    doomed.push_back(std::move(entry->cached_function_));
+  }
+  entries_with_function().clear();
+}
+
 PyObject* CacheEntry::function_for(cpy::Frame* frame) {
   PyFunctionObject* original = cpy::frame_function(frame);
   PyObject* globals = cpy::frame_globals(frame);
@@ -157,6 +195,7 @@ PyObject* CacheEntry::function_for(cpy::Frame* frame) {
     if (PyFunction_SetClosure(fn.get(), closure) < 0) return nullptr;
   } else {
     cached_function_ = fn;
+    entries_with_function().insert(this);
   }
   return fn.release();
 }

@@ -38,13 +38,22 @@ namespace {
 cpy::EvalFrameFn g_previous = nullptr;  // the evaluator we chain to (null: CPython's)
 int g_active_threads = 0;
 PyObject* g_warning_category = nullptr;  // borrowed from the module that set it
+// The frame this thread is handing to g_previous. An evaluator installed on
+// top of ours that chains back to us, and that ours was later installed on
+// top of again (off, then on), makes a cycle: ours -> it -> ours -> ... The
+// second visit of a frame runs it with CPython's evaluator instead.
+thread_local cpy::Frame* t_passing_on = nullptr;
 
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag);
 
 // New reference, or null with an error set.
 PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
-  if (g_previous != nullptr) return g_previous(ts, frame, throwflag);
-  return cpy::eval_frame_default(ts, frame, throwflag);
+  if (g_previous == nullptr) return cpy::eval_frame_default(ts, frame, throwflag);
+  cpy::Frame* saved = t_passing_on;
+  t_passing_on = frame;
+  PyObject* result = g_previous(ts, frame, throwflag);
+  t_passing_on = saved;
+  return result;
 }
 
 PyObject* run_normally(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
@@ -102,12 +111,16 @@ std::string code_location(PyCodeObject* code) {
   return std::string(name) + " (" + file + ":" + std::to_string(code->co_firstlineno) + ")";
 }
 
-// Gives the one recompile-limit warning for this code. 0, or -1 when the
-// warning was turned into an exception.
+// Gives the recompile-limit warning: once per code for its own limit, once
+// in all for the accumulated limit (past it every code that misses runs
+// RUN_ONLY, most of them code the callback would never have compiled: one
+// warning per code would be noise). 0, or -1 when the warning was turned
+// into an exception.
 int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated) {
-  if (es.limit_warned) return 0;
-  es.limit_warned = true;
-  const auto& cfg = runtime_config();
+  auto& cfg = runtime_config();
+  bool& warned = accumulated ? cfg.accumulated_limit_warned : es.limit_warned;
+  if (warned) return 0;
+  warned = true;
   std::string msg = "framecache: " + code_location(cpy::frame_code(frame)) + " reached the " +
                     (accumulated ? "accumulated recompile limit (" +
                                        std::to_string(cfg.accumulated_recompile_limit) +
@@ -129,6 +142,9 @@ int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated) {
     if (index >= 8) break;
   }
   PyObject* category = g_warning_category ? g_warning_category : PyExc_RuntimeWarning;
+  // The warnings machinery (filters, showwarning) is not the user's code:
+  // its frames must not be looked up or handed to the callback.
+  SuspendScope suspend(st);
   return PyErr_WarnEx(category, msg.c_str(), 1);
 }
 
@@ -228,6 +244,9 @@ PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
 }
 
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+  if (g_previous != nullptr && frame == t_passing_on) {
+    return cpy::eval_frame_default(ts, frame, throwflag);
+  }
   ThreadState* st = thread_state_peek();
   if (st == nullptr) return run_previous(ts, frame, throwflag);
   if (st->bypass != nullptr && st->bypass == cpy::frame_code(frame)) {

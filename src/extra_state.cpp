@@ -133,6 +133,7 @@ void extra_state_reset_all() {
     if (s->attached()) extra_state_reset(s->code());
   }
   runtime_config().accumulated_compiles = 0;
+  runtime_config().accumulated_limit_warned = false;
 }
 
 size_t extra_state_count() { return registry().size(); }

@@ -8,8 +8,11 @@ namespace framecache {
 
 cpy::Frame* FrameView::require() const {
   if (frame_ == nullptr) {
-    throw py::value_error(
-        "this frame view is no longer valid: frames may only be read while the callback runs");
+    // RuntimeError, as callback_types.h documents: the view outlived its frame.
+    PyErr_SetString(PyExc_RuntimeError,
+                    "this frame view is no longer valid: frames may only be read while the "
+                    "callback runs");
+    throw py::error_already_set();
   }
   return frame_;
 }

@@ -18,7 +18,32 @@ void bind_runtime(py::module_& m);
 GuardManagerClass bind_guard_tree(py::module_& m);
 // TYPE_MATCH, ID_MATCH, NONE/TRUE/FALSE_MATCH, NOT_NONE.
 void bind_leaf_guards_identity(GuardManagerClass& cls);
-// EQUALS_MATCH.
+// EQUALS_MATCH, FLOAT_IS_NAN.
 void bind_leaf_guards_value(GuardManagerClass& cls);
+// LENGTH_CHECK, DICT_LENGTH, DICT_CONTAINS, MAPPING_KEYS_MATCH.
+void bind_leaf_guards_containers(GuardManagerClass& cls);
+// NO_HASATTR.
+void bind_leaf_guards_attributes(GuardManagerClass& cls);
+// RANGE_ITERATOR_MATCH, TUPLE_ITERATOR_LEN.
+void bind_leaf_guards_iterators(GuardManagerClass& cls);
+// LAMBDA.
+void bind_leaf_guards_lambda(GuardManagerClass& cls);
+// OBJECT_ALIASING, NO_TENSOR_ALIASING (methods of the root).
+void bind_leaf_guards_relational(GuardManagerClass& cls);
+
+// _call_with_callback(callback, fn, *args, **kwargs).
+void bind_call_with_callback(py::module_& m);
+// root.object_source(obj, label).
+void bind_accessors_object(GuardManagerClass& cls);
+// attr, generic_attr, type_, obj_dict, type_dict.
+void bind_accessors_attr(GuardManagerClass& cls);
+// item, dict_item, list_item, tuple_item.
+void bind_accessors_items(GuardManagerClass& cls);
+// closure_cell, func_defaults, func_kwdefaults, func_code.
+void bind_accessors_function(GuardManagerClass& cls);
+// weakref_call.
+void bind_accessors_weakref(GuardManagerClass& cls);
+// TENSOR_MATCH, GLOBAL_STATE, tensor_size/stride/storage_offset, and the torch reader switch.
+void bind_leaf_guards_tensor(py::module_& m, GuardManagerClass& cls);
 
 }  // namespace framecache

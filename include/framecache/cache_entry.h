@@ -54,6 +54,7 @@ class CacheEntry : public Counted {
   // no closure and the globals match. New reference, or null + error.
   PyObject* function_for(_PyInterpreterFrame* frame);
   void refresh_slots(PyCodeObject* original);
+  friend void cache_entry_drop_cached_functions();
 
   Ref code_;
   Ref guard_manager_;
@@ -66,6 +67,11 @@ class CacheEntry : public Counted {
   uint64_t slots_version_ = 0;
   Ref cached_function_;
 };
+
+// Drops the function object every entry keeps for its hits, so that the
+// garbage collector can free the globals it held (see cache_entry.cpp). Called
+// before each full collection; the next hit makes a new one.
+void cache_entry_drop_cached_functions();
 
 // Raises TypeError/ValueError (returns false) unless `code` can run in place
 // of a frame of `original`: same argument counts and kinds, keyword-only

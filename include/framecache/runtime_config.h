@@ -16,6 +16,8 @@ struct RuntimeConfig {
   int64_t accumulated_recompile_limit = 256;
   // Entries compiled so far across all code (reset() zeroes it).
   int64_t accumulated_compiles = 0;
+  // The accumulated limit's warning was given (once per process until reset()).
+  bool accumulated_limit_warned = false;
 };
 
 // The one instance; only touched with the GIL held.

@@ -31,12 +31,54 @@ from ._C import (
     set_recompile_limit,
 )
 from ._runtime import RecompileLimitWarning, disable, optimize, run_only
+from .profiling import GuardProfile, profile_guards
+from .stances import RecompileError, stance
+from .testing import RecompileBudgetExceeded, expect_recompiles
 
 __version__ = "0.1.0"
 
-__all__ = [
+# framecache.compile and its tools need torch: imported on first use, so that the
+# runtime and guards work without torch installed.
+_COMPILER_NAMES = (
+    "BackendCompileError",
+    "ExplainOutput",
+    "FullGraphError",
+    "OptimizedModule",
+    "Stats",
+    "compile",
+    "explain",
+    "mark_dynamic",
+    "stats",
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _COMPILER_NAMES:
+        from . import compiler
+
+        value = getattr(compiler, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'framecache' has no attribute {name!r}")
+
+__all__ = [  # noqa: RUF022 - runtime names first, then the compiler's
+    "BackendCompileError",
+    "ExplainOutput",
+    "FullGraphError",
+    "OptimizedModule",
+    "Stats",
+    "compile",
+    "explain",
+    "mark_dynamic",
+    "stats",
     "CacheEntry",
     "CallbackResult",
+    "GuardProfile",
+    "RecompileBudgetExceeded",
+    "RecompileError",
+    "expect_recompiles",
+    "profile_guards",
+    "stance",
     "FrameAction",
     "FrameExecStrategy",
     "FrameView",

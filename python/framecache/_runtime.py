@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,12 @@ class RecompileLimitWarning(RuntimeWarning):
 _C._set_recompile_warning_category(RecompileLimitWarning)
 # framecache's own Python code is never intercepted.
 _C._set_skip_prefixes([os.path.dirname(os.path.abspath(__file__)) + os.sep])
+
+
+# A cache entry keeps a function object (and so its globals) alive through
+# C++, out of the collector's sight; dropping them before each full collection
+# lets it free namespaces whose only code is cached (see cache_entry.cpp).
+gc.callbacks.append(_C._gc_callback)
 
 
 def _check_callback(callback: object) -> None:
@@ -46,7 +53,7 @@ class optimize:
         def g(x): ...
     """
 
-    def __init__(self, callback: Callback | None | bool) -> None:
+    def __init__(self, callback: Callback | bool | None) -> None:
         _check_callback(callback)
         self._callback = callback
         self._saved: list[object] = []

@@ -97,6 +97,28 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
              return out;
            },
            "The child node of each accessor, in check order.")
+      .def("fail_counts",
+           [](const GuardManager& g) {
+             py::list out;
+             for (const auto& acc : g.accessors()) out.append(acc->fail_count());
+             return out;
+           },
+           "How often each accessor's subtree failed a check(), in check order.")
+      .def("dict_version",
+           [](GuardManager& g) -> GuardManager& {
+             if (g.is_root()) {
+               throw py::type_error(
+                   "dict_version() needs a node whose value is a dict, not the root");
+             }
+             g.enable_dict_version();
+             return g;
+           },
+           py::return_value_policy::reference,
+           "DICT_VERSION: this node's value is a dict. While the dict is unchanged (its "
+           "version tag), a dict_item() subtree that passed for an immutable item is not "
+           "checked again; mutable items are always checked.")
+      .def_property_readonly("dict_versioned", &GuardManager::dict_versioned,
+                             "True once dict_version() was called on this node.")
       .def("__str__", [](const GuardManager& g) {
         std::string out;
         g.render(out, 0);

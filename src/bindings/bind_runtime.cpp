@@ -210,6 +210,22 @@ void bind_runtime(py::module_& m) {
   m.def("_set_skip_prefixes", &extra_state_set_skip_prefixes, py::arg("prefixes"),
         "Code whose filename starts with one of these is never intercepted.");
   m.def("_code_count", &extra_state_count, "Number of code objects with an ExtraState.");
+  // A gc.callbacks entry in C++: no Python frame, so trace and profile
+  // functions never see it, and each collection pays no Python call.
+  m.def("_gc_callback",
+        [](py::handle phase, py::handle info) {
+          if (!PyUnicode_Check(phase.ptr()) || !PyDict_Check(info.ptr()) ||
+              PyUnicode_CompareWithASCIIString(phase.ptr(), "start") != 0) {
+            return;
+          }
+          PyObject* generation = PyDict_GetItemString(info.ptr(), "generation");  // borrowed
+          if (generation != nullptr && PyLong_Check(generation) && PyLong_AsLong(generation) == 2) {
+            cache_entry_drop_cached_functions();
+          }
+        },
+        py::arg("phase"), py::arg("info"),
+        "gc callback: before a full collection, drop the function objects cache entries keep "
+        "for their hits, so that the collector can free the globals they hold.");
   m.def("_run_with_action",
         [](FrameAction action, py::object fn, py::args args, py::kwargs kwargs) {
           ThreadState* st = thread_state_get();

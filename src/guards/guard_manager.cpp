@@ -43,6 +43,50 @@ std::string type_name(PyObject* obj) {
   return Py_TYPE(obj)->tp_name;
 }
 
+std::string a_type_name(PyObject* obj) {
+  const std::string name = type_name(obj);
+  const bool vowel = !name.empty() && std::string("aeiouAEIOU").find(name[0]) != std::string::npos;
+  return (vowel ? "an " : "a ") + name;
+}
+
+std::string exception_text(PyObject* exc) {
+  if (exc == nullptr) return "error";
+  std::string text = Py_TYPE(exc)->tp_name;
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  Ref s = Ref::steal(PyObject_Str(exc));
+  if (s) {
+    Py_ssize_t n = 0;
+    const char* c = PyUnicode_AsUTF8AndSize(s.get(), &n);
+    if (c != nullptr && n > 0) {
+      text += ": " + std::string(c, std::min<size_t>(static_cast<size_t>(n), 160));
+    }
+  }
+  PyErr_Clear();
+  PyErr_Restore(type, value, tb);
+  return text;
+}
+
+// The kinds that read ambient state and ignore their value. A new such kind
+// overrides reads_value() (or is listed here).
+bool LeafGuard::reads_value() const { return std::string(kind()) != "GLOBAL_STATE"; }
+
+// The kinds whose meaning is a predicate of the value alone (for immutable
+// values, which are all a DICT_VERSION skip ever concerns). A new kind is
+// listed here or overrides depends_only_on_value(); until then it is assumed
+// to read more than its value, which is always safe.
+bool LeafGuard::depends_only_on_value() const {
+  static const char* const kValueOnly[] = {
+      "TYPE_MATCH", "ID_MATCH",     "NONE_MATCH",   "TRUE_MATCH", "FALSE_MATCH",
+      "NOT_NONE",   "EQUALS_MATCH", "LENGTH_CHECK", "NO_HASATTR", "FLOAT_IS_NAN",
+  };
+  const std::string k = kind();
+  for (const char* v : kValueOnly) {
+    if (k == v) return true;
+  }
+  return false;
+}
+
 // --- GuardAccessor ------------------------------------------------------------
 
 GuardAccessor::GuardAccessor(std::string key, std::unique_ptr<GuardManager> child)
@@ -69,12 +113,20 @@ bool GuardAccessor::check_verbose(PyObject* parent, const FrameInputs& in, Verbo
     if (PyErr_Occurred()) {
       PyObject *type, *exc, *tb;
       PyErr_Fetch(&type, &exc, &tb);
-      why = exc ? safe_repr(exc, 160) : std::string("error");
+      PyErr_NormalizeException(&type, &exc, &tb);
+      why = exception_text(exc);
       PyErr_Restore(type, exc, tb);
       if (consume_check_error()) return false;
     }
-    std::string msg = child_->source() + ": " + explain_fetch_failure(parent, in);
-    if (!why.empty()) msg += " (" + why + ")";
+    const std::string reason = explain_fetch_failure(parent, in);
+    if (PyErr_Occurred() && consume_check_error()) return false;
+    std::string msg = child_->source() + ": " + reason;
+    // The exception's words, unless they are the reason's own.
+    const size_t colon = why.find(": ");
+    if (!why.empty() && (colon == std::string::npos || why.compare(colon + 2, std::string::npos,
+                                                                   reason) != 0)) {
+      msg += " (" + why + ")";
+    }
     out.failures.push_back(std::move(msg));
     return false;
   }
@@ -87,7 +139,10 @@ GuardManager::GuardManager(RootGuardManager* root, std::string source)
     : root_(root), source_(std::move(source)) {}
 GuardManager::~GuardManager() = default;
 
+bool GuardManager::is_root() const { return static_cast<const GuardManager*>(root_) == this; }
+
 bool GuardManager::check(PyObject* value, const FrameInputs& in) {
+  if (dict_versioned_) return check_dict_node(value, in);
   for (const auto& leaf : leaves_) {
     if (!leaf->check(value)) return false;
   }
@@ -102,7 +157,19 @@ bool GuardManager::check(PyObject* value, const FrameInputs& in) {
 }
 
 bool GuardManager::check_verbose(PyObject* value, const FrameInputs& in, VerboseState& out) {
+  if (dict_versioned_) return check_verbose_dict_node(value, in, out);
   bool ok = true;
+  if (!verbose_leaves(value, out, ok)) return false;
+  for (const auto& acc : accessors_) {
+    if (!acc->check_verbose(value, in, out)) {
+      if (PyErr_Occurred()) return false;
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+bool GuardManager::verbose_leaves(PyObject* value, VerboseState& out, bool& ok) {
   for (const auto& leaf : leaves_) {
     ++out.executed;
     if (!leaf->check(value)) {
@@ -113,13 +180,7 @@ bool GuardManager::check_verbose(PyObject* value, const FrameInputs& in, Verbose
       out.failures.push_back(source_ + ": " + why);
     }
   }
-  for (const auto& acc : accessors_) {
-    if (!acc->check_verbose(value, in, out)) {
-      if (PyErr_Occurred()) return false;
-      ok = false;
-    }
-  }
-  return ok;
+  return true;
 }
 
 void GuardManager::note_accessor_failure(size_t index) {
@@ -142,9 +203,16 @@ void GuardManager::check_mutable() const {
   if (root_->active_checks_ != 0) {
     throw std::runtime_error("cannot add guards to a guard tree while it is being checked");
   }
+  ++root_->structure_version_;
 }
 
 LeafGuard& GuardManager::add_leaf(std::unique_ptr<LeafGuard> leaf) {
+  if (is_root() && leaf->reads_value()) {
+    // The root has no value: such a guard would dereference null.
+    throw std::invalid_argument(std::string(leaf->kind()) +
+                                " guards a value, and the root has none: add it to a node such "
+                                "as root.local('x')");
+  }
   check_mutable();
   leaves_.push_back(std::move(leaf));
   return *leaves_.back();
@@ -162,6 +230,24 @@ GuardManager& GuardManager::get_or_add_accessor(const std::string& key,
   return accessors_.back()->child();
 }
 
+void GuardManager::enable_dict_version() {
+  if (is_root()) throw std::invalid_argument("dict_version() needs a dict node, not the root");
+  if (dict_versioned_) return;
+  check_mutable();
+  dict_versioned_ = true;
+}
+
+bool GuardManager::subtree_depends_only_on_value() const {
+  const uint64_t version = root_->structure_version();
+  if (value_only_structure_ == version) return value_only_;
+  bool ok = true;
+  for (const auto& leaf : leaves_) ok = ok && leaf->depends_only_on_value();
+  for (const auto& acc : accessors_) ok = ok && acc->child().subtree_depends_only_on_value();
+  value_only_ = ok;
+  value_only_structure_ = version;
+  return ok;
+}
+
 size_t GuardManager::num_guards() const {
   size_t n = leaves_.size();
   for (const auto& acc : accessors_) n += acc->child().num_guards();
@@ -171,6 +257,9 @@ size_t GuardManager::num_guards() const {
 void GuardManager::render(std::string& out, int indent) const {
   const std::string pad(static_cast<size_t>(indent) * 2, ' ');
   out += pad + source_ + "\n";
+  if (dict_versioned_) {
+    out += pad + "  | DICT_VERSION (unchanged immutable items are not rechecked)\n";
+  }
   for (const auto& leaf : leaves_) out += pad + "  | " + leaf->describe() + "\n";
   for (const auto& acc : accessors_) {
     out += pad + "  +- " + acc->describe() + "\n";

@@ -9,6 +9,10 @@
 //    SystemExit), which is left set for the root to propagate;
 //  * explain() is the slow path used only by check_verbose(): it says why a
 //    value fails, in words such as "expected type int, got str".
+//
+// Every node knows its source, the expression that reads its value from the
+// frame (L['self'].layers[3].weight): an accessor builds its child's source
+// from its parent's, so a failure reads "<source>: <reason>".
 #pragma once
 
 #include <Python.h>
@@ -35,6 +39,11 @@ bool consume_check_error() noexcept;
 std::string safe_repr(PyObject* obj, size_t max_len = 80);
 // The type's name of a value, e.g. "int".
 std::string type_name(PyObject* obj);
+// The same with its article, for messages: "an int", "a list".
+std::string a_type_name(PyObject* obj);
+// "KeyError: 'w'" for an exception instance (borrowed); never raises and
+// leaves the error indicator as it found it.
+std::string exception_text(PyObject* exc);
 
 struct VerboseState {
   std::vector<std::string> failures;
@@ -51,6 +60,17 @@ class LeafGuard {
   virtual std::string describe() const = 0;
   // e.g. "TYPE_MATCH".
   virtual const char* kind() const = 0;
+  // False for guards that read ambient state rather than a value (GLOBAL_STATE):
+  // only those may sit on the root, whose "value" is null, and add_leaf()
+  // refuses the others there. The default answers from kind(), like
+  // depends_only_on_value() below.
+  virtual bool reads_value() const;
+  // True if check() is a function of its value alone: same object, same answer,
+  // as long as the value is immutable. A dict node skips a subtree of such guards
+  // on an unchanged immutable item (DICT_VERSION, see dict_version.h). The
+  // default answers from kind() for the kinds documented as predicates of their
+  // value; unknown kinds answer false, which only costs that optimisation.
+  virtual bool depends_only_on_value() const;
 };
 
 // A leaf guard that relates values from several sources (OBJECT_ALIASING,
@@ -61,6 +81,8 @@ class LeafGuard {
 class RelationalGuard : public LeafGuard {
  public:
   virtual void reset_state() = 0;
+  // Its answer depends on the other sources it saw in the same check.
+  bool depends_only_on_value() const override { return false; }
 };
 
 class GuardAccessor {
@@ -68,14 +90,22 @@ class GuardAccessor {
   GuardAccessor(std::string key, std::unique_ptr<GuardManager> child);
   virtual ~GuardAccessor();
 
-  // The child value: new reference, or null with an exception set when it
-  // cannot be fetched (which fails the guard). `parent` is borrowed (null for
-  // accessors on the root); `in` is what the root was given.
+  // The child value: new reference, or null when it cannot be fetched (which
+  // fails the guard). A null comes with an exception set when Python raised
+  // one; when the value is simply not there (wrong type, missing key, index out
+  // of range) an accessor may return null without one, because making an
+  // exception costs more than the rest of a failing check. `parent` is
+  // borrowed (null for accessors on the root); `in` is what the root was given.
   virtual Ref fetch(PyObject* parent, const FrameInputs& in) = 0;
-  // Why fetch() failed, for verbose output, e.g. "has no attribute 'w'".
+  // Why fetch() failed, for verbose output, e.g. "no attribute 'w' on a Foo".
+  // Called with no exception set; must leave none set.
   virtual std::string explain_fetch_failure(PyObject* parent, const FrameInputs& in);
   // e.g. "GetAttr('weight')".
   virtual std::string describe() const = 0;
+  // True for an accessor reading a dict's own storage by a key whose hashing
+  // and comparison run no Python (DictItemAccessor with a constant key): a dict
+  // node with DICT_VERSION may skip it while the dict is unchanged.
+  virtual bool is_stable_dict_item() const { return false; }
 
   bool check(PyObject* parent, const FrameInputs& in);
   bool check_verbose(PyObject* parent, const FrameInputs& in, VerboseState& out);
@@ -90,6 +120,11 @@ class GuardAccessor {
   std::string key_;
   std::unique_ptr<GuardManager> child_;
   uint64_t fail_count_ = 0;
+  // DICT_VERSION memo (see dict_version.h): the parent dict's version tag when
+  // this item was last seen immutable with a passing subtree, and the tree's
+  // structure version then; 0 when there is nothing to reuse.
+  uint64_t memo_dict_tag_ = 0;
+  uint64_t memo_structure_ = 0;
 };
 
 class GuardManager {
@@ -113,6 +148,7 @@ class GuardManager {
 
   const std::string& source() const { return source_; }
   RootGuardManager& root() const { return *root_; }
+  bool is_root() const;
   const std::vector<std::unique_ptr<LeafGuard>>& leaves() const { return leaves_; }
   const std::vector<std::unique_ptr<GuardAccessor>>& accessors() const { return accessors_; }
   // Number of leaf guards in this subtree.
@@ -120,15 +156,36 @@ class GuardManager {
   // The subtree as indented text.
   void render(std::string& out, int indent) const;
 
+  // DICT_VERSION (dict_version.h): this node's value is expected to be a dict,
+  // and an item that is the same immutable object as when its subtree last
+  // passed is not checked again while the dict's version tag is unchanged.
+  void enable_dict_version();
+  bool dict_versioned() const { return dict_versioned_; }
+  // True if every leaf in this subtree depends only on its value (cached per
+  // structure version of the tree).
+  bool subtree_depends_only_on_value() const;
+
  protected:
   // Called with the index of an accessor whose subtree just failed.
   void note_accessor_failure(size_t index);
+  // Throws if the tree is being checked; otherwise records that its structure
+  // is about to change (which drops every DICT_VERSION memo).
   void check_mutable() const;
 
   RootGuardManager* root_;
   std::string source_;
   std::vector<std::unique_ptr<LeafGuard>> leaves_;
   std::vector<std::unique_ptr<GuardAccessor>> accessors_;
+
+ private:
+  // Runs the leaves for check_verbose(); false if one raised a fatal error.
+  bool verbose_leaves(PyObject* value, VerboseState& out, bool& ok);
+  // The walks of a DICT_VERSION node (dict_version.cpp).
+  bool check_dict_node(PyObject* value, const FrameInputs& in);
+  bool check_verbose_dict_node(PyObject* value, const FrameInputs& in, VerboseState& out);
+  bool dict_versioned_ = false;
+  mutable uint64_t value_only_structure_ = 0;  // structure version of the cached answer
+  mutable bool value_only_ = false;
 };
 
 }  // namespace framecache::guards

@@ -43,6 +43,9 @@ class RootGuardManager : public GuardManager {
   // Checks in progress on this tree (several threads may check one root when
   // a guard calls Python and the GIL changes hands).
   int active_checks() const { return active_checks_; }
+  // Changes whenever a guard or accessor is added anywhere in the tree; starts
+  // at 1 so that 0 can mean "never".
+  uint64_t structure_version() const { return structure_version_; }
   std::string render_tree() const;
 
  private:
@@ -52,6 +55,7 @@ class RootGuardManager : public GuardManager {
   std::vector<RelationalGuard*> relational_;
   std::vector<std::string> local_names_;
   uint64_t local_names_version_ = 0;
+  uint64_t structure_version_ = 1;
   int active_checks_ = 0;
 };
 

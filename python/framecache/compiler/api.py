@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 import torch
 
 from .. import _C
-from ..stance import active_callback
+from ..stances import active_callback
 from . import backends
 from .callback import CompileContext
 
@@ -26,11 +26,8 @@ class OptimizedModule(torch.nn.Module):
         self._framecache_original = module
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        previous = _C.set_eval_frame(active_callback(self._framecache_context))
-        try:
-            return self._orig_mod(*args, **kwargs)
-        finally:
-            _C.set_eval_frame(previous)
+        callback = active_callback(self._framecache_context)
+        return _C._call_with_callback(callback, self._orig_mod, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"OptimizedModule({self._orig_mod!r})"
@@ -90,13 +87,12 @@ def _wrap(fn_or_module: Any, *, context: CompileContext) -> Any:
         )
     fn = fn_or_module
 
+    call = _C._call_with_callback
+
     @functools.wraps(fn)
     def compiled(*args: Any, **kwargs: Any) -> Any:
-        previous = _C.set_eval_frame(active_callback(context))
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _C.set_eval_frame(previous)
+        # One C call swaps this thread's callback around fn (the stance may replace it).
+        return call(active_callback(context), fn, *args, **kwargs)
 
     compiled._framecache_context = context  # type: ignore[attr-defined]
     compiled._framecache_original = fn  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from .. import _C, _events
-from ..stance import RecompileError, current_stance
+from ..stances import RecompileError, current_stance
 from . import backends, codegen, dynamic, guard_plan, logs, shape_guards, sources
 from . import stats as stats_mod
 from .capture import Capture, capture_frame
@@ -76,7 +76,7 @@ class CompileContext:
         if current == "run_only":  # entered inside a compiled call: never compile
             return None
         f_locals = frame.f_locals
-        reasons = _recompile_reasons(first_entry, f_locals)
+        reasons = _recompile_reasons(first_entry, f_locals, frame.f_globals)
         if current == "fail_on_recompile" and first_entry is not None:
             raise RecompileError(
                 f"stance('fail_on_recompile'): {_where(code)} would recompile: "
@@ -126,11 +126,13 @@ class CompileContext:
         unflatten = None if _is_single_leaf(capture.out_spec) else _unflattener(capture.out_spec)
         new_code = codegen.wrapper_code(code, call_args, compiled, unflatten)
         try:
-            root = guard_plan.materialize(plan, frame.f_globals)
+            root = guard_plan.materialize(plan)
         except (TypeError, ValueError) as exc:
             raise Unsupported(f"cannot build guards: {exc}") from exc
         parts = shape_guards.shape_guard_code(capture)
-        guard_manager: Any = shape_guards.ShapeGuardedRoot(root, parts) if parts else root
+        guard_manager: Any = (
+            shape_guards.ShapeGuardedRoot(root, parts, frame.f_globals) if parts else root
+        )
         compile_id = next(_compile_ids)
         elapsed = time.perf_counter() - started
         counters.compiles += 1
@@ -180,11 +182,13 @@ class CompileContext:
         return compiled
 
 
-def _recompile_reasons(first_entry: _C.CacheEntry | None, f_locals: dict[str, Any]) -> list[str]:
+def _recompile_reasons(
+    first_entry: _C.CacheEntry | None, f_locals: dict[str, Any], f_globals: dict[str, Any]
+) -> list[str]:
     if first_entry is None:
         return []
     try:
-        info = first_entry.guard_manager.check_verbose(f_locals)
+        info = first_entry.guard_manager.check_verbose(f_locals, f_globals)
     except Exception as exc:  # noqa: BLE001 - reasons are informative only
         return [f"guard check raised {type(exc).__name__}: {exc}"]
     return list(info.failures) or ["guards failed"]

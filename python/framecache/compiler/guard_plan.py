@@ -325,9 +325,13 @@ def _is_plain_object(value: Any) -> bool:
     return type(state) is dict
 
 
-def materialize(plan: GuardPlan, f_globals: dict[str, Any]) -> RootGuardManager:
-    """Build the C++ guard tree of a plan."""
-    root = RootGuardManager(f_globals)
+def materialize(plan: GuardPlan) -> RootGuardManager:
+    """Build the C++ guard tree of a plan.
+
+    The root does not bind the globals: the runtime checks it against each frame's own, and
+    a bound dict would keep the function (and its code, which owns this tree) alive.
+    """
+    root = RootGuardManager()
     nodes: dict[Source, Any] = {}
 
     def node(source: Source) -> Any:

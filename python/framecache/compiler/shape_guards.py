@@ -50,8 +50,12 @@ class ShapeGuardedRoot:
     guards, shape guards included.
     """
 
-    def __init__(self, root: Any, parts: list[str]) -> None:
+    def __init__(self, root: Any, parts: list[str], f_globals: dict[str, Any]) -> None:
         self.root = root
+        # The runtime calls check(f_locals) for Python guard objects, so the globals the
+        # tree's global guards read are kept here (a known cost: they stay alive with the
+        # entry, which matters only for functions made with exec() in a throwaway dict).
+        self.f_globals = f_globals
         self.parts = parts
         self._check = compile_shape_check(parts)
         from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
@@ -59,10 +63,10 @@ class ShapeGuardedRoot:
         self._scope = {"torch": torch, **SYMPY_INTERP}
 
     def check(self, f_locals: dict[str, Any]) -> bool:
-        return bool(self.root.check(f_locals)) and bool(self._check(f_locals))
+        return bool(self.root.check(f_locals, self.f_globals)) and bool(self._check(f_locals))
 
-    def check_verbose(self, f_locals: dict[str, Any]) -> Any:
-        info = self.root.check_verbose(f_locals)
+    def check_verbose(self, f_locals: dict[str, Any], f_globals: dict[str, Any] | None = None) -> Any:
+        info = self.root.check_verbose(f_locals, self.f_globals if f_globals is None else f_globals)
         failures = list(info.failures)
         executed = info.num_guards_executed
         if info.result:

@@ -1,0 +1,628 @@
+"""Guard lookup: framecache's guard trees against torch's own, side by side in one process.
+
+    python benchmarks/guard_lookup.py [--quick] [--json PATH] [--python-reader]
+
+The same guards are built in framecache (``framecache.guards``) and in torch's C++
+guard managers (``torch._C._dynamo.guards``, torch==2.13.0), then timed in two ways:
+
+hook
+    What a call pays. A function whose cache holds the guards' entries is called with
+    each runtime's real PEP 523 hook in run-only mode (``framecache.run_only()``;
+    torch's ``set_eval_frame(False)``), LRU off on both sides so that the entry order
+    stays fixed. Reported: the call's time minus a plain call of the same function
+    without any hook, i.e. the hook's whole per-call overhead: reading the frame,
+    checking the guards of each entry in order, and running the cached code (the
+    function's own code) in place of the frame.
+check
+    The guard tree alone, called from Python: ``root.check(f_locals)`` with a dict
+    of locals on both sides (one Python-to-C++ call per root, included on both sides).
+
+Cases:
+    a. 100 tensor arguments, each with TENSOR_MATCH, plus NO_TENSOR_ALIASING over them
+       (which torch's compiler installs for several tensor inputs); a1 is the same
+       without the aliasing guard.
+    b. 10 cache entries on one code object where only the last passes; each entry
+       guards L['n'] (TYPE_MATCH int, EQUALS_MATCH k) and L['x'] (TENSOR_MATCH), and
+       the 9 failing ones fail on EQUALS_MATCH. In the check view: the 10 roots
+       checked in sequence from Python until one passes, which is what both hooks'
+       cache lookups do in C++.
+    c. A model-like tree L['self'].layers[i].<attr>: 36 layers x 14 attributes each
+       (4 tensors with TENSOR_MATCH, 10 Python values with EQUALS_MATCH or NONE_MATCH),
+       with TYPE_MATCH on self, the list (and its LENGTH_CHECK) and each layer.
+    d. A single TYPE_MATCH on an int argument.
+    d1. The same plus torch's ambient state: framecache's GLOBAL_STATE; on torch's side
+        GLOBAL_STATE, TORCH_FUNCTION_MODE_STACK and DEFAULT_DEVICE (together what
+        framecache's one guard covers).
+    e. No guards at all: each side's fixed cost (hook: one entry with an empty tree).
+
+Each figure is the median over ``--repeats`` samples of ns per call; samples of the two
+sides alternate so that drifts of a shared machine hit both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch._C._dynamo.eval_frame as torch_eval_frame
+from torch._C._dynamo import guards as torch_guards
+from torch._dynamo.guards import GuardManagerType
+from torch.overrides import _get_current_function_mode_stack
+
+import framecache
+from framecache._C import guards as fc_guards
+from framecache.guards import RootGuardManager
+
+_TORCH_NODE = GuardManagerType.GUARD_MANAGER
+_TARGET_SAMPLE_NS = 5_000_000  # each sample runs for about 5 ms
+
+
+# --- what is guarded ---------------------------------------------------------------------
+
+
+class Layer:
+    """A plain object standing for one layer of a model (14 attributes)."""
+
+    def __init__(self, i: int) -> None:
+        self.weight = torch.randn(8, 8)
+        self.bias = torch.randn(8)
+        self.running_mean = torch.zeros(8)
+        self.running_var = torch.ones(8)
+        self.training = False
+        self.eps = 1e-5
+        self.momentum = 0.1
+        self.in_features = 8
+        self.out_features = 8
+        self.name = f"layer{i}"
+        self.activation = None
+        self.dropout_p = 0.0
+        self.use_bias = True
+        self.mode = "fast"
+
+
+LAYER_TENSORS = ("weight", "bias", "running_mean", "running_var")
+LAYER_VALUES = (
+    "training",
+    "eps",
+    "momentum",
+    "in_features",
+    "out_features",
+    "name",
+    "activation",
+    "dropout_p",
+    "use_bias",
+    "mode",
+)
+
+
+class Model:
+    """A plain object with a list of 36 layers."""
+
+    def __init__(self) -> None:
+        self.layers = [Layer(i) for i in range(36)]
+
+
+# --- building the same guards on both sides ----------------------------------------------
+
+
+def _torch_local(root: Any, name: str, index: int, value: object) -> Any:
+    return root.framelocals_manager(
+        key=(name, index),
+        source=f"L['{name}']",
+        example_value=value,
+        guard_manager_enum=_TORCH_NODE,
+    )
+
+
+def _torch_tensor_match(node: Any, name: str, t: torch.Tensor) -> None:
+    node.add_tensor_match_guard(
+        t,
+        list(t.size()),
+        list(t.stride()),
+        name,
+        [f"tensor {name}"],
+        None,
+        type(t),
+        torch._C._dispatch_keys(t),
+    )
+
+
+def _torch_type_match(node: Any, t: type) -> None:
+    node.add_type_match_guard(id(t), [f"type is {t.__name__}"], None)
+
+
+def _torch_value_match(node: Any, value: object) -> None:
+    if value is None:
+        node.add_none_match_guard(["is None"], None)
+    else:
+        node.add_equals_match_guard(value, [f"== {value!r}"], None)
+
+
+def _fc_value_match(node: Any, value: object) -> None:
+    if value is None:
+        node.none_match()
+    else:
+        node.equals_match(value)
+
+
+def tensors_framecache(names: Sequence[str], tensors: Sequence[torch.Tensor], alias: bool) -> Any:
+    root = RootGuardManager()
+    nodes = []
+    for name, t in zip(names, tensors, strict=True):
+        node = root.local(name)
+        node.tensor_match(t)
+        nodes.append(node)
+    if alias:
+        root.no_tensor_aliasing(nodes)
+    return root
+
+
+def tensors_torch(names: Sequence[str], tensors: Sequence[torch.Tensor], alias: bool) -> Any:
+    root = torch_guards.RootGuardManager()
+    nodes = []
+    for i, (name, t) in enumerate(zip(names, tensors, strict=True)):
+        node = _torch_local(root, name, i, t)
+        _torch_tensor_match(node, name, t)
+        nodes.append(node)
+    if alias:
+        torch_guards.install_no_tensor_aliasing_guard(nodes, list(names), ["no aliasing"], None)
+    return root
+
+
+def entry_framecache(k: int, x: torch.Tensor) -> Any:
+    root = RootGuardManager()
+    n = root.local("n")
+    n.type_match(int)
+    n.equals_match(k)
+    root.local("x").tensor_match(x)
+    return root
+
+
+def entry_torch(k: int, x: torch.Tensor) -> Any:
+    root = torch_guards.RootGuardManager()
+    n = _torch_local(root, "n", 0, k)
+    _torch_type_match(n, int)
+    n.add_equals_match_guard(k, [f"n == {k}"], None)
+    _torch_tensor_match(_torch_local(root, "x", 1, x), "x", x)
+    return root
+
+
+def model_framecache(model: Model) -> Any:
+    root = RootGuardManager()
+    self_node = root.local("self")
+    self_node.type_match(Model)
+    layers = self_node.attr("layers")
+    layers.type_match(list)
+    layers.length_check(len(model.layers))
+    for i, layer in enumerate(model.layers):
+        node = layers.list_item(i)
+        node.type_match(Layer)
+        for name in LAYER_TENSORS:
+            node.attr(name).tensor_match(getattr(layer, name))
+        for name in LAYER_VALUES:
+            _fc_value_match(node.attr(name), getattr(layer, name))
+    return root
+
+
+def model_torch(model: Model) -> Any:
+    root = torch_guards.RootGuardManager()
+    self_node = _torch_local(root, "self", 0, model)
+    _torch_type_match(self_node, Model)
+    layers = self_node.getattr_manager(
+        attr="layers",
+        source="L['self'].layers",
+        example_value=model.layers,
+        guard_manager_enum=_TORCH_NODE,
+    )
+    _torch_type_match(layers, list)
+    layers.add_length_check_guard(len(model.layers), ["len == 36"], None)
+    for i, layer in enumerate(model.layers):
+        source = f"L['self'].layers[{i}]"
+        node = layers.list_getitem_manager(
+            key=i, source=source, example_value=layer, guard_manager_enum=_TORCH_NODE
+        )
+        _torch_type_match(node, Layer)
+        for name in (*LAYER_TENSORS, *LAYER_VALUES):
+            value = getattr(layer, name)
+            child = node.getattr_manager(
+                attr=name,
+                source=f"{source}.{name}",
+                example_value=value,
+                guard_manager_enum=_TORCH_NODE,
+            )
+            if isinstance(value, torch.Tensor):
+                _torch_tensor_match(child, f"{source}.{name}", value)
+            else:
+                _torch_value_match(child, value)
+    return root
+
+
+def int_framecache(global_state: bool) -> Any:
+    root = RootGuardManager()
+    root.local("n").type_match(int)
+    if global_state:
+        root.global_state()
+    return root
+
+
+def int_torch(global_state: bool) -> Any:
+    root = torch_guards.RootGuardManager()
+    _torch_type_match(_torch_local(root, "n", 0, 3), int)
+    if global_state:
+        root.add_global_state_guard(torch_guards.GlobalStateGuard(), ["global state"], None)
+        root.add_torch_function_mode_stack_guard(
+            _get_current_function_mode_stack(), ["mode stack"], None
+        )
+        root.add_default_device_guard(["default device"], None)
+    return root
+
+
+# --- cache entries through each runtime's hook -------------------------------------------
+
+
+class _TorchGuardFn:
+    """What torch's CacheEntry reads from GuardedCode.guard_manager."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.diff_guard_root = None
+        self.cache_entry = None
+        self.extra_state = None
+
+
+class _TorchGuardedCode:
+    def __init__(self, code: Any, root: Any) -> None:
+        self.code = code
+        self.guard_manager = _TorchGuardFn(root)
+        self.compile_id = None
+        self.trace_annotation = "guard_lookup benchmark"
+
+
+class _TorchCallbackResult:
+    def __init__(self, code: Any, root: Any) -> None:
+        default = torch_eval_frame._FrameAction.DEFAULT
+        self.frame_exec_strategy = torch_eval_frame._FrameExecStrategy(default, default)
+        self.apply_to_code = False
+        self.guarded_code = _TorchGuardedCode(code, root)
+
+
+def make_function(params: Sequence[str]) -> Callable[..., Any]:
+    """A fresh function object (own code object) taking ``params`` and returning None."""
+    namespace: dict[str, Any] = {}
+    exec(f"def guarded({', '.join(params)}):\n    return None\n", namespace)
+    return namespace["guarded"]
+
+
+def plant_framecache(fn: Callable[..., Any], roots: Sequence[Any], calls: Sequence[tuple]) -> None:
+    """Makes ``roots`` the cache entries of ``fn``; ``calls[i]`` must miss every earlier root."""
+    queue = list(roots)
+
+    def callback(frame: Any, entry: Any, frame_state: Any) -> Any:
+        return framecache.CallbackResult(
+            framecache.GuardedCode(frame.f_code.replace(), queue.pop(0))
+        )
+
+    with framecache.optimize(callback):
+        for args in calls:
+            fn(*args)
+    assert len(framecache.cache_entries(fn.__code__)) == len(roots)
+
+
+def plant_torch(fn: Callable[..., Any], roots: Sequence[Any], calls: Sequence[tuple]) -> None:
+    """Like plant_framecache, through torch's hook."""
+    queue = list(roots)
+
+    def callback(frame: Any, cache_entry: Any, frame_state: Any) -> Any:
+        return _TorchCallbackResult(frame.f_code, queue.pop(0))
+
+    previous = torch_eval_frame.set_eval_frame(callback)
+    try:
+        for args in calls:
+            fn(*args)
+    finally:
+        torch_eval_frame.set_eval_frame(previous)
+    assert len(torch_eval_frame._debug_get_cache_entry_list(fn.__code__)) == len(roots)
+
+
+# --- timing ------------------------------------------------------------------------------
+
+
+def _calls_per_sample(run: Callable[[int], float]) -> int:
+    """How many iterations make a sample of about _TARGET_SAMPLE_NS."""
+    n = 16
+    while True:
+        per = run(n)
+        if per * n > _TARGET_SAMPLE_NS / 8 or n > 1 << 24:
+            return max(16, int(_TARGET_SAMPLE_NS / max(per, 1.0)))
+        n *= 4
+
+
+def _loop_call(fn: Callable[..., Any], args: tuple) -> Callable[[int], float]:
+    def run(n: int) -> float:
+        repeat = itertools.repeat(None, n)
+        start = time.perf_counter_ns()
+        for _ in repeat:
+            fn(*args)
+        return (time.perf_counter_ns() - start) / n
+
+    return run
+
+
+def _loop_check(roots: Sequence[Any], f_locals: dict) -> Callable[[int], float]:
+    if len(roots) == 1:
+        check = roots[0].check
+
+        def run(n: int) -> float:
+            repeat = itertools.repeat(None, n)
+            start = time.perf_counter_ns()
+            for _ in repeat:
+                check(f_locals)
+            return (time.perf_counter_ns() - start) / n
+
+        return run
+    checks = [r.check for r in roots]
+
+    def run_many(n: int) -> float:
+        repeat = itertools.repeat(None, n)
+        start = time.perf_counter_ns()
+        for _ in repeat:
+            for check in checks:
+                if check(f_locals):
+                    break
+        return (time.perf_counter_ns() - start) / n
+
+    return run_many
+
+
+def _with_framecache_hook(run: Callable[[int], float]) -> Callable[[int], float]:
+    def hooked(n: int) -> float:
+        with framecache.run_only():
+            return run(n)
+
+    return hooked
+
+
+def _with_torch_hook(run: Callable[[int], float]) -> Callable[[int], float]:
+    def hooked(n: int) -> float:
+        previous = torch_eval_frame.set_eval_frame(False)
+        try:
+            return run(n)
+        finally:
+            torch_eval_frame.set_eval_frame(previous)
+
+    return hooked
+
+
+def sample_medians(runs: dict[str, Callable[[int], float]], repeats: int) -> dict[str, float]:
+    """Median ns per iteration of each run, with samples of the runs interleaved.
+
+    Short samples, many of them, alternating between the runs: on a shared machine
+    a preemption spoils a few samples of every run rather than all of one.
+    """
+    sizes = {name: _calls_per_sample(run) for name, run in runs.items()}
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            samples[name].append(run(sizes[name]))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# --- the cases ---------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    key: str
+    title: str
+    # One tuple of positional arguments for the guarded function, with its parameter names.
+    params: list[str]
+    args: tuple
+    framecache_roots: list[Any]
+    torch_roots: list[Any]
+    # Calls that plant the roots as cache entries, in planting order.
+    plant_calls: list[tuple]
+    f_locals: dict = field(default_factory=dict)
+
+
+def build_cases() -> list[Case]:
+    cases = []
+    names = [sys.intern(f"x{i}") for i in range(100)]
+    tensors = [torch.randn(4, 8) for _ in names]
+    for key, alias in (("a", True), ("a1", False)):
+        title = "100 tensor args, TENSOR_MATCH" + (" + NO_TENSOR_ALIASING" if alias else "")
+        cases.append(
+            Case(
+                key,
+                title,
+                names,
+                tuple(tensors),
+                [tensors_framecache(names, tensors, alias)],
+                [tensors_torch(names, tensors, alias)],
+                [tuple(tensors)],
+            )
+        )
+    x = torch.randn(4, 8)
+    ks = [9, *range(9)]  # the entry for n=9 is planted first, so it is checked last
+    cases.append(
+        Case(
+            "b",
+            "10 cache entries, only the last passes",
+            ["n", "x"],
+            (9, x),
+            [entry_framecache(k, x) for k in ks],
+            [entry_torch(k, x) for k in ks],
+            [(k, x) for k in ks],
+        )
+    )
+    model = Model()
+    cases.append(
+        Case(
+            "c",
+            "model tree 36 layers x 14 attributes",
+            ["self"],
+            (model,),
+            [model_framecache(model)],
+            [model_torch(model)],
+            [(model,)],
+        )
+    )
+    for key, state, title in (
+        ("d", False, "TYPE_MATCH on one int argument"),
+        ("d1", True, "TYPE_MATCH on one int + global state"),
+    ):
+        cases.append(
+            Case(key, title, ["n"], (3,), [int_framecache(state)], [int_torch(state)], [(3,)])
+        )
+    cases.append(
+        Case(
+            "e",
+            "no guards (fixed cost)",
+            ["n"],
+            (3,),
+            [RootGuardManager()],
+            [torch_guards.RootGuardManager()],
+            [(3,)],
+        )
+    )
+    for case in cases:
+        # A frame's f_locals has the code's interned names as keys.
+        case.f_locals = {sys.intern(k): v for k, v in zip(case.params, case.args, strict=True)}
+        for root in case.framecache_roots:
+            assert root.check(case.f_locals) is (root is case.framecache_roots[0])
+        for root in case.torch_roots:
+            assert root.check(case.f_locals) is (root is case.torch_roots[0])
+    return cases
+
+
+@dataclass
+class Result:
+    case: str
+    title: str
+    view: str
+    framecache_ns: float
+    torch_ns: float
+    ratio: float  # torch / framecache
+
+
+def run_case(case: Case, repeats: int) -> list[Result]:
+    # The hook view: separate function objects per side, plus one never hooked.
+    fc_fn, torch_fn, plain_fn = (make_function(case.params) for _ in range(3))
+    plant_framecache(fc_fn, case.framecache_roots, case.plant_calls)
+    plant_torch(torch_fn, case.torch_roots, case.plant_calls)
+    # The planted order puts the passing root last; check() view tries it last too.
+    fc_order = list(reversed(case.framecache_roots))
+    torch_order = list(reversed(case.torch_roots))
+    medians = sample_medians(
+        {
+            "plain": _loop_call(plain_fn, case.args),
+            "fc_hook": _with_framecache_hook(_loop_call(fc_fn, case.args)),
+            "torch_hook": _with_torch_hook(_loop_call(torch_fn, case.args)),
+            "fc_check": _loop_check(fc_order, case.f_locals),
+            "torch_check": _loop_check(torch_order, case.f_locals),
+        },
+        repeats,
+    )
+    hits_fc = [e.hit_count for e in framecache.cache_entries(fc_fn.__code__)]
+    assert hits_fc[-1] > 0 and sum(hits_fc[:-1]) == 0, "framecache hit the wrong entry"
+    fc_hook = medians["fc_hook"] - medians["plain"]
+    torch_hook = medians["torch_hook"] - medians["plain"]
+    return [
+        Result(case.key, case.title, "hook", fc_hook, torch_hook, torch_hook / fc_hook),
+        Result(
+            case.key,
+            case.title,
+            "check",
+            medians["fc_check"],
+            medians["torch_check"],
+            medians["torch_check"] / medians["fc_check"],
+        ),
+    ]
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "framecache_torch_reader": fc_guards.torch_fast_path_status(),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=51, help="samples per figure (median)")
+    parser.add_argument("--quick", action="store_true", help="7 samples per figure")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--python-reader",
+        action="store_true",
+        help="framecache reads tensors through Python, not framecache._torch_C",
+    )
+    parser.add_argument("--cases", default="a,a1,b,c,d,d1,e", help="comma-separated case keys")
+    args = parser.parse_args(argv)
+    repeats = 7 if args.quick else args.repeats
+    wanted = set(args.cases.split(","))
+
+    framecache.set_lru(False)
+    torch_eval_frame._set_lru_cache(False)
+    framecache.set_recompile_limit(64, accumulated=4096)
+    fc_guards.set_torch_fast_path(not args.python_reader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cases = [c for c in build_cases() if c.key in wanted]
+    info = machine()
+    print(
+        f"{info['date']}  {info['cpu']} ({info['cpus']} cpus), Python {info['python']}, "
+        f"torch {info['torch']}"
+    )
+    print(
+        f"framecache torch reader: {info['framecache_torch_reader']}; "
+        f"{repeats} samples per figure, median ns per call\n"
+    )
+    header = f"{'case':<5}{'':<44}{'view':<7}{'framecache':>12}{'torch':>12}{'torch/fc':>10}"
+    print(header)
+    print("-" * len(header))
+    results: list[Result] = []
+    for case in cases:
+        for r in run_case(case, repeats):
+            results.append(r)
+            print(
+                f"{r.case:<5}{r.title:<44}{r.view:<7}{r.framecache_ns:>12.0f}"
+                f"{r.torch_ns:>12.0f}{r.ratio:>9.1f}x",
+                flush=True,
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"machine": info, "repeats": repeats, "results": [asdict(r) for r in results]},
+                f,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+// DICT_VERSION: a dict node that does not recheck items it has already seen.
+//
+// CPython 3.11 gives every dict a version tag (ma_version_tag, PEP 509) drawn
+// from one global counter: a new dict gets a fresh tag, and every change to a
+// dict's contents gives it a fresh tag. Equal tags therefore mean "the same
+// dict object, unchanged": each key maps to the very object it mapped to.
+//
+// A node marked with dict_version() uses that for its dict_item() accessors.
+// When an item's subtree passes, the item is an immutable value (ints, strs,
+// tuples of those, ...; is_immutable_value) and every leaf under it depends on
+// its value alone (LeafGuard::depends_only_on_value), the accessor remembers
+// the dict's tag. Later checks that find the same tag skip that subtree: it
+// would see the same object and so give the same answer. A mutable item (a
+// list, a tensor, a module) is checked every time, since it can change without
+// its dict changing. Leaves on the dict node itself always run.
+//
+// The tag is recorded when a check passes rather than when the guard is built:
+// a tree built on an example it does not pass must never be skipped into a
+// pass. Adding any guard to the tree invalidates every remembered tag (the
+// root's structure version), and a dict changed while its item was being
+// checked (by Python a guard ran) is not remembered. Each accessor keeps its
+// own tag, so checks that overlap in several threads cannot mix them up.
+//
+// 3.12 deprecates ma_version_tag in favour of dict watchers; this file is the
+// one to port.
+#pragma once
+
+#include <Python.h>
+
+namespace framecache::guards {
+
+// True if `value` (borrowed) is an exact int, float, complex, bool, str,
+// bytes, range, None or Ellipsis, or an exact tuple or frozenset of those:
+// objects that cannot change and whose attributes read no mutable state.
+bool is_immutable_value(PyObject* value);
+
+}  // namespace framecache::guards

@@ -1,0 +1,117 @@
+// DICT_VERSION: the walks of a dict node that skip unchanged immutable items.
+#include "framecache/guards/dict_version.h"
+
+#include "framecache/cpython.h"
+#include "framecache/guards/guard_manager.h"
+#include "framecache/guards/root_guard_manager.h"
+
+namespace framecache::guards {
+
+namespace {
+
+bool immutable(PyObject* v, int depth) {
+  if (depth > 32) return false;
+  PyTypeObject* t = Py_TYPE(v);
+  if (v == Py_None || v == Py_Ellipsis || t == &PyLong_Type || t == &PyBool_Type ||
+      t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type || t == &PyBytes_Type ||
+      t == &PyRange_Type) {
+    return true;
+  }
+  if (t == &PyTuple_Type) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); ++i) {
+      if (!immutable(PyTuple_GET_ITEM(v, i), depth + 1)) return false;
+    }
+    return true;
+  }
+  if (t == &PyFrozenSet_Type) {
+    Py_ssize_t pos = 0;
+    PyObject* item;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(v, &pos, &item, &hash)) {
+      if (!immutable(item, depth + 1)) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+// True if an accessor's remembered tag and structure version let it be
+// skipped for a dict whose tag is `tag`, in a tree at version `structure`.
+inline bool memo_hit(uint64_t memo_tag, uint64_t memo_structure, uint64_t tag, uint64_t structure) {
+  return memo_tag != 0 && memo_tag == tag && memo_structure == structure;
+}
+
+}  // namespace
+
+bool is_immutable_value(PyObject* value) { return immutable(value, 0); }
+
+bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
+  for (const auto& leaf : leaves_) {
+    if (!leaf->check(value)) return false;
+  }
+  const bool exact = value != nullptr && PyDict_CheckExact(value);
+  const uint64_t structure = root_->structure_version();
+  const size_t n = accessors_.size();
+  for (size_t i = 0; i < n; ++i) {
+    GuardAccessor& acc = *accessors_[i];
+    if (!exact || !acc.is_stable_dict_item()) {
+      if (!acc.check(value, in)) {
+        note_accessor_failure(i);
+        return false;
+      }
+      continue;
+    }
+    const uint64_t tag = cpy::dict_version(value);
+    if (memo_hit(acc.memo_dict_tag_, acc.memo_structure_, tag, structure)) continue;
+    // The accessor's own check, inlined to keep the item for what follows.
+    Ref item = acc.fetch(value, in);
+    if (!item) {
+      consume_check_error();
+      note_accessor_failure(i);
+      return false;
+    }
+    if (!acc.child().check(item.get(), in)) {
+      note_accessor_failure(i);
+      return false;
+    }
+    if (cpy::dict_version(value) == tag && is_immutable_value(item.get()) &&
+        acc.child().subtree_depends_only_on_value()) {
+      acc.memo_dict_tag_ = tag;
+      acc.memo_structure_ = structure;
+    }
+  }
+  return true;
+}
+
+bool GuardManager::check_verbose_dict_node(PyObject* value, const FrameInputs& in,
+                                           VerboseState& out) {
+  bool ok = true;
+  if (!verbose_leaves(value, out, ok)) return false;
+  const bool exact = value != nullptr && PyDict_CheckExact(value);
+  const uint64_t structure = root_->structure_version();
+  for (const auto& acc_ptr : accessors_) {
+    GuardAccessor& acc = *acc_ptr;
+    const bool stable = exact && acc.is_stable_dict_item();
+    const uint64_t tag = stable ? cpy::dict_version(value) : 0;
+    if (stable && memo_hit(acc.memo_dict_tag_, acc.memo_structure_, tag, structure)) continue;
+    if (!acc.check_verbose(value, in, out)) {
+      if (PyErr_Occurred()) return false;
+      ok = false;
+      continue;
+    }
+    if (!stable || cpy::dict_version(value) != tag) continue;
+    // Fetching a stable dict item runs no Python: it is the item just checked.
+    Ref item = acc.fetch(value, in);
+    if (!item) {
+      if (consume_check_error()) return false;
+      continue;
+    }
+    if (is_immutable_value(item.get()) && acc.child().subtree_depends_only_on_value()) {
+      acc.memo_dict_tag_ = tag;
+      acc.memo_structure_ = structure;
+    }
+  }
+  return ok;
+}
+
+}  // namespace framecache::guards

@@ -1,0 +1,139 @@
+"""Shared fixtures and helper callbacks for framecache's Python tests.
+
+framecache never intercepts code whose file lies inside the framecache package;
+the functions defined in these test files are intercepted normally.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import framecache
+from framecache.guards import RootGuardManager
+
+DEFAULT_RECOMPILE_LIMIT = 8
+DEFAULT_ACCUMULATED_LIMIT = 256
+
+
+@pytest.fixture(autouse=True)
+def fresh_framecache() -> Iterator[None]:
+    """Start every test with this thread off, and leave framecache as it was found.
+
+    Restores the previous callback, drops every cache entry, turns LRU back on
+    and restores the default recompile limits, even when the test fails.
+    """
+    previous = framecache.set_eval_frame(None)
+    try:
+        yield
+    finally:
+        framecache.set_eval_frame(previous)
+        framecache.reset()
+        framecache.set_lru(True)
+        framecache.set_recompile_limit(
+            DEFAULT_RECOMPILE_LIMIT, accumulated=DEFAULT_ACCUMULATED_LIMIT
+        )
+
+
+def is_function_code(code: types.CodeType) -> bool:
+    """True for the code of a function, generator, coroutine or lambda."""
+    return bool(code.co_flags & 0x1)  # CO_OPTIMIZED
+
+
+def none_callback(frame: framecache.FrameView, entry: object, frame_state: dict) -> None:
+    """A callback that lets every frame run normally."""
+    return None
+
+
+def copy_result(code: types.CodeType, guard_manager: object = None) -> framecache.CallbackResult:
+    """A CallbackResult that caches an identical copy of ``code`` under ``guard_manager``.
+
+    With no guard manager the entry has an empty RootGuardManager: no guards, so
+    it is hit by every later frame of the code.
+    """
+    if guard_manager is None:
+        guard_manager = RootGuardManager()
+    return framecache.CallbackResult(framecache.GuardedCode(code.replace(), guard_manager))
+
+
+def copy_callback(
+    frame: framecache.FrameView, entry: object, frame_state: dict
+) -> framecache.CallbackResult | None:
+    """Compiles ("copies") every function frame (generators and coroutines too) into a copy.
+
+    Module and class-body frames run normally.
+    """
+    code = frame.f_code
+    if not is_function_code(code):
+        return None
+    return copy_result(code)
+
+
+def copy_all_callback(
+    frame: framecache.FrameView, entry: object, frame_state: dict
+) -> framecache.CallbackResult:
+    """Like copy_callback, and also compiles module and class-body frames."""
+    return copy_result(frame.f_code)
+
+
+class CountingCallback:
+    """Wraps a callback and records the code of every frame it is called for."""
+
+    def __init__(self, inner: Callable[..., Any] = none_callback) -> None:
+        self.inner = inner
+        self.codes: list[types.CodeType] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, frame: framecache.FrameView, entry: object, frame_state: dict) -> Any:
+        with self._lock:
+            self.codes.append(frame.f_code)
+        return self.inner(frame, entry, frame_state)
+
+    @property
+    def names(self) -> list[str]:
+        """The co_name of every frame the callback saw, in order."""
+        return [code.co_name for code in self.codes]
+
+    def count(self, code: types.CodeType) -> int:
+        """How many times the callback was called for frames of ``code``."""
+        return sum(1 for c in self.codes if c is code)
+
+
+@pytest.fixture
+def counting_none() -> CountingCallback:
+    """A counting callback that runs every frame normally."""
+    return CountingCallback(none_callback)
+
+
+@pytest.fixture
+def counting_copy() -> CountingCallback:
+    """A counting callback that compiles every function frame into a copy."""
+    return CountingCallback(copy_callback)
+
+
+def run_python(source: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Runs ``source`` in a fresh interpreter that imports this framecache.
+
+    Used for scenarios that could crash the interpreter: the caller asserts the
+    exit status and the output.
+    """
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(framecache.__file__)))
+    inherited = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = package_root + (os.pathsep + inherited if inherited else "")
+    return subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(source)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,607 @@
+"""TENSOR_MATCH, GLOBAL_STATE and the tensor_size / tensor_stride / tensor_storage_offset
+accessors, through both readers of torch state: framecache._torch_C (C++) and the
+Python reader that the switch ``set_torch_fast_path(False)`` forces.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import framecache
+from conftest import run_python
+from framecache._C import guards as _guards
+from framecache.guards import RootGuardManager
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(params=["fast", "python"])
+def reader(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test once with the C++ reader and once with the Python reader."""
+    previous = _guards.set_torch_fast_path(request.param == "fast")
+    try:
+        yield request.param
+    finally:
+        _guards.set_torch_fast_path(previous)
+
+
+def failures(root: RootGuardManager, **f_locals: object) -> list[str]:
+    """The verbose failures of ``root`` on these locals, checking that check() agrees."""
+    info = root.check_verbose(f_locals)
+    assert root.check(f_locals) is info.result
+    return list(info.failures)
+
+
+def tensor_root(t: torch.Tensor, **kwargs: Any) -> RootGuardManager:
+    root = RootGuardManager()
+    root.local("x").tensor_match(t, **kwargs)
+    return root
+
+
+class Subclass(torch.Tensor):
+    """A tensor subclass with no behaviour of its own."""
+
+
+# --- the torch part ----------------------------------------------------------------------
+
+
+def test_fast_part_is_built_and_loaded() -> None:
+    # The torch tests run against a build that had torch (cmake, or pip with
+    # --no-build-isolation): the C++ reader must be there and in use.
+    assert importlib.util.find_spec("framecache._torch_C") is not None
+    root = RootGuardManager()
+    root.local("x").tensor_match(torch.zeros(1))
+    assert _guards.torch_fast_path_status().startswith("loaded (built against torch ")
+    assert torch.__version__ in _guards.torch_fast_path_status()
+    assert _guards.torch_fast_path_enabled()
+
+
+def test_switch_reports_and_restores() -> None:
+    root = RootGuardManager()
+    root.local("x").tensor_match(torch.zeros(1))
+    assert _guards.set_torch_fast_path(False) is True
+    try:
+        assert not _guards.torch_fast_path_enabled()
+        assert _guards.torch_fast_path_status().endswith("disabled by the switch")
+    finally:
+        assert _guards.set_torch_fast_path(True) is False
+    assert _guards.torch_fast_path_enabled()
+
+
+def test_fast_part_refuses_another_torch_version() -> None:
+    # _torch_C is only valid with the torch it was compiled against: against
+    # another version the core falls back to the Python reader, and says why.
+    result = run_python(
+        """
+        import torch
+        torch.__version__ = "0.0.1"
+        from framecache._C import guards as G
+        from framecache.guards import RootGuardManager
+        root = RootGuardManager()
+        root.local("x").tensor_match(torch.zeros(2, 3))
+        print(G.torch_fast_path_status())
+        print(G.torch_fast_path_enabled())
+        print(root.check({"x": torch.ones(2, 3)}), root.check({"x": torch.ones(3, 3)}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    status, enabled, checks = result.stdout.strip().splitlines()
+    assert status.startswith("refused: framecache._torch_C failed to import (")
+    assert "but torch 0.0.1 is running" in status
+    assert status.endswith("using the Python reader")
+    assert enabled == "False"
+    assert checks == "True False"
+
+
+def test_import_framecache_does_not_import_torch() -> None:
+    result = run_python(
+        """
+        import sys
+        import framecache
+        from framecache.guards import RootGuardManager
+        root = RootGuardManager()
+        root.local("x").type_match(int)
+        assert root.check({"x": 1})
+        # A non-tensor is rejected without importing torch.
+        try:
+            root.local("y").tensor_match(3)
+        except TypeError as e:
+            print(e)
+        assert "torch" not in sys.modules, "torch was imported"
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tensor_match() expects a torch.Tensor, got int" in result.stdout
+    assert result.stdout.strip().endswith("ok")
+
+
+# --- TENSOR_MATCH ------------------------------------------------------------------------
+
+
+def test_tensor_match_passes_for_same_metadata(reader: str) -> None:
+    x = torch.randn(4, 64)
+    root = tensor_root(x)
+    assert root.check({"x": x})
+    assert root.check({"x": torch.zeros(4, 64)})
+    assert failures(root, x=torch.ones(4, 64)) == []
+    assert root.check_verbose({"x": x}).num_guards_executed == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: torch.randn(4, 32), "size mismatch at dim 1, expected 64, got 32"),
+        (lambda: torch.randn(8, 64), "size mismatch at dim 0, expected 4, got 8"),
+        (lambda: torch.randn(4, 64, 1), "ndim mismatch, expected 2, got 3"),
+        (
+            lambda: torch.randn(4, 64, dtype=torch.float16),
+            "dtype mismatch, expected torch.float32, got torch.float16",
+        ),
+        (
+            lambda: torch.randn(4, 64, requires_grad=True),
+            "requires_grad mismatch, expected False, got True",
+        ),
+        (lambda: torch.empty(4, 64, device="meta"), "device mismatch, expected cpu, got meta"),
+        (
+            lambda: torch.randn(64, 4).t(),
+            "stride mismatch at dim 0, expected 64, got 1",
+        ),
+        (lambda: 3, "type mismatch, expected torch.Tensor, got int"),
+        (lambda: None, "type mismatch, expected torch.Tensor, got NoneType"),
+        (
+            lambda: torch.nn.Parameter(torch.randn(4, 64), requires_grad=False),
+            "type mismatch, expected torch.Tensor, got torch.nn.parameter.Parameter",
+        ),
+        (
+            lambda: torch.randn(4, 64).as_subclass(Subclass),
+            "type mismatch, expected torch.Tensor, got test_guards_tensor.Subclass",
+        ),
+    ],
+)
+def test_tensor_match_failure_reasons(reader: str, make: Callable[[], object], reason: str) -> None:
+    root = tensor_root(torch.randn(4, 64))
+    [failure] = failures(root, x=make())
+    prefix = "L['x']: "
+    assert failure.startswith(prefix)
+    if reason.startswith("type mismatch") and "Subclass" in reason:
+        # The module name depends on how pytest imported this file.
+        assert failure.endswith("Subclass")
+        assert failure.startswith(prefix + "type mismatch, expected torch.Tensor, got ")
+    else:
+        assert failure == prefix + reason
+
+
+def test_tensor_match_dispatch_keys(reader: str) -> None:
+    x = torch.randn(4, 64)
+    root = tensor_root(x)
+    with torch.inference_mode():
+        inference = torch.randn(4, 64)
+    [failure] = failures(root, x=inference)
+    assert failure.startswith("L['x']: dispatch key set mismatch, expected DispatchKeySet(")
+    assert "AutogradCPU" in failure.split(", got ")[0]
+    assert "AutogradCPU" not in failure.split(", got ")[1]
+    # The thread's local dispatch state counts too, as in torch's tensor guard.
+    with torch.inference_mode():
+        assert not root.check({"x": x})
+    complex_root = tensor_root(torch.randn(3, dtype=torch.complex64))
+    [failure] = failures(complex_root, x=torch.randn(3, dtype=torch.complex64).conj())
+    assert "dispatch key set mismatch" in failure
+    assert "Conjugate" in failure.split(", got ")[1]
+
+
+def test_tensor_match_parameter_and_subclass_types(reader: str) -> None:
+    p = torch.nn.Parameter(torch.randn(3))
+    root = tensor_root(p)
+    assert root.check({"x": torch.nn.Parameter(torch.zeros(3))})
+    [failure] = failures(root, x=torch.randn(3, requires_grad=True))
+    assert failure == (
+        "L['x']: type mismatch, expected torch.nn.parameter.Parameter, got torch.Tensor"
+    )
+    s = torch.randn(3).as_subclass(Subclass)
+    sub_root = tensor_root(s)
+    assert sub_root.check({"x": torch.zeros(3).as_subclass(Subclass)})
+    assert not sub_root.check({"x": torch.zeros(3)})
+
+
+def test_tensor_match_dynamic_dims(reader: str) -> None:
+    root = tensor_root(torch.randn(4, 64), dynamic_dims=(0,))
+    assert root.check({"x": torch.randn(9, 64)})
+    assert failures(root, x=torch.randn(9, 32)) == [
+        "L['x']: size mismatch at dim 1, expected 64, got 32"
+    ]
+    # A negative dim counts from the end.
+    root = tensor_root(torch.randn(4, 64), dynamic_dims=(-1,))
+    assert root.check({"x": torch.randn(4, 7)})
+    assert not root.check({"x": torch.randn(5, 7)})
+    assert "size=[4, None]" in str(root)
+
+
+def test_tensor_match_derived_dynamic_strides(reader: str) -> None:
+    # An inner dynamic size changes the outer stride of a dense tensor: by
+    # default that stride is not compared; the dynamic dim's own stride is.
+    root = tensor_root(torch.randn(4, 64), dynamic_dims=(1,))
+    assert "stride=[None, 1]" in str(root)
+    assert root.check({"x": torch.randn(4, 32)})
+    assert failures(root, x=torch.randn(64, 4).t()) == [
+        "L['x']: stride mismatch at dim 1, expected 1, got 4"
+    ]
+    # An outer dynamic size changes no stride.
+    root = tensor_root(torch.randn(4, 64), dynamic_dims=(0,))
+    assert "stride=[64, 1]" in str(root)
+
+
+def test_tensor_match_explicit_dynamic_strides(reader: str) -> None:
+    every_stride = tensor_root(torch.randn(4, 64), dynamic_dims=(1,), dynamic_strides=())
+    assert failures(every_stride, x=torch.randn(4, 32)) == [
+        "L['x']: stride mismatch at dim 0, expected 64, got 32"
+    ]
+    no_stride = tensor_root(torch.randn(4, 64), dynamic_strides=(0, 1))
+    assert no_stride.check({"x": torch.randn(64, 4).t()})
+    assert not no_stride.check({"x": torch.randn(4, 32)})
+
+
+def test_tensor_match_zero_dim_and_views(reader: str) -> None:
+    root = tensor_root(torch.tensor(3.0))
+    assert root.check({"x": torch.tensor(5.0)})
+    assert failures(root, x=torch.tensor([5.0])) == ["L['x']: ndim mismatch, expected 0, got 1"]
+    base = torch.randn(8, 64)
+    # The storage offset is not part of TENSOR_MATCH.
+    view_root = tensor_root(base[:4])
+    assert view_root.check({"x": base[4:]})
+    wide = torch.randn(4, 20, 3)
+    assert len(str(tensor_root(wide, dynamic_dims=(0, 1, 2)))) > 0
+    many = torch.zeros([1] * 12)
+    assert tensor_root(many).check({"x": torch.ones([1] * 12)})
+    assert failures(tensor_root(many), x=torch.ones([1] * 11 + [2])) == [
+        "L['x']: size mismatch at dim 11, expected 1, got 2"
+    ]
+
+
+def test_tensor_match_guards_built_with_one_reader_check_with_the_other() -> None:
+    x = torch.randn(4, 64)
+    previous = _guards.set_torch_fast_path(False)
+    try:
+        slow_built = tensor_root(x, dynamic_dims=(0,))
+    finally:
+        _guards.set_torch_fast_path(previous)
+    fast_built = tensor_root(x, dynamic_dims=(0,))
+    assert str(slow_built) == str(fast_built)
+    inputs = [
+        x,
+        torch.randn(7, 64),
+        torch.randn(4, 32),
+        x.half(),
+        x.t(),
+        torch.randn(4, 64, requires_grad=True),
+        torch.empty(4, 64, device="meta"),
+        torch.nn.Parameter(x.clone()),
+        "not a tensor",
+    ]
+    answers = []
+    for fast in (True, False):
+        _guards.set_torch_fast_path(fast)
+        try:
+            answers.append(
+                [
+                    (root.check({"x": v}), root.check_verbose({"x": v}).failures)
+                    for root in (slow_built, fast_built)
+                    for v in inputs
+                ]
+            )
+        finally:
+            _guards.set_torch_fast_path(previous)
+    assert answers[0] == answers[1]
+    assert [passed for passed, _ in answers[0]].count(True) == 4  # x and the 7-row tensor, twice
+
+
+def test_tensor_match_through_the_hook(reader: str) -> None:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    compiled: list[tuple[int, ...]] = []
+
+    def callback(frame: framecache.FrameView, entry: object, state: dict) -> Any:
+        x = frame.f_locals["x"]
+        compiled.append(tuple(x.shape))
+        root = RootGuardManager()
+        root.local("x").tensor_match(x)
+        return framecache.CallbackResult(framecache.GuardedCode(frame.f_code.replace(), root))
+
+    with framecache.optimize(callback):
+        f(torch.ones(2, 3))
+        f(torch.zeros(2, 3))
+        f(torch.ones(3, 3))
+        f(torch.ones(2, 3, dtype=torch.float64))
+    assert compiled == [(2, 3), (3, 3), (2, 3)]
+    hits = [e.hit_count for e in framecache.cache_entries(f.__code__)]
+    assert sorted(hits) == [0, 0, 1]
+
+
+def test_tensor_match_builder_errors() -> None:
+    node = RootGuardManager().local("x")
+    with pytest.raises(TypeError, match=r"tensor_match\(\) expects a torch.Tensor, got list"):
+        node.tensor_match([1, 2])
+    with pytest.raises(TypeError, match="dynamic_dims as an iterable of ints, got str"):
+        node.tensor_match(torch.zeros(2), dynamic_dims="0")
+    with pytest.raises(TypeError, match="dynamic_dims as an iterable of ints, got int"):
+        node.tensor_match(torch.zeros(2), dynamic_dims=0)
+    with pytest.raises(TypeError, match="expects an int index, got bool"):
+        node.tensor_match(torch.zeros(2), dynamic_dims=(True,))
+    with pytest.raises(ValueError, match="dim 2 is out of range for a 2-d tensor"):
+        node.tensor_match(torch.zeros(2, 2), dynamic_dims=(2,))
+    with pytest.raises(ValueError, match="dynamic_strides: dim -3 is out of range"):
+        node.tensor_match(torch.zeros(2, 2), dynamic_strides=(-3,))
+    with pytest.raises(ValueError, match="TENSOR_MATCH guards a value, and the root has none"):
+        RootGuardManager().tensor_match(torch.zeros(2))
+    assert node.num_guards() == 0
+
+
+def test_tensor_match_kind_and_introspection() -> None:
+    node = RootGuardManager().local("x")
+    node.tensor_match(torch.zeros(2, 3, dtype=torch.int64))
+    [(kind, text)] = node.leaf_guards()
+    assert kind == "TENSOR_MATCH"
+    assert text == (
+        "TENSOR_MATCH(torch.Tensor, torch.int64, cpu, requires_grad=False, size=[2, 3], "
+        "stride=[3, 1])"
+    )
+
+
+# --- tensor accessors --------------------------------------------------------------------
+
+
+def test_tensor_size_and_stride_accessors(reader: str) -> None:
+    root = RootGuardManager()
+    x = root.local("x")
+    x.tensor_size(1).equals_match(64)
+    x.tensor_stride(0).equals_match(64)
+    x.tensor_size(-2).equals_match(4)
+    assert [c.source for c in x.children()] == [
+        "L['x'].size()[1]",
+        "L['x'].stride()[0]",
+        "L['x'].size()[-2]",
+    ]
+    assert root.check({"x": torch.randn(4, 64)})
+    size_failure, stride_failure = failures(root, x=torch.randn(4, 32))
+    assert size_failure.startswith("L['x'].size()[1]: ")
+    assert "64" in size_failure and "32" in size_failure
+    assert stride_failure.startswith("L['x'].stride()[0]: ")
+    [failure] = failures(root, x=torch.randn(5, 64))
+    assert failure.startswith("L['x'].size()[-2]: ")
+
+
+def test_tensor_storage_offset_accessor(reader: str) -> None:
+    root = RootGuardManager()
+    root.local("x").tensor_storage_offset().equals_match(64)
+    base = torch.randn(8, 64)
+    assert root.check({"x": base[1:]})
+    [failure] = failures(root, x=base[2:])
+    assert failure.startswith("L['x'].storage_offset(): ")
+    assert "128" in failure
+
+
+def test_tensor_accessors_fail_on_non_tensors_and_bad_indexes(reader: str) -> None:
+    root = RootGuardManager()
+    root.local("x").tensor_size(1).equals_match(64)
+    assert failures(root, x=[1, 64]) == ["L['x'].size()[1]: expected a tensor, got list"]
+    assert failures(root, x=torch.randn(64)) == [
+        "L['x'].size()[1]: index 1 is out of range for a 1-d tensor"
+    ]
+
+
+def test_tensor_accessors_call_a_subclass_override(reader: str) -> None:
+    class Reports7(torch.Tensor):
+        def size(self, *args: Any) -> Any:  # type: ignore[override]
+            return torch.Size([7, 7])
+
+    root = RootGuardManager()
+    root.local("x").tensor_size(0).equals_match(7)
+    assert root.check({"x": torch.randn(2).as_subclass(Reports7)})
+    assert not root.check({"x": torch.randn(2)})
+
+
+def test_tensor_accessor_builder_errors() -> None:
+    root = RootGuardManager()
+    with pytest.raises(TypeError, match=r"tensor_size\(\) reads from a value"):
+        root.tensor_size(0)
+    with pytest.raises(TypeError, match=r"tensor_stride\(\) expects an int index, got str"):
+        root.local("x").tensor_stride("0")
+    with pytest.raises(TypeError, match=r"tensor_storage_offset\(\) reads from a value"):
+        root.tensor_storage_offset()
+
+
+# --- GLOBAL_STATE ------------------------------------------------------------------------
+
+
+class RecordingFunctionMode(TorchFunctionMode):
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+class RecordingDispatchMode(TorchDispatchMode):
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
+
+def global_failure(root: RootGuardManager) -> str:
+    [failure] = failures(root)
+    return failure
+
+
+@pytest.fixture
+def state_root(reader: str) -> RootGuardManager:
+    root = RootGuardManager()
+    root.global_state()
+    assert root.check({})
+    return root
+
+
+def test_global_state_grad_mode(state_root: RootGuardManager) -> None:
+    with torch.no_grad():
+        assert "grad mode changed: expected enabled, got disabled" in global_failure(state_root)
+    assert state_root.check({})
+
+
+def test_global_state_autocast(state_root: RootGuardManager) -> None:
+    with torch.autocast("cpu"):
+        assert "autocast (cpu) changed: expected disabled, got enabled" in global_failure(
+            state_root
+        )
+    with torch.autocast("cpu", dtype=torch.float16, enabled=False):
+        assert (
+            "autocast dtype (cpu) changed: expected torch.bfloat16, got torch.float16"
+            in global_failure(state_root)
+        )
+    assert state_root.check({})
+
+
+def test_global_state_default_dtype(state_root: RootGuardManager) -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert "default dtype changed: expected torch.float32, got torch.float64" in global_failure(
+            state_root
+        )
+    finally:
+        torch.set_default_dtype(previous)
+    assert state_root.check({})
+
+
+def test_global_state_deterministic_algorithms(state_root: RootGuardManager) -> None:
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert "deterministic algorithms changed: expected disabled, got enabled" in (
+            global_failure(state_root)
+        )
+        torch.use_deterministic_algorithms(False, warn_only=True)
+        assert "deterministic algorithms warn_only changed" in global_failure(state_root)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert state_root.check({})
+
+
+def test_global_state_torch_function_mode(state_root: RootGuardManager) -> None:
+    with RecordingFunctionMode():
+        failure = global_failure(state_root)
+        assert "torch function mode stack changed: expected [], got [" in failure
+        assert "RecordingFunctionMode]" in failure
+    assert state_root.check({})
+
+
+def test_global_state_mode_types_not_instances(reader: str) -> None:
+    with RecordingFunctionMode():
+        root = RootGuardManager()
+        root.global_state()
+        assert root.check({})
+    with RecordingFunctionMode():  # a new instance of the same type
+        assert root.check({})
+    assert not root.check({})
+
+
+def test_global_state_dispatch_mode(state_root: RootGuardManager) -> None:
+    with RecordingDispatchMode():
+        failure = global_failure(state_root)
+        assert "dispatch mode stack changed: expected [], got [" in failure
+        assert "RecordingDispatchMode]" in failure
+    assert state_root.check({})
+
+
+def test_global_state_default_device(state_root: RootGuardManager) -> None:
+    with torch.device("meta"):
+        assert "default device changed: expected cpu, got meta" in global_failure(state_root)
+        inner = RootGuardManager()
+        inner.global_state()
+        assert inner.check({})
+    with torch.device("meta"):
+        assert inner.check({})
+    with torch.device("cpu"):
+        assert "default device changed: expected meta, got cpu" in global_failure(inner)
+        # The same default device as without a DeviceContext, but one is on the stack.
+        assert global_failure(state_root).endswith(
+            "torch function mode stack changed: expected [], "
+            "got [torch.utils._device.DeviceContext]"
+        )
+    torch.set_default_device("meta")
+    try:
+        assert "default device changed: expected cpu, got meta" in global_failure(state_root)
+    finally:
+        torch.set_default_device(None)
+    assert state_root.check({})
+
+
+def test_global_state_torch_function_disabled(state_root: RootGuardManager) -> None:
+    with torch._C.DisableTorchFunction():
+        assert "torch function changed: expected enabled, got disabled" in global_failure(
+            state_root
+        )
+    with torch._C.DisableTorchFunctionSubclass():
+        assert "got disabled for subclasses" in global_failure(state_root)
+    assert state_root.check({})
+
+
+def test_global_state_reports_every_change(state_root: RootGuardManager) -> None:
+    with torch.no_grad(), torch.autocast("cpu"):
+        failure = global_failure(state_root)
+    assert "grad mode changed" in failure
+    assert "; autocast (cpu) changed" in failure
+
+
+def test_global_state_is_read_per_thread(state_root: RootGuardManager) -> None:
+    # Grad mode is thread-local in torch: a thread's check sees its own state.
+    seen: list[bool] = []
+
+    def in_thread() -> None:
+        seen.append(state_root.check({}))
+        with torch.no_grad():
+            seen.append(state_root.check({}))
+
+    with torch.no_grad():
+        worker = threading.Thread(target=in_thread)
+        worker.start()
+        worker.join()
+        assert not state_root.check({})
+    assert seen == [True, False]
+
+
+def test_global_state_readers_agree() -> None:
+    root = RootGuardManager()
+    root.global_state()
+    scenarios: list[Callable[[], Any]] = [
+        torch.no_grad,
+        lambda: torch.autocast("cpu"),
+        lambda: torch.device("meta"),
+        RecordingFunctionMode,
+        RecordingDispatchMode,
+        torch._C.DisableTorchFunction,
+    ]
+    previous = _guards.set_torch_fast_path(True)
+    try:
+        for scenario in scenarios:
+            seen = []
+            for fast in (True, False):
+                _guards.set_torch_fast_path(fast)
+                with scenario():
+                    seen.append((root.check({}), root.check_verbose({}).failures))
+            assert seen[0] == seen[1]
+            assert seen[0][0] is False
+    finally:
+        _guards.set_torch_fast_path(previous)
+
+
+def test_global_state_builder_errors() -> None:
+    root = RootGuardManager()
+    with pytest.raises(TypeError, match=r"global_state\(\) guards torch's ambient state"):
+        root.local("x").global_state()
+    root.global_state()
+    [(kind, text)] = root.leaf_guards()
+    assert kind == "GLOBAL_STATE"
+    assert text.startswith("GLOBAL_STATE(grad enabled, autocast cpu disabled torch.bfloat16")
