@@ -69,7 +69,10 @@ _FIRST_CALL = textwrap.dedent(
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     x = torch.randn(32, 64)
     which, backend = sys.argv[1], sys.argv[2]
-    c = framecache.compile(model, backend=backend) if which == "framecache" else torch.compile(model, backend=backend)
+    if which == "framecache":
+        c = framecache.compile(model, backend=backend)
+    else:
+        c = torch.compile(model, backend=backend)
     start = time.perf_counter()
     out = c(x)
     first = time.perf_counter() - start
@@ -90,7 +93,10 @@ def first_call(repeats: int) -> dict[str, float]:
                     run_env = dict(env, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(dir=tmp))
                     proc = subprocess.run(
                         [sys.executable, "-c", _FIRST_CALL, which, backend],
-                        env=run_env, capture_output=True, text=True, check=True,
+                        env=run_env,
+                        capture_output=True,
+                        text=True,
+                        check=True,
                     )
                     value = json.loads(proc.stdout.strip().splitlines()[-1])["first_call_s"]
                     results.setdefault(f"{which} {backend} first call s", []).append(value)

@@ -61,7 +61,8 @@ def __getattr__(name: str) -> object:
         return value
     raise AttributeError(f"module 'framecache' has no attribute {name!r}")
 
-__all__ = [  # noqa: RUF022 - runtime names first, then the compiler's
+
+__all__ = [
     "BackendCompileError",
     "ExplainOutput",
     "FullGraphError",

@@ -148,7 +148,7 @@ def test_module_wrapper_shares_parameters_and_original_keeps_working():
     model = torch.nn.Linear(3, 2)
     compiled = framecache.compile(model)
     assert isinstance(compiled, torch.nn.Module)
-    assert list(compiled.parameters())[0] is model.weight
+    assert next(iter(compiled.parameters())) is model.weight
     x = torch.randn(4, 3)
     torch.testing.assert_close(compiled(x), model(x))
     with torch.no_grad():
@@ -207,7 +207,9 @@ def test_logs_environment_variable():
         """
     )
     env = dict(os.environ, FRAMECACHE_LOGS="recompiles,guards,graph")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "[framecache.recompiles] recompiling" in proc.stderr
     assert "[framecache.guards]" in proc.stderr and "TENSOR_MATCH" in proc.stderr

@@ -83,7 +83,8 @@ def _wrap(fn_or_module: Any, *, context: CompileContext) -> Any:
         return OptimizedModule(fn_or_module, context)
     if not callable(fn_or_module):
         raise TypeError(
-            f"framecache.compile expects a function or an nn.Module, got {type(fn_or_module).__name__}"
+            "framecache.compile expects a function or an nn.Module, "
+            f"got {type(fn_or_module).__name__}"
         )
     fn = fn_or_module
 

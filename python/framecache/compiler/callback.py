@@ -93,7 +93,9 @@ class CompileContext:
             logs.fallbacks.info("not compiling %s: %s", _where(code), exc.reason)
             if self.records is not None:
                 self.records.append(
-                    CompileRecord(code, None, [], [], "", reason=exc.reason, recompile_reasons=reasons)
+                    CompileRecord(
+                        code, None, [], [], "", reason=exc.reason, recompile_reasons=reasons
+                    )
                 )
             if self.fullgraph:
                 raise FullGraphError(
@@ -101,9 +103,7 @@ class CompileContext:
                 ) from None
             return _C.CallbackResult(strategy=FALLBACK, apply_to_code=True)
         if _events.has_observers():
-            _events.emit(
-                _events.CompileEvent(code, first_entry is not None, tuple(reasons))
-            )
+            _events.emit(_events.CompileEvent(code, first_entry is not None, tuple(reasons)))
         return result
 
     def _compile(
@@ -118,7 +118,9 @@ class CompileContext:
         started = time.perf_counter()
         args = split_arguments(code, f_locals)
         dims = dynamic.decide(args, frame_state, self.dynamic)
-        logs.compile_log.info("capturing %s (dynamic: %s)", _where(code), dynamic.changed_dims_reason(dims) or "none")
+        logs.compile_log.info(
+            "capturing %s (dynamic: %s)", _where(code), dynamic.changed_dims_reason(dims) or "none"
+        )
         capture = capture_frame(code, frame.f_globals, frame.closure, args, dims)
         plan = guard_plan.build_plan(capture, frame.closure)
         compiled = self._run_backend(code, capture)
@@ -137,18 +139,37 @@ class CompileContext:
         elapsed = time.perf_counter() - started
         counters.compiles += 1
         counters.compile_seconds += elapsed
-        annotation = f"{self.backend_name}; " + (dynamic.changed_dims_reason(capture.dynamic_dims) or "static")
+        annotation = f"{self.backend_name}; " + (
+            dynamic.changed_dims_reason(capture.dynamic_dims) or "static"
+        )
         if logs.graph.isEnabledFor(10):
-            logs.graph.debug("graph of %s (compile %d):\n%s", _where(code), compile_id, capture.gm.code)
+            logs.graph.debug(
+                "graph of %s (compile %d):\n%s", _where(code), compile_id, capture.gm.code
+            )
         if logs.guards.isEnabledFor(10):
-            logs.guards.debug("guards of %s (compile %d):\n%s", _where(code), compile_id, "\n".join(plan.describe() + parts))
-        logs.compile_log.info("compiled %s in %.3fs (compile %d, %s)", _where(code), elapsed, compile_id, annotation)
+            logs.guards.debug(
+                "guards of %s (compile %d):\n%s",
+                _where(code),
+                compile_id,
+                "\n".join(plan.describe() + parts),
+            )
+        logs.compile_log.info(
+            "compiled %s in %.3fs (compile %d, %s)", _where(code), elapsed, compile_id, annotation
+        )
         if self.records is not None:
             self.records.append(
-                CompileRecord(code, capture.gm, plan.describe() + [f"SHAPE {p}" for p in parts],
-                              list(plan.globals_read), annotation, recompile_reasons=reasons)
+                CompileRecord(
+                    code,
+                    capture.gm,
+                    plan.describe() + [f"SHAPE {p}" for p in parts],
+                    list(plan.globals_read),
+                    annotation,
+                    recompile_reasons=reasons,
+                )
             )
-        guarded = _C.GuardedCode(new_code, guard_manager, compile_id=compile_id, trace_annotation=annotation)
+        guarded = _C.GuardedCode(
+            new_code, guard_manager, compile_id=compile_id, trace_annotation=annotation
+        )
         return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
 
     def _run_backend(self, code: types.CodeType, capture: Capture) -> Callable[..., Any]:
@@ -159,7 +180,10 @@ class CompileContext:
         timer = threading.Timer(
             _SLOW_COMPILE_SECONDS,
             lambda: logs.compile_log.warning(
-                "still compiling %s with %s after %.0fs", _where(code), self.backend_name, _SLOW_COMPILE_SECONDS
+                "still compiling %s with %s after %.0fs",
+                _where(code),
+                self.backend_name,
+                _SLOW_COMPILE_SECONDS,
             ),
         )
         timer.daemon = True
@@ -189,7 +213,7 @@ def _recompile_reasons(
         return []
     try:
         info = first_entry.guard_manager.check_verbose(f_locals, f_globals)
-    except Exception as exc:  # noqa: BLE001 - reasons are informative only
+    except Exception as exc:
         return [f"guard check raised {type(exc).__name__}: {exc}"]
     return list(info.failures) or ["guards failed"]
 

@@ -46,7 +46,7 @@ def _fake_inputs(
     mode: FakeTensorMode, args: FrameArguments, dynamic_dims: dict[Source, set[int]]
 ) -> list[torch.Tensor]:
     fakes = []
-    for tensor, source in zip(args.tensors, args.tensor_sources):
+    for tensor, source in zip(args.tensors, args.tensor_sources, strict=False):
         dims = dynamic_dims.get(source, set())
         if dims:
             context = StatelessSymbolicContext(
@@ -86,9 +86,7 @@ def capture_frame(
         spec_box.append(spec)
         return tuple(leaves)
 
-    tensor_args = {
-        src[0][1] for src in args.tensor_sources if len(src) == 1 and src[0][0] == "L"
-    }
+    tensor_args = {src[0][1] for src in args.tensor_sources if len(src) == 1 and src[0][0] == "L"}
     monitor = SideEffectMonitor(code, tensor_args)
     try:
         fakes = _fake_inputs(mode, args, dynamic_dims)
@@ -100,7 +98,7 @@ def capture_frame(
         raise
     except Unsupported:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure to trace means "run normally"
+    except Exception as exc:
         raise Unsupported(_describe_trace_error(exc)) from exc
     if monitor.violations:
         # The abort was caught and swallowed on the way out (a bare except in user code).

@@ -48,7 +48,7 @@ def decide(
     """The symbolic dimensions of each tensor input for the next compile."""
     sizes: dict[str, list[int | None]] = frame_state.setdefault(_SIZES_KEY, {})
     decided: dict[Source, set[int]] = {}
-    for tensor, source in zip(args.tensors, args.tensor_sources):
+    for tensor, source in zip(args.tensors, args.tensor_sources, strict=False):
         key = sources.render(source)
         dims = marked_dims(tensor)
         if dynamic is True:
@@ -58,7 +58,7 @@ def decide(
             if previous is not None and len(previous) == tensor.dim():
                 dims |= {
                     i
-                    for i, (before, now) in enumerate(zip(previous, tensor.shape))
+                    for i, (before, now) in enumerate(zip(previous, tensor.shape, strict=False))
                     if before is None or before != int(now)
                 }
         sizes[key] = [None if i in dims else int(s) for i, s in enumerate(tensor.shape)]

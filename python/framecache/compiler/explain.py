@@ -26,7 +26,8 @@ class ExplainOutput:
     def __str__(self) -> str:
         lines = [f"{self.graph_count} graph(s), {len(self.fallback_reasons)} frame(s) not captured"]
         for record in self.records:
-            where = f"{record.code.co_qualname} ({record.code.co_filename}:{record.code.co_firstlineno})"
+            code = record.code
+            where = f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})"
             if record.graph is None:
                 lines.append(f"\n{where}: not captured: {record.reason}")
                 continue

@@ -49,7 +49,10 @@ class Guard:
         if self.kind == "TENSOR_MATCH":
             t, dyn = self.args
             dims = ", ".join("*" if i in dyn else str(s) for i, s in enumerate(t.shape))
-            return f"{where}: TENSOR_MATCH {t.dtype} [{dims}] on {t.device}, requires_grad={t.requires_grad}"
+            return (
+                f"{where}: TENSOR_MATCH {t.dtype} [{dims}] on {t.device}, "
+                f"requires_grad={t.requires_grad}"
+            )
         if self.kind == "EQUALS_MATCH":
             return f"{where}: EQUALS_MATCH {self.args[0]!r}"
         if self.kind == "ID_MATCH":
@@ -128,7 +131,12 @@ class _PlanBuilder:
             plan.add(source, "ID_MATCH", value)
             return
         if isinstance(value, torch.Tensor):
-            plan.add(source, "TENSOR_MATCH", value, frozenset(self.capture.dynamic_dims.get(source, set())))
+            plan.add(
+                source,
+                "TENSOR_MATCH",
+                value,
+                frozenset(self.capture.dynamic_dims.get(source, set())),
+            )
             return
         if value is None:
             plan.add(source, "NONE_MATCH")
@@ -186,7 +194,7 @@ class _PlanBuilder:
             return
         self.covered.add(code)
         read = set(code_reads(code).freevars_read)
-        for i, (name, cell) in enumerate(zip(code.co_freevars, fn.__closure__)):
+        for i, (name, cell) in enumerate(zip(code.co_freevars, fn.__closure__, strict=False)):
             if name not in read:
                 continue
             try:
@@ -235,7 +243,7 @@ class _PlanBuilder:
         args = self.capture.args
         first_by_id: dict[int, Source] = {}
         distinct: list[Source] = []
-        for tensor, source in zip(args.tensors, args.tensor_sources):
+        for tensor, source in zip(args.tensors, args.tensor_sources, strict=False):
             seen = first_by_id.get(id(tensor))
             if seen is None:
                 first_by_id[id(tensor)] = source
@@ -250,7 +258,7 @@ class _PlanBuilder:
         if not closure:
             return
         read = set(code_reads(code).freevars_read)
-        for name, cell in zip(code.co_freevars, closure):
+        for name, cell in zip(code.co_freevars, closure, strict=False):
             if name not in read:
                 continue
             try:
@@ -278,7 +286,9 @@ class _PlanBuilder:
             for chain in code_reads(executed.code).global_chains:
                 self.global_chain(root, f_globals, chain)
 
-    def global_chain(self, root: Source | None, f_globals: dict[str, Any], chain: tuple[str, ...]) -> None:
+    def global_chain(
+        self, root: Source | None, f_globals: dict[str, Any], chain: tuple[str, ...]
+    ) -> None:
         name = chain[0]
         if name in f_globals:
             value = f_globals[name]

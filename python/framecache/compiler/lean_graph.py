@@ -66,8 +66,10 @@ def lean_forward(gm: GraphModule) -> Callable[..., Any]:
             return "[" + ", ".join(render(a) for a in arg) + "]"
         if isinstance(arg, dict):
             return "{" + ", ".join(f"{k!r}: {render(v)}" for k, v in arg.items()) + "}"
-        if arg is None or isinstance(arg, (bool, int, str)) or (
-            isinstance(arg, float) and arg == arg and arg not in (float("inf"), float("-inf"))
+        if (
+            arg is None
+            or isinstance(arg, (bool, int, str))
+            or (isinstance(arg, float) and arg == arg and arg not in (float("inf"), float("-inf")))
         ):
             return repr(arg)
         return bind(arg)
@@ -93,5 +95,5 @@ def lean_forward(gm: GraphModule) -> Callable[..., Any]:
             return gm.forward
     source = f"def forward({', '.join(params)}):\n" + "\n".join(body) + "\n"
     code = compile(source, "<framecache lean graph>", "exec")
-    exec(code, scope)  # noqa: S102 - source built above from the graph
+    exec(code, scope)
     return scope["forward"]

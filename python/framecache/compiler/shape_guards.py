@@ -40,7 +40,7 @@ def compile_shape_check(parts: list[str]) -> Callable[[dict[str, Any]], bool]:
 
     body = " and ".join(f"({p})" for p in parts) or "True"
     scope: dict[str, Any] = {"torch": torch, **SYMPY_INTERP}
-    return eval(compile(f"lambda L: {body}", "<framecache shape guards>", "eval"), scope)  # noqa: S307
+    return eval(compile(f"lambda L: {body}", "<framecache shape guards>", "eval"), scope)
 
 
 class ShapeGuardedRoot:
@@ -65,7 +65,9 @@ class ShapeGuardedRoot:
     def check(self, f_locals: dict[str, Any]) -> bool:
         return bool(self.root.check(f_locals, self.f_globals)) and bool(self._check(f_locals))
 
-    def check_verbose(self, f_locals: dict[str, Any], f_globals: dict[str, Any] | None = None) -> Any:
+    def check_verbose(
+        self, f_locals: dict[str, Any], f_globals: dict[str, Any] | None = None
+    ) -> Any:
         info = self.root.check_verbose(f_locals, self.f_globals if f_globals is None else f_globals)
         failures = list(info.failures)
         executed = info.num_guards_executed
@@ -73,8 +75,8 @@ class ShapeGuardedRoot:
             for part in self.parts:
                 executed += 1
                 try:
-                    ok = bool(eval(part, self._scope, {"L": f_locals}))  # noqa: S307
-                except Exception as exc:  # noqa: BLE001 - a guard that raises fails
+                    ok = bool(eval(part, self._scope, {"L": f_locals}))
+                except Exception as exc:
                     ok = False
                     part = f"{part} raised {type(exc).__name__}: {exc}"
                 if not ok:

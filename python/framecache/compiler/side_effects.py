@@ -39,20 +39,71 @@ _STDLIB_DIRS = tuple(
 _PURE_BUILTINS = {
     id(f)
     for f in (
-        len, isinstance, issubclass, getattr, hasattr, callable, id, hash, abs, min, max, sum,
-        any, all, round, divmod, pow, sorted, iter, next, repr, format, ord, chr, __import__,
+        len,
+        isinstance,
+        issubclass,
+        getattr,
+        hasattr,
+        callable,
+        id,
+        hash,
+        abs,
+        min,
+        max,
+        sum,
+        any,
+        all,
+        round,
+        divmod,
+        pow,
+        sorted,
+        iter,
+        next,
+        repr,
+        format,
+        ord,
+        chr,
+        __import__,
     )
 }
 _READ_ONLY_METHODS = {
     list: {"index", "count", "copy", "__getitem__", "__len__", "__contains__", "__iter__"},
-    dict: {"get", "keys", "values", "items", "copy", "__getitem__", "__len__", "__contains__",
-           "__iter__"},
-    set: {"copy", "issubset", "issuperset", "isdisjoint", "union", "intersection",
-          "difference", "symmetric_difference", "__contains__", "__len__", "__iter__"},
+    dict: {
+        "get",
+        "keys",
+        "values",
+        "items",
+        "copy",
+        "__getitem__",
+        "__len__",
+        "__contains__",
+        "__iter__",
+    },
+    set: {
+        "copy",
+        "issubset",
+        "issuperset",
+        "isdisjoint",
+        "union",
+        "intersection",
+        "difference",
+        "symmetric_difference",
+        "__contains__",
+        "__len__",
+        "__iter__",
+    },
 }
 _MUTABLE_CONTAINERS = (list, dict, set, bytearray)
-_FRESH_PRODUCERS = {"BUILD_LIST", "BUILD_MAP", "BUILD_SET", "BUILD_CONST_KEY_MAP", "LIST_EXTEND",
-                    "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE"}
+_FRESH_PRODUCERS = {
+    "BUILD_LIST",
+    "BUILD_MAP",
+    "BUILD_SET",
+    "BUILD_CONST_KEY_MAP",
+    "LIST_EXTEND",
+    "SET_UPDATE",
+    "DICT_UPDATE",
+    "DICT_MERGE",
+}
 
 
 def is_library_code(code: types.CodeType) -> bool:
@@ -248,7 +299,11 @@ class SideEffectMonitor:
             # T.__new__, dict.fromkeys, int.from_bytes: they build new objects.
             return None
         if isinstance(receiver, types.ModuleType) and receiver.__name__.split(".")[0] in (
-            "torch", "math", "operator", "_operator", "builtins"
+            "torch",
+            "math",
+            "operator",
+            "_operator",
+            "builtins",
         ):
             return None if receiver.__name__ != "builtins" else self._builtin(fn, frame)
         if isinstance(receiver, (str, bytes, tuple, int, float, complex, frozenset, range)):
@@ -264,7 +319,10 @@ class SideEffectMonitor:
                 f"create ({name}() at line {frame.f_lineno})"
             )
         name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
-        return f"{frame.f_code.co_qualname} calls {name}() at line {frame.f_lineno}, which may have side effects"
+        return (
+            f"{frame.f_code.co_qualname} calls {name}() at line {frame.f_lineno}, "
+            "which may have side effects"
+        )
 
     def _builtin(self, fn: Any, frame: types.FrameType) -> str | None:
         if id(fn) in _PURE_BUILTINS:

@@ -72,7 +72,9 @@ def code_of(obj: Any) -> types.CodeType:
     func = getattr(obj, "__func__", obj)
     code = getattr(func, "__code__", None)
     if not isinstance(code, types.CodeType):
-        raise TypeError(f"stats() expects a function, method, module or code, got {type(obj).__name__}")
+        raise TypeError(
+            f"stats() expects a function, method, module or code, got {type(obj).__name__}"
+        )
     return code
 
 
