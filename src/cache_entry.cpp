@@ -144,7 +144,16 @@ std::vector<std::string> CacheEntry::failure_reasons(cpy::Frame* frame) {
         if (failures && PyList_Check(failures.get())) {
           std::vector<std::string> out;
           for (Py_ssize_t i = 0; i < PyList_GET_SIZE(failures.get()); ++i) {
-            out.push_back(guards::safe_repr(PyList_GET_ITEM(failures.get(), i), 400));
+            // Reasons are text: str() of each, not repr (no quotes in messages).
+            PyObject* item = PyList_GET_ITEM(failures.get(), i);  // borrowed
+            Ref text = Ref::steal(PyObject_Str(item));
+            const char* utf8 = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+            if (utf8 != nullptr) {
+              out.emplace_back(utf8);
+            } else {
+              PyErr_Clear();
+              out.push_back(guards::safe_repr(item, 400));
+            }
           }
           PyErr_Clear();
           return out;
