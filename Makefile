@@ -14,8 +14,11 @@ TORCH := torch==2.13.0
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
+# No build isolation: when torch is installed, the optional framecache._torch_C fast path is
+# built against it (an isolated build cannot import torch).
 install:  ## pip install the package (with its compiled core)
-	$(PIP) install .
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" cmake ninja
+	$(PIP) install --no-build-isolation .
 
 demo: install  ## Install, then run the demo: the hook compiling and caching a function
 	$(PYTHON) -m framecache

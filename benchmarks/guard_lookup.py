@@ -1,6 +1,8 @@
 """Guard lookup: framecache's guard trees against torch's own, side by side in one process.
 
-    python benchmarks/guard_lookup.py [--quick] [--json PATH] [--python-reader]
+    python benchmarks/guard_lookup.py [--quick] [--json PATH] [--python-reader] [--clock wall]
+
+It needs a framecache built with its torch part (cmake, or pip --no-build-isolation).
 
 The same guards are built in framecache (``framecache.guards``) and in torch's C++
 guard managers (``torch._C._dynamo.guards``, torch==2.13.0), then timed in two ways:
@@ -23,9 +25,11 @@ Cases:
        without the aliasing guard.
     b. 10 cache entries on one code object where only the last passes; each entry
        guards L['n'] (TYPE_MATCH int, EQUALS_MATCH k) and L['x'] (TENSOR_MATCH), and
-       the 9 failing ones fail on EQUALS_MATCH. In the check view: the 10 roots
-       checked in sequence from Python until one passes, which is what both hooks'
-       cache lookups do in C++.
+       the 9 failing ones fail on EQUALS_MATCH. framecache puts a new entry first and
+       torch (LRU off) puts it last, so the passing entry is planted first in one and
+       last in the other; the benchmark asserts that each looks it up last, before and
+       after timing. In the check view: the 10 roots checked in sequence from Python
+       until one passes, which is what both hooks' cache lookups do in C++.
     c. A model-like tree L['self'].layers[i].<attr>: 36 layers x 14 attributes each
        (4 tensors with TENSOR_MATCH, 10 Python values with EQUALS_MATCH or NONE_MATCH),
        with TYPE_MATCH on self, the list (and its LENGTH_CHECK) and each layer.
@@ -35,8 +39,12 @@ Cases:
         framecache's one guard covers).
     e. No guards at all: each side's fixed cost (hook: one entry with an empty tree).
 
-Each figure is the median over ``--repeats`` samples of ns per call; samples of the two
-sides alternate so that drifts of a shared machine hit both.
+Each figure is the median over ``--repeats`` samples (about 5 ms each) of ns per call,
+timed by the thread's CPU time (``--clock wall`` for wall time), so that time spent
+preempted on a shared machine is not counted; samples of all the runs of a case
+alternate so that what drifts hits every run alike. torch/fc is the ratio of the medians.
+``--python-reader`` times framecache with its Python reader of tensors instead of
+framecache._torch_C.
 """
 
 from __future__ import annotations
@@ -67,6 +75,11 @@ from framecache.guards import RootGuardManager
 
 _TORCH_NODE = GuardManagerType.GUARD_MANAGER
 _TARGET_SAMPLE_NS = 5_000_000  # each sample runs for about 5 ms
+
+# The clock of every sample: the thread's CPU time by default, which time spent
+# preempted by other processes on a shared machine does not inflate; --clock wall
+# switches to time.perf_counter_ns.
+_clock: Callable[[], int] = time.thread_time_ns
 
 
 # --- what is guarded ---------------------------------------------------------------------
@@ -306,7 +319,10 @@ def make_function(params: Sequence[str]) -> Callable[..., Any]:
 
 
 def plant_framecache(fn: Callable[..., Any], roots: Sequence[Any], calls: Sequence[tuple]) -> None:
-    """Makes ``roots`` the cache entries of ``fn``; ``calls[i]`` must miss every earlier root."""
+    """Makes ``roots`` the cache entries of ``fn``, planted in this order by ``calls``.
+
+    ``calls[i]`` must fail every root before ``roots[i]``, so that it misses.
+    """
     queue = list(roots)
 
     def callback(frame: Any, entry: Any, frame_state: Any) -> Any:
@@ -352,10 +368,10 @@ def _calls_per_sample(run: Callable[[int], float]) -> int:
 def _loop_call(fn: Callable[..., Any], args: tuple) -> Callable[[int], float]:
     def run(n: int) -> float:
         repeat = itertools.repeat(None, n)
-        start = time.perf_counter_ns()
+        start = _clock()
         for _ in repeat:
             fn(*args)
-        return (time.perf_counter_ns() - start) / n
+        return (_clock() - start) / n
 
     return run
 
@@ -366,22 +382,22 @@ def _loop_check(roots: Sequence[Any], f_locals: dict) -> Callable[[int], float]:
 
         def run(n: int) -> float:
             repeat = itertools.repeat(None, n)
-            start = time.perf_counter_ns()
+            start = _clock()
             for _ in repeat:
                 check(f_locals)
-            return (time.perf_counter_ns() - start) / n
+            return (_clock() - start) / n
 
         return run
     checks = [r.check for r in roots]
 
     def run_many(n: int) -> float:
         repeat = itertools.repeat(None, n)
-        start = time.perf_counter_ns()
+        start = _clock()
         for _ in repeat:
             for check in checks:
                 if check(f_locals):
                     break
-        return (time.perf_counter_ns() - start) / n
+        return (_clock() - start) / n
 
     return run_many
 
@@ -431,7 +447,8 @@ class Case:
     args: tuple
     framecache_roots: list[Any]
     torch_roots: list[Any]
-    # Calls that plant the roots as cache entries, in planting order.
+    # The roots' first one passes, the others fail; plant_calls[i] is a call that
+    # roots[i] passes and every other root fails (it plants roots[i] as an entry).
     plant_calls: list[tuple]
     f_locals: dict = field(default_factory=dict)
 
@@ -454,7 +471,7 @@ def build_cases() -> list[Case]:
             )
         )
     x = torch.randn(4, 8)
-    ks = [9, *range(9)]  # the entry for n=9 is planted first, so it is checked last
+    ks = [9, *range(9)]  # index 0 (n=9) is the entry that passes
     cases.append(
         Case(
             "b",
@@ -519,11 +536,22 @@ class Result:
 def run_case(case: Case, repeats: int) -> list[Result]:
     # The hook view: separate function objects per side, plus one never hooked.
     fc_fn, torch_fn, plain_fn = (make_function(case.params) for _ in range(3))
+    # framecache puts a new entry first; torch with LRU off puts it last. Plant the
+    # passing root (index 0) first in framecache and last in torch, so that both
+    # look it up after every failing one.
     plant_framecache(fc_fn, case.framecache_roots, case.plant_calls)
-    plant_torch(torch_fn, case.torch_roots, case.plant_calls)
-    # The planted order puts the passing root last; check() view tries it last too.
-    fc_order = list(reversed(case.framecache_roots))
-    torch_order = list(reversed(case.torch_roots))
+    order = [*range(1, len(case.torch_roots)), 0]
+    plant_torch(
+        torch_fn, [case.torch_roots[i] for i in order], [case.plant_calls[i] for i in order]
+    )
+    fc_order = [e.guard_manager for e in framecache.cache_entries(fc_fn.__code__)]
+    torch_order = [
+        e.guard_manager.root
+        for e in torch_eval_frame._debug_get_cache_entry_list(torch_fn.__code__)
+    ]
+    assert fc_order[-1] is case.framecache_roots[0], "framecache: the passing entry is not last"
+    assert torch_order[-1] is case.torch_roots[0], "torch: the passing entry is not last"
+    # The check() view tries the roots in the same order.
     medians = sample_medians(
         {
             "plain": _loop_call(plain_fn, case.args),
@@ -536,6 +564,8 @@ def run_case(case: Case, repeats: int) -> list[Result]:
     )
     hits_fc = [e.hit_count for e in framecache.cache_entries(fc_fn.__code__)]
     assert hits_fc[-1] > 0 and sum(hits_fc[:-1]) == 0, "framecache hit the wrong entry"
+    torch_after = torch_eval_frame._debug_get_cache_entry_list(torch_fn.__code__)
+    assert [e.guard_manager.root for e in torch_after] == torch_order, "torch reordered its entries"
     fc_hook = medians["fc_hook"] - medians["plain"]
     torch_hook = medians["torch_hook"] - medians["plain"]
     return [
@@ -567,7 +597,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "framecache_torch_reader": fc_guards.torch_fast_path_status(),
-        "date": datetime.date.today().isoformat(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
@@ -582,7 +613,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="framecache reads tensors through Python, not framecache._torch_C",
     )
     parser.add_argument("--cases", default="a,a1,b,c,d,d1,e", help="comma-separated case keys")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="time samples by the thread's CPU time (default) or by wall time",
+    )
     args = parser.parse_args(argv)
+    global _clock
+    _clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
     repeats = 7 if args.quick else args.repeats
     wanted = set(args.cases.split(","))
 
@@ -593,16 +632,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cases = [c for c in build_cases() if c.key in wanted]
+    if not args.python_reader and not fc_guards.torch_fast_path_enabled():
+        print(
+            "guard_lookup: framecache's torch part is not in use "
+            f"({fc_guards.torch_fast_path_status()}); build framecache with torch importable "
+            "(cmake, or pip install --no-build-isolation .), or pass --python-reader to time "
+            "the Python reader on purpose",
+            file=sys.stderr,
+        )
+        return 2
     info = machine()
     print(
         f"{info['date']}  {info['cpu']} ({info['cpus']} cpus), Python {info['python']}, "
-        f"torch {info['torch']}"
+        f"torch {info['torch']}, load average {info['load_average_1min']:.1f}"
     )
     print(
         f"framecache torch reader: {info['framecache_torch_reader']}; "
-        f"{repeats} samples per figure, median ns per call\n"
+        f"{repeats} samples per figure, median ns per call ({args.clock} time)\n"
     )
-    header = f"{'case':<5}{'':<44}{'view':<7}{'framecache':>12}{'torch':>12}{'torch/fc':>10}"
+    header = f"{'case':<5}{'':<52}{'view':<7}{'framecache':>12}{'torch':>12}{'torch/fc':>10}"
     print(header)
     print("-" * len(header))
     results: list[Result] = []
@@ -610,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in run_case(case, repeats):
             results.append(r)
             print(
-                f"{r.case:<5}{r.title:<44}{r.view:<7}{r.framecache_ns:>12.0f}"
+                f"{r.case:<5}{r.title:<52}{r.view:<7}{r.framecache_ns:>12.0f}"
                 f"{r.torch_ns:>12.0f}{r.ratio:>9.1f}x",
                 flush=True,
             )

@@ -23,7 +23,9 @@ using namespace framecache::guards;
 namespace {
 
 // An interned str, as the names of a frame, a module or an attribute are.
-py::str interned(const char* s) { return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(s)); }
+py::str interned(const char* s) {
+  return py::reinterpret_steal<py::str>(PyUnicode_InternFromString(s));
+}
 
 // Times leaf->check(value) (both borrowed for the run), through a LeafGuard*
 // the compiler cannot see through, so the call stays virtual as in a tree.
@@ -138,8 +140,8 @@ BENCHMARK(BM_FrameLocal_dict_TypeMatch);
 
 void BM_GlobalsItem_TypeMatch(benchmark::State& state) {
   RootGuardManager root;
-  add_global(root, "CONST").add_leaf(
-      std::make_unique<TypeMatch>(reinterpret_cast<PyObject*>(&PyLong_Type)));
+  add_global(root, "CONST")
+      .add_leaf(std::make_unique<TypeMatch>(reinterpret_cast<PyObject*>(&PyLong_Type)));
   py::dict globals;
   for (int i = 0; i < 64; ++i) globals[interned(("name" + std::to_string(i)).c_str())] = i;
   globals[interned("CONST")] = 7;

@@ -38,7 +38,8 @@ bool is_tensor_arg(py::handle obj) {
 
 // A set of dimensions of an `ndim`-d tensor from an iterable of ints, as flags.
 std::vector<bool> dims_arg(const char* method, const char* arg, py::handle dims, int64_t ndim) {
-  if (PyUnicode_Check(dims.ptr()) || PyBytes_Check(dims.ptr()) || !py::isinstance<py::iterable>(dims)) {
+  if (PyUnicode_Check(dims.ptr()) || PyBytes_Check(dims.ptr()) ||
+      !py::isinstance<py::iterable>(dims)) {
     throw py::type_error(std::string(method) + " expects " + arg + " as an iterable of ints, got " +
                          Py_TYPE(dims.ptr())->tp_name);
   }
@@ -70,9 +71,17 @@ std::vector<bool> derived_dynamic_strides(const std::vector<bool>& dynamic_sizes
   return out;
 }
 
-std::vector<int64_t> int_tuple(py::handle seq) {
+// tensor.stride() as ints; a ValueError for a tensor without concrete strides.
+std::vector<int64_t> concrete_strides(py::handle tensor) {
   std::vector<int64_t> out;
-  for (py::handle v : seq) out.push_back(v.cast<int64_t>());
+  try {
+    for (py::handle v : tensor.attr("stride")()) out.push_back(v.cast<int64_t>());
+  } catch (const py::error_already_set& e) {
+    throw py::value_error(std::string("tensor_match() needs a tensor with concrete strides: ") +
+                          e.what());
+  } catch (const py::cast_error&) {
+    throw py::value_error("tensor_match() needs a tensor with concrete (int) strides");
+  }
   return out;
 }
 
@@ -87,9 +96,10 @@ void bind_leaf_guards_tensor(py::module_& m, GuardManagerClass& cls) {
              throw py::type_error(std::string("tensor_match() expects a torch.Tensor, got ") +
                                   Py_TYPE(tensor.ptr())->tp_name);
            }
-           const std::vector<int64_t> strides = int_tuple(tensor.attr("stride")());
+           const std::vector<int64_t> strides = concrete_strides(tensor);
            const auto ndim = static_cast<int64_t>(strides.size());
-           std::vector<bool> dyn_sizes = dims_arg("tensor_match()", "dynamic_dims", dynamic_dims, ndim);
+           std::vector<bool> dyn_sizes =
+               dims_arg("tensor_match()", "dynamic_dims", dynamic_dims, ndim);
            std::vector<bool> dyn_strides =
                dynamic_strides.is_none()
                    ? derived_dynamic_strides(dyn_sizes, strides)

@@ -33,7 +33,8 @@ Ref TensorPropertyAccessor::fetch(PyObject* parent, const FrameInputs&) {
     torch_access::TensorMetadata md;
     if (!torch_access::read_tensor(parent, md)) return Ref();
     const FcTensorMeta& m = md.meta;
-    if (property_ == Property::kStorageOffset) return Ref::steal(PyLong_FromLongLong(m.storage_offset));
+    if (property_ == Property::kStorageOffset)
+      return Ref::steal(PyLong_FromLongLong(m.storage_offset));
     const int64_t i = index_ < 0 ? index_ + m.ndim : index_;
     if (i < 0 || i >= m.ndim) return Ref();
     return Ref::steal(

@@ -177,7 +177,8 @@ bool GuardManager::verbose_leaves(PyObject* value, VerboseState& out, bool& ok) 
       ok = false;
       std::string why = leaf->explain(value);
       if (PyErr_Occurred() && consume_check_error()) return false;
-      out.failures.push_back(source_ + ": " + why);
+      // Guards on the root read no value: name them by kind instead of an empty source.
+      out.failures.push_back((source_.empty() ? std::string(leaf->kind()) : source_) + ": " + why);
     }
   }
   return true;

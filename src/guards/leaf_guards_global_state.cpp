@@ -100,8 +100,9 @@ bool GlobalStateMatch::check(PyObject*) {
   if (s.grad_enabled != e.grad_enabled || s.autocast_cpu_enabled != e.autocast_cpu_enabled ||
       s.autocast_cuda_enabled != e.autocast_cuda_enabled ||
       s.autocast_cache_enabled != e.autocast_cache_enabled ||
-      s.autocast_cpu_dtype != e.autocast_cpu_dtype || s.autocast_cuda_dtype != e.autocast_cuda_dtype ||
-      s.default_dtype != e.default_dtype || s.deterministic_algorithms != e.deterministic_algorithms ||
+      s.autocast_cpu_dtype != e.autocast_cpu_dtype ||
+      s.autocast_cuda_dtype != e.autocast_cuda_dtype || s.default_dtype != e.default_dtype ||
+      s.deterministic_algorithms != e.deterministic_algorithms ||
       s.deterministic_warn_only != e.deterministic_warn_only ||
       s.torch_function_state != e.torch_function_state ||
       s.function_mode_count != e.function_mode_count ||
@@ -231,8 +232,9 @@ std::string GlobalStateMatch::describe() const {
          safe_repr(e.autocast_cuda_dtype) + ", default dtype " + safe_repr(e.default_dtype) +
          ", deterministic " + enabled_text(e.deterministic_algorithms) + ", torch function " +
          torch_function_text(e.torch_function_state) + ", function modes " +
-         type_list(function_modes_, false) + ", dispatch modes " + type_list(dispatch_modes_, false) +
-         ", default device " + default_device(function_modes_) + ")";
+         type_list(function_modes_, false) + ", dispatch modes " +
+         type_list(dispatch_modes_, false) + ", default device " + default_device(function_modes_) +
+         ")";
 }
 
 }  // namespace framecache::guards

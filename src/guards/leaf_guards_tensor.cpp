@@ -114,8 +114,9 @@ std::string TensorMatch::explain(PyObject* value) {
     return "dtype mismatch, expected " + safe_repr(dtype_.get()) + ", got " + safe_repr(m.dtype);
   }
   if (m.device_type != device_type_.get() || m.device_index != device_index_) {
-    return "device mismatch, expected " + torch_access::device_text(device_type_.get(), device_index_) +
-           ", got " + torch_access::device_text(m.device_type, m.device_index);
+    return "device mismatch, expected " +
+           torch_access::device_text(device_type_.get(), device_index_) + ", got " +
+           torch_access::device_text(m.device_type, m.device_index);
   }
   if ((m.requires_grad != 0) != requires_grad_) {
     return std::string("requires_grad mismatch, expected ") + bool_text(requires_grad_) + ", got " +
@@ -139,8 +140,9 @@ std::string TensorMatch::explain(PyObject* value) {
     }
   }
   if (m.dispatch_keys != dispatch_keys_) {
-    return "dispatch key set mismatch, expected " + torch_access::dispatch_keys_repr(dispatch_keys_) +
-           ", got " + torch_access::dispatch_keys_repr(m.dispatch_keys);
+    return "dispatch key set mismatch, expected " +
+           torch_access::dispatch_keys_repr(dispatch_keys_) + ", got " +
+           torch_access::dispatch_keys_repr(m.dispatch_keys);
   }
   return "tensor metadata matches (the failure came from a concurrent change)";
 }

@@ -3,6 +3,7 @@
 #include "framecache/guards/torch_access.h"
 
 #include <cstring>
+#include <memory>
 
 namespace framecache::guards::torch_access {
 
@@ -53,10 +54,13 @@ bool int64_of(PyObject* o, int64_t* out) {
   return true;
 }
 
-// Fills every field of a PythonTorch; false with an exception set.
-bool init_python_torch(PythonTorch& p) {
+// Fills every field of a PythonTorch and `version` (torch.__version__); false
+// with an exception set.
+bool init_python_torch(PythonTorch& p, Ref& version) {
   Ref torch = Ref::steal(PyImport_ImportModule("torch"));
   if (!torch) return false;
+  version = attr(torch.get(), "__version__");
+  if (!version) return false;
   Ref C = attr(torch.get(), "_C");
   Ref nn = Ref::steal(PyImport_ImportModule("torch.nn"));
   Ref device_mod = Ref::steal(PyImport_ImportModule("torch.utils._device"));
@@ -98,12 +102,18 @@ bool init_python_torch(PythonTorch& p) {
     const char* text;
   };
   const Interned strings[] = {
-      {&p.s_dtype, "dtype"},         {&p.s_device, "device"},
-      {&p.s_type, "type"},           {&p.s_index, "index"},
-      {&p.s_requires_grad, "requires_grad"}, {&p.s_shape, "shape"},
-      {&p.s_stride, "stride"},       {&p.s_raw_repr, "raw_repr"},
-      {&p.s_storage_offset, "storage_offset"}, {&p.s_from_raw_repr, "from_raw_repr"},
-      {&p.s_cpu, "cpu"},             {&p.s_cuda, "cuda"},
+      {&p.s_dtype, "dtype"},
+      {&p.s_device, "device"},
+      {&p.s_type, "type"},
+      {&p.s_index, "index"},
+      {&p.s_requires_grad, "requires_grad"},
+      {&p.s_shape, "shape"},
+      {&p.s_stride, "stride"},
+      {&p.s_raw_repr, "raw_repr"},
+      {&p.s_storage_offset, "storage_offset"},
+      {&p.s_from_raw_repr, "from_raw_repr"},
+      {&p.s_cpu, "cpu"},
+      {&p.s_cuda, "cuda"},
   };
   for (const Interned& s : strings) {
     *s.slot = Ref::steal(PyUnicode_InternFromString(s.text));
@@ -141,8 +151,9 @@ void load_fast_part(PyObject* torch_version) {
     return;
   }
   if (api->version != FRAMECACHE_TORCH_API_VERSION || api->struct_size != sizeof(FcTorchApi)) {
-    g_status = "refused: framecache._torch_C was built for another framecache version; using the "
-               "Python reader";
+    g_status =
+        "refused: framecache._torch_C was built for another framecache version; using the "
+        "Python reader";
     return;
   }
   const char* running = PyUnicode_AsUTF8(torch_version);
@@ -152,7 +163,8 @@ void load_fast_part(PyObject* torch_version) {
   }
   if (std::strcmp(running, api->torch_version) != 0) {
     g_status = std::string("refused: framecache._torch_C was built against torch ") +
-               api->torch_version + " but torch " + running + " is running; using the Python reader";
+               api->torch_version + " but torch " + running +
+               " is running; using the Python reader";
     return;
   }
   g_loaded_api = api;
@@ -165,18 +177,12 @@ void refresh_active() { detail::active_api = g_fast_enabled ? g_loaded_api : nul
 
 bool ensure_loaded() {
   if (g_py != nullptr) return true;
-  auto* p = new PythonTorch();
-  if (!init_python_torch(*p)) {
-    delete p;
-    return false;
-  }
-  Ref torch = Ref::steal(PyImport_ImportModule("torch"));
-  Ref version = torch ? attr(torch.get(), "__version__") : Ref();
-  if (!version) {
-    delete p;
-    return false;
-  }
-  g_py = p;
+  auto p = std::make_unique<PythonTorch>();
+  Ref version;
+  if (!init_python_torch(*p, version)) return false;
+  // Imports can let the GIL go: another thread may have finished first.
+  if (g_py != nullptr) return true;
+  g_py = p.release();
   load_fast_part(version.get());
   refresh_active();
   return true;
@@ -206,7 +212,8 @@ bool read_tensor_slow(PyObject* tensor, TensorMetadata& out) {
     Ref exc = inc ? call0(p.tls_exclude) : Ref();
     Ref with = exc ? Ref::steal(PyNumber_Or(keys.get(), inc.get())) : Ref();
     Ref applied = with ? Ref::steal(PyNumber_Subtract(with.get(), exc.get())) : Ref();
-    Ref raw = applied ? Ref::steal(PyObject_CallMethodNoArgs(applied.get(), p.s_raw_repr.get())) : Ref();
+    Ref raw =
+        applied ? Ref::steal(PyObject_CallMethodNoArgs(applied.get(), p.s_raw_repr.get())) : Ref();
     if (!raw) return false;
     m.dispatch_keys = PyLong_AsUnsignedLongLong(raw.get());
     if (m.dispatch_keys == static_cast<uint64_t>(-1) && PyErr_Occurred()) return false;

@@ -152,13 +152,8 @@ static_assert(at::impl::TorchFunctionDisabledState::SUBCLASSES_DISABLED == 1);
 static_assert(at::impl::TorchFunctionDisabledState::ALL_DISABLED == 2);
 
 const FcTorchApi kApi = {
-    FRAMECACHE_TORCH_API_VERSION,
-    sizeof(FcTorchApi),
-    FRAMECACHE_TORCH_VERSION,
-    &read_tensor,
-    &read_global_state,
-    &function_mode_at,
-    &dispatch_mode_at,
+    FRAMECACHE_TORCH_API_VERSION, sizeof(FcTorchApi), FRAMECACHE_TORCH_VERSION, &read_tensor,
+    &read_global_state,           &function_mode_at,  &dispatch_mode_at,
 };
 
 PyModuleDef g_module = {

@@ -33,7 +33,8 @@ PyCodeObject* code_of(const py::handle& fn) {
 std::string take_error() {
   if (!PyErr_Occurred()) return "";
   py::error_already_set err;
-  return std::string(Py_TYPE(err.value().ptr())->tp_name) + ": " + py::str(err.value()).cast<std::string>();
+  return std::string(Py_TYPE(err.value().ptr())->tp_name) + ": " +
+         py::str(err.value()).cast<std::string>();
 }
 
 ProbeEvaluator::ProbeEvaluator(PyCodeObject* target, Handler on_frame)

@@ -47,7 +47,8 @@ class NoCheck:
 Shared<CacheEntry> make_entry(PyCodeObject* original, const py::handle& code, const py::handle& gm,
                               const py::handle& compile_id = py::none(),
                               const std::string& annotation = "") {
-  return Shared<CacheEntry>(new CacheEntry(original, code.ptr(), gm.ptr(), compile_id.ptr(), annotation));
+  return Shared<CacheEntry>(
+      new CacheEntry(original, code.ptr(), gm.ptr(), compile_id.ptr(), annotation));
 }
 
 // The outcome of entry->check() on every frame of `fn` while calling it.
@@ -60,13 +61,14 @@ struct CheckRecorder {
 // the result and, on failure, the reasons), then runs the frame normally.
 py::object call_checked(const py::object& fn, CacheEntry& entry, CheckRecorder& rec,
                         const py::tuple& args) {
-  ProbeEvaluator probe(code_of(fn), [&](PyThreadState* ts, _PyInterpreterFrame* frame) -> PyObject* {
-    const int r = entry.check(frame);
-    rec.results.push_back(r);
-    if (r < 0) return nullptr;
-    rec.reasons.push_back(r == 0 ? entry.failure_reasons(frame) : std::vector<std::string>{});
-    return ProbeEvaluator::run_normally(ts, frame);
-  });
+  ProbeEvaluator probe(
+      code_of(fn), [&](PyThreadState* ts, _PyInterpreterFrame* frame) -> PyObject* {
+        const int r = entry.check(frame);
+        rec.results.push_back(r);
+        if (r < 0) return nullptr;
+        rec.reasons.push_back(r == 0 ? entry.failure_reasons(frame) : std::vector<std::string>{});
+        return ProbeEvaluator::run_normally(ts, frame);
+      });
   return fn(*args);
 }
 
@@ -190,7 +192,8 @@ def outer(z):
   call_checked(with_int, *e2, rec2, py::make_tuple(1));
   ASSERT_EQ(rec2.results, (std::vector<int>{0}));
   ASSERT_EQ(rec2.reasons[0].size(), 1u);
-  EXPECT_EQ(rec2.reasons[0][0].rfind("L['tmp']: local 'tmp' is not bound", 0), 0u) << rec2.reasons[0][0];
+  EXPECT_EQ(rec2.reasons[0][0].rfind("L['tmp']: local 'tmp' is not bound", 0), 0u)
+      << rec2.reasons[0][0];
   EXPECT_FALSE(PyErr_Occurred());
 }
 
@@ -218,7 +221,8 @@ TEST_F(CacheEntryTest, PythonGuardObjectSeesTheFrameLocals) {
   py::object seen0 = seen[0];
   EXPECT_TRUE(seen0.equal(first)) << py::repr(seen0).cast<std::string>();
   // Without check_verbose the reason names the guard object's type.
-  EXPECT_EQ(rec.reasons[1], (std::vector<std::string>{"guard object Guard.check() returned False"}));
+  EXPECT_EQ(rec.reasons[1],
+            (std::vector<std::string>{"guard object Guard.check() returned False"}));
 }
 
 TEST_F(CacheEntryTest, PythonGuardObjectVerboseReasons) {
@@ -265,7 +269,8 @@ TEST_F(CacheEntryTest, RunCallsTheCachedCodeWithTheFramesArguments) {
   // Defaults come from the original function (they were bound into the frame).
   py::object with_default = define("def g(x, y=10):\n    return ('original', x, y)\n", "g");
   py::object compiled_g = define("def g(x, y=99):\n    return ('compiled', x, y)\n", "g");
-  Shared<CacheEntry> eg = make_entry(code_of(with_default), compiled_g.attr("__code__"), new_root());
+  Shared<CacheEntry> eg =
+      make_entry(code_of(with_default), compiled_g.attr("__code__"), new_root());
   r = call_entry(with_default, *eg, py::make_tuple(1));
   EXPECT_TRUE(r.equal(py::make_tuple("compiled", 1, 10))) << py::repr(r).cast<std::string>();
   // The same entry runs again (a cached function object is reused).
@@ -274,7 +279,8 @@ TEST_F(CacheEntryTest, RunCallsTheCachedCodeWithTheFramesArguments) {
 }
 
 TEST_F(CacheEntryTest, RunPassesKeywordOnlyVarargsAndVarkw) {
-  const char* shape = "def g(a, /, b, *args, c, d=4, **kw):\n    return (%s, a, b, args, c, d, kw)\n";
+  const char* shape =
+      "def g(a, /, b, *args, c, d=4, **kw):\n    return (%s, a, b, args, c, d, kw)\n";
   char buf[256];
   std::snprintf(buf, sizeof buf, shape, "'original'");
   py::object original = define(buf, "g");
@@ -304,9 +310,11 @@ TEST_F(CacheEntryTest, RunPassesKeywordOnlyVarargsAndVarkw) {
 
 TEST_F(CacheEntryTest, RunHandsOverTheClosure) {
   py::object original = run_source(
-      "def outer(z):\n    def inner(a):\n        return ('original', a, z)\n    return inner\n")["outer"](3);
+      "def outer(z):\n    def inner(a):\n        return ('original', a, z)\n    return inner\n")
+      ["outer"](3);
   py::object compiled_outer = run_source(
-      "def outer(z):\n    def inner(a):\n        return ('compiled', a, z)\n    return inner\n")["outer"];
+      "def outer(z):\n    def inner(a):\n        return ('compiled', a, z)\n    return inner\n")
+      ["outer"];
   py::object compiled_code = compiled_outer(0).attr("__code__");
   Shared<CacheEntry> e = make_entry(code_of(original), compiled_code, new_root());
   py::object r = call_entry(original, *e, py::make_tuple(1));
@@ -346,7 +354,8 @@ class CompatibleTest : public ::testing::Test {
 };
 
 TEST_F(CompatibleTest, AcceptsTheSameLayout) {
-  EXPECT_TRUE(compatible("def f(x, y):\n    return x\n", "def f(x, y):\n    t = x * 2\n    return t\n"));
+  EXPECT_TRUE(
+      compatible("def f(x, y):\n    return x\n", "def f(x, y):\n    t = x * 2\n    return t\n"));
   EXPECT_TRUE(compatible("def f(a, /, b, *args, c, **kw):\n    pass\n",
                          "def f(a, /, b, *args, c, **kw):\n    return a, b, args, c, kw\n"));
   // Positional parameter names may differ (the frame passes them by position).
@@ -404,8 +413,10 @@ TEST_F(CompatibleTest, RejectsFunctionVersusModuleCode) {
   py::object module_code =
       py::module_::import("builtins").attr("compile")("x = 1\n", "<m>", "exec");
   EXPECT_FALSE(compatible_code(code_of(fn), module_code));
-  EXPECT_EQ(error_, "ValueError: compiled code for f must be a function code object like the original");
-  EXPECT_FALSE(compatible_code(reinterpret_cast<PyCodeObject*>(module_code.ptr()), fn.attr("__code__")));
+  EXPECT_EQ(error_,
+            "ValueError: compiled code for f must be a function code object like the original");
+  EXPECT_FALSE(
+      compatible_code(reinterpret_cast<PyCodeObject*>(module_code.ptr()), fn.attr("__code__")));
   EXPECT_EQ(error_,
             "ValueError: compiled code for <module> must be a module or class-body code object "
             "like the original");

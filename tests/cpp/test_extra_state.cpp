@@ -25,7 +25,9 @@ class Guard:
         return self.ok
 )";
 
-py::object weakref(const py::handle& obj) { return py::module_::import("weakref").attr("ref")(obj); }
+py::object weakref(const py::handle& obj) {
+  return py::module_::import("weakref").attr("ref")(obj);
+}
 bool dead(const py::object& ref) { return ref().is_none(); }
 void collect() { py::module_::import("gc").attr("collect")(); }
 
@@ -33,6 +35,9 @@ class ExtraStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(extra_state_init(), 0);
+    // Free the garbage of earlier tests first: a dead code object's state
+    // leaving during a test would throw extra_state_count() off.
+    collect();
     fn_ = define("def f(a, b):\n    return a + b\n", "f");
     code_ = code_of(fn_);
     guard_class_ = run_source(kGuardClass)["Guard"];
@@ -212,7 +217,8 @@ TEST_F(ExtraStateTest, ResetAllFreesEveryStateAndZeroesAccumulatedCompiles) {
     py::object gm = new_guard();
     refs.push_back(weakref(gm));
     py::object copy = fn->attr("__code__").attr("replace")();
-    s->add_front(Shared<CacheEntry>(new CacheEntry(code_of(*fn), copy.ptr(), gm.ptr(), Py_None, "")));
+    s->add_front(
+        Shared<CacheEntry>(new CacheEntry(code_of(*fn), copy.ptr(), gm.ptr(), Py_None, "")));
     s->compiles = 1;
   }
   runtime_config().accumulated_compiles = 3;
@@ -238,7 +244,8 @@ TEST_F(ExtraStateTest, CodeDeathFreesTheSlotAndEverythingInIt) {
     gm_ref = weakref(gm);
     code_ref = weakref(fn.attr("__code__"));
     py::object copy = fn.attr("__code__").attr("replace")();
-    s->add_front(Shared<CacheEntry>(new CacheEntry(code_of(fn), copy.ptr(), gm.ptr(), Py_None, "")));
+    s->add_front(
+        Shared<CacheEntry>(new CacheEntry(code_of(fn), copy.ptr(), gm.ptr(), Py_None, "")));
     EXPECT_EQ(extra_state_count(), before + 1);
   }
   // The function and its namespace (a cycle through __globals__) are gone,
@@ -262,7 +269,8 @@ TEST_F(ExtraStateTest, CodeDeathWhileHeldLeavesADetachedState) {
     gm_ref = weakref(gm);
     code_ref = weakref(fn.attr("__code__"));
     py::object copy = fn.attr("__code__").attr("replace")();
-    s->add_front(Shared<CacheEntry>(new CacheEntry(code_of(fn), copy.ptr(), gm.ptr(), Py_None, "")));
+    s->add_front(
+        Shared<CacheEntry>(new CacheEntry(code_of(fn), copy.ptr(), gm.ptr(), Py_None, "")));
   }
   collect();
   ASSERT_TRUE(dead(code_ref));

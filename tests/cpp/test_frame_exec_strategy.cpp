@@ -67,15 +67,17 @@ TEST(FrameExecStrategy, PythonBindingRoundTrip) {
   auto cpp = s.cast<FrameExecStrategy>();
   EXPECT_EQ(cpp.cur_action, FrameAction::SKIP);
   EXPECT_EQ(cpp.recursive_action, FrameAction::RUN_ONLY);
-  EXPECT_EQ(py::repr(s).cast<std::string>(),
-            "FrameExecStrategy(cur_action=FrameAction.SKIP, recursive_action=FrameAction.RUN_ONLY)");
+  EXPECT_EQ(
+      py::repr(s).cast<std::string>(),
+      "FrameExecStrategy(cur_action=FrameAction.SKIP, recursive_action=FrameAction.RUN_ONLY)");
   py::object d = m.attr("FrameExecStrategy")();
   EXPECT_EQ(d.cast<FrameExecStrategy>(), FrameExecStrategy{});
   EXPECT_TRUE(s.equal(m.attr("FrameExecStrategy")(FA.attr("SKIP"), FA.attr("RUN_ONLY"))));
   EXPECT_FALSE(s.equal(d));
   EXPECT_FALSE(s.equal(py::int_(2)));
   // Equal strategies hash alike, so they work as dict keys.
-  EXPECT_EQ(py::hash(s), py::hash(m.attr("FrameExecStrategy")(FA.attr("SKIP"), FA.attr("RUN_ONLY"))));
+  EXPECT_EQ(py::hash(s),
+            py::hash(m.attr("FrameExecStrategy")(FA.attr("SKIP"), FA.attr("RUN_ONLY"))));
 }
 
 }  // namespace

@@ -3,12 +3,11 @@
 // fail-fast reordering of accessors, mutation during a check, the relational
 // reset hook, fatal errors, and the Python RootGuardManager class.
 #include <gtest/gtest.h>
+#include <pybind11/stl.h>
 
 #include <functional>
 #include <memory>
 #include <stdexcept>
-
-#include <pybind11/stl.h>
 
 #include "framecache/guards/accessors_frame.h"
 #include "framecache/guards/leaf_guards_identity.h"
@@ -63,8 +62,8 @@ class CountingRelational final : public RelationalGuard {
   int resets = 0;
 };
 
-ScriptedLeaf& add_scripted(GuardManager& node, const std::string& name, std::vector<std::string>* log,
-                           bool pass = true) {
+ScriptedLeaf& add_scripted(GuardManager& node, const std::string& name,
+                           std::vector<std::string>* log, bool pass = true) {
   return static_cast<ScriptedLeaf&>(node.add_leaf(std::make_unique<ScriptedLeaf>(name, log, pass)));
 }
 
@@ -137,8 +136,8 @@ TEST(RootGuardManager, VerboseFailureStrings) {
   bad["y"] = 3;
   GuardDebugInfo info = root.check_root_verbose(dict_inputs(bad));
   EXPECT_FALSE(info.result);
-  EXPECT_EQ(info.failures,
-            (std::vector<std::string>{"L['x']: expected type int, got str", "L['y']: expected None, got 3"}));
+  EXPECT_EQ(info.failures, (std::vector<std::string>{"L['x']: expected type int, got str",
+                                                     "L['y']: expected None, got 3"}));
   EXPECT_EQ(info.num_guards_executed, 2);
 
   py::dict good;
@@ -491,16 +490,20 @@ std::string raised(const std::function<void()>& fn) {
   try {
     fn();
   } catch (py::error_already_set& e) {
-    return std::string(Py_TYPE(e.value().ptr())->tp_name) + ": " + py::str(e.value()).cast<std::string>();
+    return std::string(Py_TYPE(e.value().ptr())->tp_name) + ": " +
+           py::str(e.value()).cast<std::string>();
   }
   return "";
 }
 
 TEST(PyRootGuardManager, BadInputRaisesClearErrors) {
   py::object root = new_root();
-  EXPECT_EQ(raised([&] { root.attr("local")(3); }), "TypeError: local() expects a str name, got int");
-  EXPECT_EQ(raised([&] { root.attr("local")(""); }), "ValueError: local() expects a non-empty name");
-  EXPECT_EQ(raised([&] { root.attr("check")(5); }), "TypeError: check() expects f_locals as a dict, got int");
+  EXPECT_EQ(raised([&] { root.attr("local")(3); }),
+            "TypeError: local() expects a str name, got int");
+  EXPECT_EQ(raised([&] { root.attr("local")(""); }),
+            "ValueError: local() expects a non-empty name");
+  EXPECT_EQ(raised([&] { root.attr("check")(5); }),
+            "TypeError: check() expects f_locals as a dict, got int");
   std::string e = raised([&] { root.attr("local")("x").attr("type_match")(3); });
   EXPECT_EQ(e.rfind("TypeError: type_match() expects a type, got int", 0), 0u) << e;
   e = raised([&] { root.attr("local")("x").attr("equals_match")(py::list()); });

@@ -83,11 +83,13 @@ TEST_F(ThreadStateTest, PythonBindingRoundTrip) {
 
 TEST_F(ThreadStateTest, BadValuesRaiseTypeErrorAndChangeNothing) {
   set_callback(callback_);
-  for (py::object bad : {py::object(py::int_(42)), py::object(py::str("s")), py::object(py::bool_(true))}) {
+  for (py::object bad :
+       {py::object(py::int_(42)), py::object(py::str("s")), py::object(py::bool_(true))}) {
     Ref r = set_eval_frame_callback(bad.ptr());
     EXPECT_FALSE(r);
-    const std::string expected = std::string("TypeError: set_eval_frame expects None (off), False "
-                                             "(run-only) or a callable, got ") +
+    const std::string expected = std::string(
+                                     "TypeError: set_eval_frame expects None (off), False "
+                                     "(run-only) or a callable, got ") +
                                  Py_TYPE(bad.ptr())->tp_name;
     EXPECT_EQ(take_error(), expected);
     EXPECT_EQ(thread_state_peek()->mode, EvalMode::kCompile);
@@ -117,7 +119,8 @@ TEST_F(ThreadStateTest, HookChainsToAnEvaluatorInstalledBefore) {
     EXPECT_EQ(probe.frames_seen(), 1);
     set_callback(py::none());
     EXPECT_FALSE(hook_installed());
-    EXPECT_EQ(cpy::get_eval_frame(interp), debugger) << "turning off restores the chained evaluator";
+    EXPECT_EQ(cpy::get_eval_frame(interp), debugger)
+        << "turning off restores the chained evaluator";
     EXPECT_EQ(fn(1).cast<int>(), 2);
     EXPECT_EQ(probe.frames_seen(), 2);
   }
@@ -185,7 +188,8 @@ TEST_F(ThreadStateTest, CallbackRunsSuspendedWithAFrameView) {
 
 TEST_F(ThreadStateTest, CallbackExceptionReachesTheCallerWithStateRestored) {
   py::object fn = define("def f(x):\n    return x\n", "f");
-  py::object raising = define("def cb(frame, entry, state):\n    raise LookupError('nope')\n", "cb");
+  py::object raising =
+      define("def cb(frame, entry, state):\n    raise LookupError('nope')\n", "cb");
   set_callback(raising);
   try {
     fn(1);

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -340,6 +341,11 @@ def test_tensor_match_builder_errors() -> None:
         node.tensor_match(torch.zeros(2, 2), dynamic_dims=(2,))
     with pytest.raises(ValueError, match="dynamic_strides: dim -3 is out of range"):
         node.tensor_match(torch.zeros(2, 2), dynamic_strides=(-3,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested tensors are a prototype and say so
+        nested = torch.nested.nested_tensor([torch.randn(2), torch.randn(3)])
+    with pytest.raises(ValueError, match="needs a tensor with concrete strides"):
+        node.tensor_match(nested)
     with pytest.raises(ValueError, match="TENSOR_MATCH guards a value, and the root has none"):
         RootGuardManager().tensor_match(torch.zeros(2))
     assert node.num_guards() == 0

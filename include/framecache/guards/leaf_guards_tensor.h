@@ -34,7 +34,8 @@ class TensorMatch final : public LeafGuard {
   // hold). dynamic_sizes / dynamic_strides: one flag per dimension, true for
   // a dimension whose size / stride is not compared. Returns null with a
   // Python exception set if the tensor's metadata cannot be read.
-  static std::unique_ptr<TensorMatch> create(PyObject* tensor, const std::vector<bool>& dynamic_sizes,
+  static std::unique_ptr<TensorMatch> create(PyObject* tensor,
+                                             const std::vector<bool>& dynamic_sizes,
                                              const std::vector<bool>& dynamic_strides);
 
   bool check(PyObject* value) override;

@@ -76,8 +76,8 @@ struct FcGlobalState {
 };
 
 struct FcTorchApi {
-  uint32_t version;      // FRAMECACHE_TORCH_API_VERSION
-  uint32_t struct_size;  // sizeof(FcTorchApi)
+  uint32_t version;           // FRAMECACHE_TORCH_API_VERSION
+  uint32_t struct_size;       // sizeof(FcTorchApi)
   const char* torch_version;  // torch.__version__ at build time
   // Reads `tensor` (borrowed; must be an instance of torch._C.TensorBase).
   // Returns 0, or -1 with a Python exception set (symbolic sizes, an error
