@@ -14,6 +14,18 @@ void destroy_capsule(PyObject* capsule) {
     PyErr_Clear();
     return;
   }
+  if (st->owner != PyThreadState_GET()) {
+    // Another thread clears this state: finalization (or a fork child) clearing
+    // a thread that may still be running. On 3.11 a daemon thread that waits for
+    // the GIL during finalization is ended with pthread_exit, which unwinds its
+    // stack through CapScope/SuspendScope destructors that write into this
+    // state. Turn it off and leave the few bytes allocated rather than free
+    // memory that thread may still touch.
+    if (st->mode != EvalMode::kOff) note_mode_change(st->mode, EvalMode::kOff);
+    st->mode = EvalMode::kOff;
+    st->callback = Ref::borrow(Py_None);
+    return;
+  }
   delete st;
 }
 }  // namespace
