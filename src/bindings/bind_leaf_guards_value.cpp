@@ -9,31 +9,6 @@ namespace framecache {
 using guards::GuardManager;
 
 namespace {
-// Values whose equality cannot change after the guard is built.
-bool is_immutable_constant(PyObject* v, int depth = 0) {
-  if (depth > 32) return false;
-  if (v == Py_None || v == Py_Ellipsis || v == Py_NotImplemented) return true;
-  if (PyLong_CheckExact(v) || PyFloat_CheckExact(v) || PyComplex_CheckExact(v) ||
-      PyBool_Check(v) || PyUnicode_CheckExact(v) || PyBytes_CheckExact(v) || PyRange_Check(v)) {
-    return true;
-  }
-  if (PyTuple_CheckExact(v)) {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); ++i) {
-      if (!is_immutable_constant(PyTuple_GET_ITEM(v, i), depth + 1)) return false;
-    }
-    return true;
-  }
-  if (PyFrozenSet_CheckExact(v)) {
-    Py_ssize_t pos = 0;
-    PyObject* item;
-    Py_hash_t hash;
-    while (_PySet_NextEntry(v, &pos, &item, &hash)) {
-      if (!is_immutable_constant(item, depth + 1)) return false;
-    }
-    return true;
-  }
-  return false;
-}
 
 // True if an immutable constant holds a NaN anywhere (NaN != NaN, so an
 // EQUALS_MATCH on it could never pass).
@@ -63,7 +38,7 @@ bool contains_nan(PyObject* v) {
 void bind_leaf_guards_value(GuardManagerClass& cls) {
   cls.def("equals_match",
           [](GuardManager& g, py::handle value) -> GuardManager& {
-            if (!is_immutable_constant(value.ptr())) {
+            if (!guards::is_immutable_constant(value.ptr())) {
               throw py::type_error(
                   std::string("equals_match() expects an immutable constant (int, float, complex, "
                               "bool, str, bytes, None, range, or a tuple/frozenset of those), got ") +

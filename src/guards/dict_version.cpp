@@ -3,37 +3,13 @@
 
 #include "framecache/cpython.h"
 #include "framecache/guards/guard_manager.h"
+#include "framecache/guards/leaf_guards_value.h"
 #include "framecache/guards/root_guard_manager.h"
 
 namespace framecache::guards {
 
 namespace {
 
-bool immutable(PyObject* v, int depth) {
-  if (depth > 32) return false;
-  PyTypeObject* t = Py_TYPE(v);
-  if (v == Py_None || v == Py_Ellipsis || t == &PyLong_Type || t == &PyBool_Type ||
-      t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type || t == &PyBytes_Type ||
-      t == &PyRange_Type) {
-    return true;
-  }
-  if (t == &PyTuple_Type) {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); ++i) {
-      if (!immutable(PyTuple_GET_ITEM(v, i), depth + 1)) return false;
-    }
-    return true;
-  }
-  if (t == &PyFrozenSet_Type) {
-    Py_ssize_t pos = 0;
-    PyObject* item;
-    Py_hash_t hash;
-    while (_PySet_NextEntry(v, &pos, &item, &hash)) {
-      if (!immutable(item, depth + 1)) return false;
-    }
-    return true;
-  }
-  return false;
-}
 
 // True if an accessor's remembered tag and structure version let it be
 // skipped for a dict whose tag is `tag`, in a tree at version `structure`.
@@ -43,7 +19,7 @@ inline bool memo_hit(uint64_t memo_tag, uint64_t memo_structure, uint64_t tag, u
 
 }  // namespace
 
-bool is_immutable_value(PyObject* value) { return immutable(value, 0); }
+bool is_immutable_value(PyObject* value) { return is_immutable_constant(value); }
 
 bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   for (const auto& leaf : leaves_) {

@@ -115,6 +115,8 @@ int strict_equal(PyObject* value, PyObject* expected) {
 
 }  // namespace
 
+bool is_immutable_constant(PyObject* value) { return builtin_constant(value, 0); }
+
 // --- EQUALS_MATCH --------------------------------------------------------------
 
 EqualsMatch::EqualsMatch(PyObject* expected)

@@ -8,6 +8,12 @@
 
 namespace framecache::guards {
 
+// True if `value` (borrowed) is None, Ellipsis, NotImplemented, an exact int,
+// bool, float, complex, str, bytes or range, or a tuple/frozenset of those:
+// its equality cannot change and comparing it runs no Python. EQUALS_MATCH
+// accepts only such constants; DICT_VERSION skips only such items.
+bool is_immutable_constant(PyObject* value);
+
 // type(value) is type(expected) and value equals expected so closely that no
 // code can tell them apart: == alone is not enough, since 0.0 == -0.0,
 // (1,) == (True,) == (1.0,) and range(0, 3, 2) == range(0, 4, 2). Identity
