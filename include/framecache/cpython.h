@@ -27,6 +27,7 @@
 #define FRAMECACHE_DEFINED_BUILD_CORE
 #endif
 #include <internal/pycore_code.h>
+#include <internal/pycore_dict.h>
 #include <internal/pycore_frame.h>
 #ifdef FRAMECACHE_DEFINED_BUILD_CORE
 #undef Py_BUILD_CORE
@@ -120,6 +121,37 @@ inline int code_set_extra(PyCodeObject* co, Py_ssize_t index, void* extra) {
 // 3.11's per-dict version tag; 3.12 deprecates it for dict watchers.
 inline uint64_t dict_version(PyObject* dict) {
   return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag;
+}
+
+// --- instance attribute storage (the getattr accessors' fast path) ----------
+// On 3.11 an instance of a Py_TPFLAGS_MANAGED_DICT type (a class statement
+// without __slots__) keeps its attributes in a values array laid out like its
+// type's shared keys (PyHeapTypeObject.ht_cached_keys), pointed to from the
+// word 4 before the object; once a real __dict__ is made (obj.__dict__, too
+// many attributes) that pointer is null and the dict sits 3 words before.
+// These are _PyObject_ValuesPointer / _PyObject_ManagedDictPointer of
+// pycore_object.h, which does not compile as C++, hence the arithmetic here.
+// 3.12 keeps the same two words; 3.13 moves the values inline after the object
+// (_PyObject_InlineValues, the object's dict or values in one word).
+// Borrowed values array of a managed-dict instance, or null.
+inline PyObject** instance_values(PyObject* obj) {
+  PyDictValues* values = *(reinterpret_cast<PyDictValues**>(obj) - 4);
+  return values != nullptr ? values->values : nullptr;
+}
+// Borrowed materialised __dict__ of a managed-dict instance, or null.
+inline PyObject* managed_dict(PyObject* obj) { return *(reinterpret_cast<PyObject**>(obj) - 3); }
+// Index of the interned str `name` in the shared keys of a managed-dict type
+// (3.11: ht_cached_keys, its str-only entries DK_UNICODE_ENTRIES), or -1. The
+// keys are append-only, so an index stays valid as long as the type's version
+// tag, which is what CPython's own LOAD_ATTR_INSTANCE_VALUE relies on.
+inline Py_ssize_t shared_keys_index(PyTypeObject* type, PyObject* name) {
+  PyDictKeysObject* keys = reinterpret_cast<PyHeapTypeObject*>(type)->ht_cached_keys;
+  if (keys == nullptr || !DK_IS_UNICODE(keys)) return -1;
+  PyDictUnicodeEntry* entries = DK_UNICODE_ENTRIES(keys);
+  for (Py_ssize_t i = 0; i < keys->dk_nentries; ++i) {
+    if (entries[i].me_key == name) return i;
+  }
+  return -1;
 }
 
 }  // namespace framecache::cpy

@@ -52,9 +52,15 @@ std::string attr_source(const std::string& parent_source, const std::string& nam
 
 GetAttrAccessor::GetAttrAccessor(std::string key, std::unique_ptr<GuardManager> child,
                                  const std::string& name)
-    : GuardAccessor(std::move(key), std::move(child)), name_(make_name(name)), name_str_(name) {}
+    : GuardAccessor(std::move(key), std::move(child)),
+      name_(make_name(name)),
+      name_str_(name),
+      cache_(InstanceAttrCache::Lookup::kGetAttr, name_.get()) {}
 
 Ref GetAttrAccessor::fetch(PyObject* parent, const FrameInputs&) {
+  const InstanceAttrCache::Read r = cache_.read(parent);
+  if (r.found) return Ref::borrow(r.value);
+  if (r.error) return Ref();
   return Ref::steal(PyObject_GetAttr(parent, name_.get()));
 }
 
@@ -68,9 +74,15 @@ std::string GetAttrAccessor::describe() const { return "GetAttr('" + name_str_ +
 
 GenericGetAttrAccessor::GenericGetAttrAccessor(std::string key, std::unique_ptr<GuardManager> child,
                                                const std::string& name)
-    : GuardAccessor(std::move(key), std::move(child)), name_(make_name(name)), name_str_(name) {}
+    : GuardAccessor(std::move(key), std::move(child)),
+      name_(make_name(name)),
+      name_str_(name),
+      cache_(InstanceAttrCache::Lookup::kGeneric, name_.get()) {}
 
 Ref GenericGetAttrAccessor::fetch(PyObject* parent, const FrameInputs&) {
+  const InstanceAttrCache::Read r = cache_.read(parent);
+  if (r.found) return Ref::borrow(r.value);
+  if (r.error) return Ref();
   return Ref::steal(PyObject_GenericGetAttr(parent, name_.get()));
 }
 

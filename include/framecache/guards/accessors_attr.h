@@ -23,6 +23,7 @@
 #include <string>
 
 #include "framecache/guards/guard_manager.h"
+#include "framecache/guards/instance_attr.h"
 
 namespace framecache::guards {
 
@@ -30,17 +31,20 @@ namespace framecache::guards {
 // "getattr(L['x'], 'not an identifier')".
 std::string attr_source(const std::string& parent_source, const std::string& name);
 
-// value.name (PyObject_GetAttr: __getattribute__, then __getattr__).
+// value.name (PyObject_GetAttr: __getattribute__, then __getattr__). A value
+// found in a plain instance's own storage is read directly (instance_attr.h).
 class GetAttrAccessor final : public GuardAccessor {
  public:
   GetAttrAccessor(std::string key, std::unique_ptr<GuardManager> child, const std::string& name);
   Ref fetch(PyObject* parent, const FrameInputs& in) override;
   std::string explain_fetch_failure(PyObject* parent, const FrameInputs& in) override;
   std::string describe() const override;
+  const InstanceAttrCache& cache() const { return cache_; }
 
  private:
   Ref name_;  // interned str
   std::string name_str_;
+  InstanceAttrCache cache_;  // after name_, which it reads
 };
 
 // object.__getattribute__(value, name) (PyObject_GenericGetAttr; see above).
@@ -51,10 +55,12 @@ class GenericGetAttrAccessor final : public GuardAccessor {
   Ref fetch(PyObject* parent, const FrameInputs& in) override;
   std::string explain_fetch_failure(PyObject* parent, const FrameInputs& in) override;
   std::string describe() const override;
+  const InstanceAttrCache& cache() const { return cache_; }
 
  private:
   Ref name_;
   std::string name_str_;
+  InstanceAttrCache cache_;  // after name_, which it reads
 };
 
 // type(value). Never fails.

@@ -1,0 +1,129 @@
+// InstanceAttrCache: when an attribute may be read from the instance's storage.
+#include "framecache/guards/instance_attr.h"
+
+#include "framecache/cpython.h"
+
+namespace framecache::guards {
+
+namespace {
+
+// The tp_getattro CPython gives a class that defines __getattr__ (and not
+// __getattribute__): typeobject.c's slot_tp_getattr_hook, which is static, so
+// it is read from a probe class the first time it is needed; null if that
+// failed. Plain statics rather than a function-local static initialiser: the
+// probe allocates objects, so a garbage collection in it could run finalizers
+// that let another thread take the GIL and block on the initialiser's guard.
+// With the GIL serialising this, the worst case is probing twice.
+getattrofunc getattr_hook() {
+  static bool probed = false;
+  static getattrofunc hook = nullptr;
+  if (probed) return hook;
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  getattrofunc found = nullptr;
+  PyObject* ns = PyDict_New();
+  PyObject* builtins = PyImport_AddModule("builtins");  // borrowed
+  PyObject* fn = builtins != nullptr ? PyDict_GetItemString(PyModule_GetDict(builtins), "getattr")
+                                     : nullptr;  // borrowed
+  if (ns != nullptr && fn != nullptr && PyDict_SetItemString(ns, "__getattr__", fn) == 0) {
+    PyObject* probe = PyObject_CallFunction(reinterpret_cast<PyObject*>(&PyType_Type), "s()O",
+                                            "_framecache_getattr_probe", ns);  // new
+    if (probe != nullptr) {
+      found = reinterpret_cast<PyTypeObject*>(probe)->tp_getattro;
+      Py_DECREF(probe);
+    }
+  }
+  Py_XDECREF(ns);
+  PyErr_Clear();
+  PyErr_Restore(type, value, tb);
+  // Never mistake the generic lookup for the hook.
+  hook = found == PyObject_GenericGetAttr ? nullptr : found;
+  probed = true;
+  return hook;
+}
+
+// True if type `t`'s __getattribute__ is object.__getattribute__ itself (what
+// slot_tp_getattr_hook tests before calling PyObject_GenericGetAttr).
+bool generic_getattribute(PyTypeObject* t) {
+  static PyObject* dunder = nullptr;  // interned, immortal for the process (see above)
+  if (dunder == nullptr) {
+    dunder = PyUnicode_InternFromString("__getattribute__");
+    if (dunder == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+  }
+  PyObject* ga = _PyType_Lookup(t, dunder);  // borrowed
+  return ga != nullptr && Py_IS_TYPE(ga, &PyWrapperDescr_Type) &&
+         reinterpret_cast<PyWrapperDescrObject*>(ga)->d_wrapped ==
+             reinterpret_cast<void*>(PyObject_GenericGetAttr);
+}
+
+}  // namespace
+
+bool InstanceAttrCache::specialise(PyTypeObject* t) {
+  PyObject* name = name_.get();
+  type_ = nullptr;
+  if (budget_ == 0) return false;
+  --budget_;
+  if (lookup_ == Lookup::kGetAttr) {
+    const getattrofunc ga = t->tp_getattro;
+    const bool generic_first =
+        ga == PyObject_GenericGetAttr || ga == PyModule_Type.tp_getattro ||
+        (ga != nullptr && ga == getattr_hook() && generic_getattribute(t));
+    if (!generic_first) return false;
+  }
+  // _PyType_Lookup also gives the type a valid version tag (it caches by it).
+  PyObject* descr = _PyType_Lookup(t, name);  // borrowed; runs no Python
+  if (descr != nullptr) {
+    PyTypeObject* dt = Py_TYPE(descr);
+    if (dt->tp_descr_set != nullptr || !PyType_HasFeature(dt, Py_TPFLAGS_IMMUTABLETYPE)) {
+      return false;
+    }
+  }
+  if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG) || t->tp_version_tag == 0) return false;
+  if (PyType_HasFeature(t, Py_TPFLAGS_MANAGED_DICT)) {
+    storage_ = Storage::kManaged;
+    index_ = cpy::shared_keys_index(t, name);
+  } else if (t->tp_dictoffset != 0) {
+    storage_ = Storage::kDictPtr;
+    index_ = -1;
+  } else {
+    return false;
+  }
+  type_ = t;
+  version_ = t->tp_version_tag;
+  getattro_ = t->tp_getattro;
+  return true;
+}
+
+namespace {
+// Looks `name` up in an instance dict (borrowed, may be null), as
+// _PyObject_GenericGetAttrWithDict does.
+InstanceAttrCache::Read read_instance_dict(PyObject* dict, PyObject* name) {
+  InstanceAttrCache::Read r;
+  if (dict == nullptr || !PyDict_Check(dict)) return r;
+  r.value = PyDict_GetItemWithError(dict, name);  // borrowed
+  r.found = r.value != nullptr;
+  r.error = !r.found && PyErr_Occurred() != nullptr;
+  return r;
+}
+}  // namespace
+
+InstanceAttrCache::Read InstanceAttrCache::read_managed(PyObject* obj) {
+  PyObject** values = cpy::instance_values(obj);
+  if (values == nullptr) return read_instance_dict(cpy::managed_dict(obj), name_.get());
+  Read r;
+  if (index_ >= 0) {
+    r.value = values[index_];
+    r.found = r.value != nullptr;
+  }
+  return r;
+}
+
+InstanceAttrCache::Read InstanceAttrCache::read_dict_ptr(PyObject* obj) {
+  PyObject** dictptr = _PyObject_GetDictPtr(obj);  // no managed dict here: reads, never builds
+  return read_instance_dict(dictptr != nullptr ? *dictptr : nullptr, name_.get());
+}
+
+}  // namespace framecache::guards
