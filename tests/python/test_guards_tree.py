@@ -7,9 +7,11 @@ from many threads at once, and user code that raises or mutates while a guard ru
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 import time
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -510,6 +512,65 @@ def test_dict_version_on_a_type_dict() -> None:
     assert not root.check({"cls": Model})
 
 
+# --- check()'s own entry point -----------------------------------------------------
+# RootGuardManager.check is a METH_FASTCALL method rather than a pybind11 binding;
+# its arguments must behave like any Python method's.
+
+
+def test_check_arguments_by_position_and_keyword() -> None:
+    root = RootGuardManager()
+    root.local("x").type_match(int)
+    root.global_("G").equals_match(1)
+    assert root.check({"x": 1}, {"G": 1}) is True
+    assert root.check(f_locals={"x": 1}, f_globals={"G": 1}) is True
+    assert root.check({"x": 1}, f_globals={"G": 2}) is False
+    assert root.check({"x": 1}, None) is False  # no globals: the global guard fails
+    assert RootGuardManager.check(root, {"x": 1}, {"G": 1}) is True
+    assert "every guard passes" in (RootGuardManager.check.__doc__ or "")
+    assert str(inspect.signature(RootGuardManager.check)) == "(self, /, f_locals, f_globals=None)"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda r: r.check(), TypeError, r"missing required argument 'f_locals'"),
+        (lambda r: r.check({}, {}, {}), TypeError, r"at most 2 arguments \(3 given\)"),
+        (lambda r: r.check({}, x=1), TypeError, r"unexpected keyword argument 'x'"),
+        (lambda r: r.check({}, f_locals={}), TypeError, r"multiple values for argument 'f_locals'"),
+        (lambda r: r.check(f_globals={}), TypeError, r"missing required argument 'f_locals'"),
+        (lambda r: r.check(None), TypeError, r"expects f_locals as a dict, got NoneType"),
+        (lambda r: r.check({}, []), TypeError, r"expects f_globals as a dict, got list"),
+        (lambda r: RootGuardManager.check(object(), {}), TypeError, r"'check' .* 'object'"),
+        (
+            lambda r: RootGuardManager.check(RootGuardManager.__new__(RootGuardManager), {}),
+            TypeError,
+            r"root is not initialised",
+        ),
+    ],
+)
+def test_check_argument_errors(
+    call: Callable[[RootGuardManager], object], error: type, match: str
+) -> None:
+    root = RootGuardManager()
+    with pytest.raises(error, match=match):
+        call(root)
+
+
+def test_check_propagates_fatal_errors_and_works_on_subclasses() -> None:
+    class Boom:
+        def __getattr__(self, name: str) -> Any:
+            raise KeyboardInterrupt
+
+    class MyRoot(RootGuardManager):
+        pass
+
+    root = MyRoot()
+    root.local("x").attr("a").not_none()
+    with pytest.raises(KeyboardInterrupt):
+        root.check({"x": Boom()})
+    assert root.check({"x": types.SimpleNamespace(a=1)}) is True
+
+
 # --- threads --------------------------------------------------------------------
 
 
@@ -613,6 +674,64 @@ def test_concurrent_checks_of_one_root() -> None:
     assert sleepy.most_inside > 1  # checks of the one root really overlapped
     for f_locals, expected in cases:
         assert verbose(root, f_locals).failures == expected
+
+
+class PlainA:
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+
+class PlainB:
+    def __init__(self, v: int) -> None:
+        self.w = 0
+        self.v = v
+
+
+class Lazy:
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __getattr__(self, name: str) -> int:
+        time.sleep(0)  # lets the GIL go in the middle of a check
+        return 1
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_concurrent_checks_through_the_attr_fast_path() -> None:
+    """Threads checking one root with values of ever-changing types: the accessors'
+    instance-attribute caches are re-learnt under them and every answer stays right."""
+    root = RootGuardManager()
+    root.local("o").attr("v").equals_match(1)
+    root.local("o").attr("u").equals_match(1)  # found only through Lazy.__getattr__
+    cases = [
+        (Lazy(1), True),
+        (Lazy(2), False),
+        (PlainA(1), False),  # no attribute u
+        (PlainB(1), False),
+    ]
+    plain = RootGuardManager()
+    plain.local("o").attr("v").equals_match(1)
+    plain_cases = [(PlainA(1), True), (PlainB(1), True), (PlainA(2), False), (Lazy(1), True)]
+    n_threads = 6
+    barrier = threading.Barrier(n_threads)
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        for i in range(300):
+            obj, want = cases[(i + k) % len(cases)]
+            if root.check({"o": obj}) is not want:
+                errors.append(f"thread {k} round {i}: {type(obj).__name__} gave {not want}")
+            obj, want = plain_cases[(i * 7 + k) % len(plain_cases)]
+            if plain.check({"o": obj}) is not want:
+                errors.append(f"thread {k} round {i}: plain {type(obj).__name__}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 # --- user code that raises or mutates -------------------------------------------
