@@ -121,7 +121,19 @@ bool is_immutable_constant(PyObject* value) { return builtin_constant(value, 0);
 
 EqualsMatch::EqualsMatch(PyObject* expected)
     : expected_(Ref::borrow(expected)), type_(Py_TYPE(expected)), repr_(safe_repr(expected)) {
-  if (plain_equality_type(type_)) {
+  if (type_ == &PyLong_Type) {
+    int overflow = 0;
+    expected_long_ = PyLong_AsLongAndOverflow(expected, &overflow);
+    mode_ = overflow == 0 ? Mode::kSmallInt : Mode::kEquals;
+  } else if (type_ == &PyUnicode_Type && PyUnicode_READY(expected) == 0) {
+    mode_ = Mode::kStr;
+  } else if (type_ == &PyBytes_Type) {
+    mode_ = Mode::kBytes;
+  } else if (type_ == &PyBool_Type || type_ == Py_TYPE(Py_None) || type_ == Py_TYPE(Py_Ellipsis) ||
+             type_ == Py_TYPE(Py_NotImplemented)) {
+    // Singletons: two objects of these exact types are equal only if identical.
+    mode_ = Mode::kIdentity;
+  } else if (plain_equality_type(type_)) {
     mode_ = Mode::kEquals;
   } else if (type_ == &PyFloat_Type) {
     mode_ = Mode::kFloat;
@@ -135,7 +147,34 @@ bool EqualsMatch::check(PyObject* value) {
   if (value == expected) return true;
   if (Py_TYPE(value) != type_) return false;
   int eq;
+  // The exact types are known equal here, so each case compares the values the
+  // way the type's own == does, without the generic comparison's dispatch.
   switch (mode_) {
+    case Mode::kSmallInt: {
+      int overflow = 0;
+      const long v = PyLong_AsLongAndOverflow(value, &overflow);  // exact int: cannot raise
+      return overflow == 0 && v == expected_long_;
+    }
+    case Mode::kStr: {
+      // A legacy (not yet canonical) str is made ready first; 3.12 has no
+      // legacy strings and deprecates PyUnicode_READY, which can go then.
+      if (PyUnicode_READY(value) != 0) {
+        consume_check_error();
+        return false;
+      }
+      const Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+      return n == PyUnicode_GET_LENGTH(expected) && PyUnicode_KIND(value) == PyUnicode_KIND(expected) &&
+             std::memcmp(PyUnicode_DATA(value), PyUnicode_DATA(expected),
+                         static_cast<size_t>(n) * PyUnicode_KIND(value)) == 0;
+    }
+    case Mode::kBytes: {
+      const Py_ssize_t n = PyBytes_GET_SIZE(value);
+      return n == PyBytes_GET_SIZE(expected) &&
+             std::memcmp(PyBytes_AS_STRING(value), PyBytes_AS_STRING(expected),
+                         static_cast<size_t>(n)) == 0;
+    }
+    case Mode::kIdentity:
+      return false;  // value is not expected (tested above)
     case Mode::kFloat:
       return same_double(PyFloat_AS_DOUBLE(value), PyFloat_AS_DOUBLE(expected));
     case Mode::kEquals:

@@ -67,6 +67,97 @@ class CollidingKey:
         return "CollidingKey()"
 
 
+# --- TYPE_MATCH, ID_MATCH, NONE/TRUE/FALSE_MATCH, NOT_NONE ---------------------------
+
+
+def test_type_match_is_exact() -> None:
+    class MyInt(int):
+        pass
+
+    root = guarded(lambda x: x.type_match(int))
+    assert root.check({"x": 3})
+    assert failures(root, {"x": True}) == ["L['x']: expected type int, got bool"]
+    assert failures(root, {"x": MyInt(3)}) == ["L['x']: expected type int, got MyInt"]
+    assert failures(root, {"x": "3"}) == ["L['x']: expected type int, got str"]
+    assert root.local("x").leaf_guards() == [("TYPE_MATCH", "TYPE_MATCH(int)")]
+    with pytest.raises(TypeError, match=r"type_match\(\) expects a type, got int"):
+        root.local("x").type_match(3)
+
+
+def test_id_match_is_identity() -> None:
+    token = ["a"]
+    root = guarded(lambda x: x.id_match(token))
+    assert root.check({"x": token})
+    assert failures(root, {"x": ["a"]}) == [
+        "L['x']: expected the object ['a'], got a different object ['a']"
+    ]
+    assert root.local("x").leaf_guards() == [("ID_MATCH", "ID_MATCH(['a'])")]
+
+
+@pytest.mark.parametrize(
+    ("method", "kind", "good", "bad", "reason"),
+    [
+        ("none_match", "NONE_MATCH", None, 0, "expected None, got 0"),
+        ("true_match", "TRUE_MATCH", True, 1, "expected True, got 1"),
+        ("false_match", "FALSE_MATCH", False, 0, "expected False, got 0"),
+        ("not_none", "NOT_NONE", 0, None, "expected a value other than None, got None"),
+    ],
+)
+def test_singleton_guards(method: str, kind: str, good: object, bad: object, reason: str) -> None:
+    root = guarded(lambda x: getattr(x, method)())
+    assert root.check({"x": good})
+    assert failures(root, {"x": bad}) == [f"L['x']: {reason}"]
+    assert root.local("x").leaf_guards() == [(kind, kind)]
+
+
+# --- EQUALS_MATCH's direct comparisons ---------------------------------------------
+# Exact int, str and bytes compare their data without the generic ==; these check
+# that every kind of equal-but-distinct and unequal value still gets getattr's answer.
+
+
+@pytest.mark.parametrize(
+    ("expected", "equal", "unequal"),
+    [
+        (12345, [int("12345")], [12346, -12345, 12345.0, True, 2**64 + 12345]),
+        (-7, [int("-7")], [7, -8, -7.0]),
+        (0, [int("0")], [False, 0.0, -0.0, 1]),
+        (1, [int("1")], [True, 1.0, complex(1, 0)]),
+        (2**70, [int(str(2**70))], [2**70 + 1, -(2**70), float(2**70)]),
+        (-(2**63), [int(str(-(2**63)))], [2**63, -(2**63) - 1]),
+        ("fast", ["".join(["fa", "st"])], ["fast ", "Fast", "fas", b"fast", ""]),
+        ("é", ["".join(["", "é"])], ["e", "é" + "x", "\u00e9\u0301"]),
+        ("\U0001f600", ["".join(["\U0001f600"])], ["\u00f6", "\U0001f601"]),
+        ("", ["".join([])], [" ", b""]),
+        (b"ab", [bytes([97, 98])], [b"abc", b"a", "ab", bytearray(b"ab")]),
+        (True, [], [1, False, 1.0]),
+        (False, [], [0, True, None]),
+    ],
+)
+def test_equals_match_direct_comparison_agrees_with_exact_equality(
+    expected: object, equal: list[object], unequal: list[object]
+) -> None:
+    root = guarded(lambda x: x.equals_match(expected))
+    assert root.check({"x": expected})
+    for value in equal:  # equal, and (except for cached small ints) a distinct object
+        assert root.check({"x": value}), value
+    for value in unequal:
+        assert not root.check({"x": value}), value
+
+
+def test_equals_match_int_and_str_subclasses_fail() -> None:
+    class MyInt(int):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = int.__hash__
+
+    class MyStr(str):
+        pass
+
+    assert not guarded(lambda x: x.equals_match(3)).check({"x": MyInt(3)})
+    assert not guarded(lambda x: x.equals_match("a")).check({"x": MyStr("a")})
+
+
 # --- LENGTH_CHECK ---------------------------------------------------------------
 
 

@@ -29,11 +29,14 @@ class EqualsMatch final : public LeafGuard {
   const char* kind() const override { return "EQUALS_MATCH"; }
 
  private:
-  // How check() compares once the types agree.
-  enum class Mode { kEquals, kFloat, kStrict };
+  // How check() compares once the types agree: exact int that fits a C long,
+  // str, bytes (their data), singletons (identity), other plain types (==),
+  // float (bits), containers and the rest (strict_equal).
+  enum class Mode { kSmallInt, kStr, kBytes, kIdentity, kEquals, kFloat, kStrict };
   Ref expected_;
   PyTypeObject* type_;  // borrowed through expected_
   Mode mode_;
+  long expected_long_ = 0;  // kSmallInt
   std::string repr_;
 };
 
