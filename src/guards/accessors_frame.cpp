@@ -15,16 +15,12 @@ Ref intern(const std::string& name) {
 }
 
 // Borrowed item of a dict (or new reference through the mapping protocol),
-// as a new reference; null with KeyError set when missing.
+// as a new reference. A key missing from a dict gives null without an
+// exception (a failing check does not pay for a KeyError it never shows;
+// explain_fetch_failure says it in words); a lookup that raised, or a missing
+// key of another mapping, gives null with the exception set.
 Ref mapping_item(PyObject* mapping, PyObject* key) {
-  if (PyDict_Check(mapping)) {
-    PyObject* v = PyDict_GetItemWithError(mapping, key);
-    if (v == nullptr) {
-      if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
-      return Ref();
-    }
-    return Ref::borrow(v);
-  }
+  if (PyDict_Check(mapping)) return Ref::borrow(PyDict_GetItemWithError(mapping, key));
   return Ref::steal(PyObject_GetItem(mapping, key));
 }
 }  // namespace
@@ -42,8 +38,7 @@ Ref FrameLocalAccessor::fetch(PyObject*, const FrameInputs& in) {
   if (in.fast == nullptr && in.locals != nullptr && !PyDict_CheckExact(in.locals)) {
     return mapping_item(in.locals, name_.get());
   }
-  PyErr_Format(PyExc_NameError, "local '%s' is not bound", name_str_.c_str());
-  return Ref();
+  return Ref();  // unbound: no exception (see GuardAccessor::fetch)
 }
 
 std::string FrameLocalAccessor::explain_fetch_failure(PyObject*, const FrameInputs&) {

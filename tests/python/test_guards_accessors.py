@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import gc
 import sys
+import types
 import weakref
 from typing import Any
 
@@ -32,6 +33,55 @@ class Config:
     def __init__(self, mode: str = "fast", depth: int = 2) -> None:
         self.mode = mode
         self.depth = depth
+
+
+# --- local, global_, builtin ---------------------------------------------------------
+
+
+def test_local_passes_fails_and_explains_an_unbound_local() -> None:
+    root = RootGuardManager()
+    root.local("x").type_match(int)
+    assert root.check({"x": 1})
+    assert failures(root, {"x": "a"}) == ["L['x']: expected type int, got str"]
+    assert failures(root, {"y": 1}) == ["L['x']: local 'x' is not bound"]
+
+
+def test_global_reads_the_globals_given_or_bound() -> None:
+    root = RootGuardManager()
+    g = root.global_("LIMIT")
+    g.equals_match(3)
+    assert g.source == "G['LIMIT']"
+    assert root.accessors() == ["GlobalsItem('LIMIT')"]
+    assert root.check({}, {"LIMIT": 3})
+    assert not root.check({}, {"LIMIT": 4})
+    assert root.check_verbose({}, {"LIMIT": 4}).failures == ["G['LIMIT']: expected 3, got 4"]
+    assert root.check_verbose({}, {}).failures == ["G['LIMIT']: global 'LIMIT' is not defined"]
+    assert root.check_verbose({}).failures == [
+        "G['LIMIT']: no globals to check against "
+        "(ValueError: no globals were given to check global guards against)"
+    ]
+    bound = RootGuardManager(f_globals={"LIMIT": 3})
+    bound.global_("LIMIT").equals_match(3)
+    assert bound.check({})
+    assert not bound.check({}, {"LIMIT": 5})  # globals passed win over the bound ones
+
+
+def test_builtin_reads_the_globals_builtins() -> None:
+    import builtins
+
+    root = RootGuardManager()
+    b = root.builtin("len")
+    b.id_match(len)
+    assert b.source == "B['len']"
+    assert root.check({}, {"__builtins__": builtins})
+    assert root.check({}, {"__builtins__": {"len": len}})
+    assert root.check_verbose({}, {"__builtins__": {"len": print}}).failures == [
+        "B['len']: expected the object <built-in function len>, got a different object "
+        "<built-in function print>"
+    ]
+    assert root.check_verbose({}, {"__builtins__": {}}).failures == [
+        "B['len']: builtin 'len' is not defined"
+    ]
 
 
 # --- attr -----------------------------------------------------------------------
@@ -143,6 +193,116 @@ def test_generic_attr_finds_class_attributes_and_descriptors() -> None:
     x.generic_attr("LIMIT").equals_match(3)
     x.generic_attr("doubled").equals_match(6)
     assert root.check({"x": WithClassAttr()})
+
+
+# --- attr's direct read of instance storage ----------------------------------------
+# attr() and generic_attr() read a plain instance's attribute straight from its
+# storage once they have seen its type (instance_attr.h). These check that the guard
+# still sees exactly what getattr sees after every change that must turn that off.
+
+
+def _guarded_x(expected: object, generic: bool = False) -> RootGuardManager:
+    root = RootGuardManager()
+    node = root.local("o")
+    (node.generic_attr("x") if generic else node.attr("x")).equals_match(expected)
+    return root
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_attr_fast_path_follows_class_changes(generic: bool) -> None:
+    class C:
+        def __init__(self) -> None:
+            self.x = "instance"
+
+    o = C()
+    root = _guarded_x("instance", generic)
+    for _ in range(3):
+        assert root.check({"o": o})
+    C.x = "class attribute"  # a non-data class attribute: the instance still wins
+    assert root.check({"o": o})
+    C.x = property(lambda self: "property")  # a data descriptor shadows the instance
+    assert not root.check({"o": o})
+    assert _guarded_x("property", generic).check({"o": o})
+    del C.x
+    assert root.check({"o": o})
+
+
+def test_attr_fast_path_sees_a_descriptor_class_gaining_set() -> None:
+    class Descr:
+        def __get__(self, obj: object, owner: object = None) -> str:
+            return "descriptor"
+
+    class C:
+        x = Descr()
+
+        def __init__(self) -> None:
+            self.__dict__["x"] = "instance"
+
+    o = C()
+    root = _guarded_x("instance")
+    assert root.check({"o": o})
+    Descr.__set__ = lambda self, obj, value: None  # now a data descriptor
+    assert o.x == "descriptor"
+    assert not root.check({"o": o})
+
+
+def test_attr_fast_path_after_dict_replaced_or_deleted() -> None:
+    class C:
+        def __init__(self, x: object) -> None:
+            self.x = x
+
+    a, b = C(1), C(1)
+    root = _guarded_x(1)
+    assert root.check({"o": a})
+    a.__dict__["x"] = 2  # the values move to a real dict
+    assert not root.check({"o": a})
+    a.__dict__ = {"x": 1}
+    assert root.check({"o": a})
+    del b.x
+    assert failures(root, {"o": b}) == [
+        "L['o'].x: could not read attribute 'x' of a C "
+        "(AttributeError: 'C' object has no attribute 'x')"
+    ]
+    C.x = 1  # now found on the class
+    assert root.check({"o": b})
+
+
+def test_attr_fast_path_with_slots_getattr_class_assignment_and_modules() -> None:
+    class Slotted:
+        __slots__ = ("x",)
+
+    class Lazy:
+        def __getattr__(self, name: str) -> str:
+            return "lazy"
+
+    class Plain:
+        pass
+
+    class Other:
+        pass
+
+    s = Slotted()
+    s.x = 1
+    lazy, plain = Lazy(), Plain()
+    lazy.x = 1
+    plain.x = 1
+    root = _guarded_x(1)
+    for o in (s, lazy, plain, s, lazy, plain):
+        assert root.check({"o": o})
+    del lazy.x
+    assert _guarded_x("lazy").check({"o": lazy})
+    assert not root.check({"o": lazy})
+    plain.__class__ = Other
+    assert root.check({"o": plain})
+    mod = types.ModuleType("m")
+    mod.x = 1
+    assert root.check({"o": mod})
+    mod.x = 2
+    assert not root.check({"o": mod})
+    ns = types.SimpleNamespace(x=1)
+    assert root.check({"o": ns})
+    del ns.x
+    assert not root.check({"o": ns})
 
 
 # --- type_, obj_dict, type_dict -------------------------------------------------
