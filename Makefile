@@ -9,7 +9,7 @@ STRICT := -DFRAMECACHE_WERROR=ON -DFRAMECACHE_ASSERTIONS=ON
 PIP_STRICT := -Ccmake.define.FRAMECACHE_WERROR=ON -Ccmake.define.FRAMECACHE_ASSERTIONS=ON
 TORCH := torch==2.13.0
 
-.PHONY: help install demo deps test test-cpp test-py dev bench bench-cpp lint format sanitize clean
+.PHONY: help install demo deps test test-cpp test-py dev bench bench-cpp bench-guards lint format sanitize clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,18 @@ dev:  ## Incremental build staged in build/dev/pkg (use PYTHONPATH=build/dev/pkg
 
 bench: install  ## Run the Python benchmarks (runtime overhead, guard lookup vs torch)
 	$(PYTHON) benchmarks/run_all.py
+
+# The guard benchmarks need a Release build with the torch part; it is staged in
+# build/rel/pkg (nothing is installed), then guard_lookup.py (framecache vs torch, both
+# views) and the Google Benchmark of single leaves and accessors run on it.
+REL := -G Ninja -DCMAKE_BUILD_TYPE=Release -DFRAMECACHE_BUILD_BENCHMARKS=ON \
+  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/rel/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
+bench-guards:  ## Release build, then guard_lookup.py vs torch and the C++ guard microbenchmarks
+	cmake -S . -B build/rel $(REL)
+	cmake --build build/rel -j $(JOBS)
+	PYTHONPATH=$(CURDIR)/build/rel/pkg $(PYTHON) benchmarks/guard_lookup.py --json build/rel/guard_lookup.json
+	build/rel/benchmarks/cpp/framecache_bench_guards --benchmark_repetitions=7 \
+	  --benchmark_report_aggregates_only=true
 
 lint:  ## ruff check + format check
 	$(PYTHON) -m ruff check python tests/python benchmarks

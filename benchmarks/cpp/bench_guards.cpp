@@ -85,6 +85,28 @@ void BM_EqualsMatch_str(benchmark::State& state) {
 }
 BENCHMARK(BM_EqualsMatch_str);
 
+void BM_EqualsMatch_str_fail(benchmark::State& state) {
+  py::str expected("a moderately long configuration string");
+  py::str value("a moderately long configuration strinG");
+  EqualsMatch g(expected.ptr());
+  run_leaf(state, g, value.ptr(), false);
+}
+BENCHMARK(BM_EqualsMatch_str_fail);
+
+void BM_EqualsMatch_float(benchmark::State& state) {
+  py::float_ expected(1e-5);
+  py::float_ value(1e-5);
+  EqualsMatch g(expected.ptr());
+  run_leaf(state, g, value.ptr(), true);
+}
+BENCHMARK(BM_EqualsMatch_float);
+
+void BM_EqualsMatch_bool(benchmark::State& state) {
+  EqualsMatch g(Py_True);
+  run_leaf(state, g, Py_True, true);
+}
+BENCHMARK(BM_EqualsMatch_bool);
+
 // A root, a value to check it against, and the timing loop.
 void run_root(benchmark::State& state, RootGuardManager& root, const FrameInputs& in) {
   if (root.check_root(in) != 1) {
@@ -161,6 +183,65 @@ void BM_GetAttr_TypeMatch(benchmark::State& state) {
   run_root(state, root, frame.in);
 }
 BENCHMARK(BM_GetAttr_TypeMatch);
+
+// A class defined in a fresh namespace, and one instance of it (made with no arguments).
+py::object instance_of(const char* source, const char* cls) {
+  py::dict ns;
+  ns["__builtins__"] = py::module_::import("builtins");
+  py::exec(source, ns);
+  return ns[cls]();
+}
+
+// A plain class instance: the attribute is read from the instance's values
+// (InstanceAttrCache), as for most objects of a model.
+void BM_GetAttr_plain_TypeMatch(benchmark::State& state) {
+  py::object obj = instance_of(
+      "class Layer:\n"
+      "    def __init__(self):\n"
+      "        self.training = False\n"
+      "        self.weight = 5\n",
+      "Layer");
+  RootGuardManager root;
+  add_attr(root.local("self"), "weight")
+      .add_leaf(std::make_unique<TypeMatch>(reinterpret_cast<PyObject*>(&PyLong_Type)));
+  FrameLocals frame({obj.ptr()});
+  run_root(state, root, frame.in);
+}
+BENCHMARK(BM_GetAttr_plain_TypeMatch);
+
+// A class with __getattr__ (like torch.nn.Module): an instance value is still
+// read directly, since the generic lookup runs first.
+void BM_GetAttr_getattr_class_TypeMatch(benchmark::State& state) {
+  py::object obj = instance_of(
+      "class Module:\n"
+      "    def __init__(self):\n"
+      "        self.weight = 5\n"
+      "    def __getattr__(self, name):\n"
+      "        raise AttributeError(name)\n",
+      "Module");
+  RootGuardManager root;
+  add_attr(root.local("self"), "weight")
+      .add_leaf(std::make_unique<TypeMatch>(reinterpret_cast<PyObject*>(&PyLong_Type)));
+  FrameLocals frame({obj.ptr()});
+  run_root(state, root, frame.in);
+}
+BENCHMARK(BM_GetAttr_getattr_class_TypeMatch);
+
+// __slots__: a data descriptor, so the generic PyObject_GetAttr path.
+void BM_GetAttr_slots_TypeMatch(benchmark::State& state) {
+  py::object obj = instance_of(
+      "class Slotted:\n"
+      "    __slots__ = ('weight',)\n"
+      "    def __init__(self):\n"
+      "        self.weight = 5\n",
+      "Slotted");
+  RootGuardManager root;
+  add_attr(root.local("self"), "weight")
+      .add_leaf(std::make_unique<TypeMatch>(reinterpret_cast<PyObject*>(&PyLong_Type)));
+  FrameLocals frame({obj.ptr()});
+  run_root(state, root, frame.in);
+}
+BENCHMARK(BM_GetAttr_slots_TypeMatch);
 
 void BM_DictItem_TypeMatch(benchmark::State& state) {
   py::dict cfg;
