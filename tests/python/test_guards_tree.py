@@ -242,6 +242,36 @@ def test_the_tree_prints_as_readable_text() -> None:
     )
 
 
+def test_failure_reasons_are_built_only_when_asked_for() -> None:
+    """check() never renders a value: only check_verbose() calls repr() for its message."""
+    reprs: list[str] = []
+
+    class Loud:
+        def __repr__(self) -> str:
+            reprs.append("repr")
+            return "<Loud>"
+
+        def __len__(self) -> int:
+            return 3
+
+    token = object()
+    root = RootGuardManager()
+    x = root.local("x")
+    x.id_match(token)
+    y = root.local("y")
+    y.length_check(2)
+    root.local("z").type_match(int)
+    root.local("missing").type_match(int)
+    f_locals = {"x": Loud(), "y": Loud(), "z": Loud()}
+    for _ in range(3):
+        assert not root.check(f_locals)
+    assert reprs == []
+    info = root.check_verbose(f_locals)
+    assert len(info.failures) == 4
+    assert reprs  # the verbose path did describe the values
+    assert "L['missing']: local 'missing' is not bound" in info.failures
+
+
 # --- builder argument errors ----------------------------------------------------
 
 
