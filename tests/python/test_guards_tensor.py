@@ -611,3 +611,37 @@ def test_global_state_builder_errors() -> None:
     [(kind, text)] = root.leaf_guards()
     assert kind == "GLOBAL_STATE"
     assert text.startswith("GLOBAL_STATE(grad enabled, autocast cpu disabled torch.bfloat16")
+
+
+# --- attributes of a torch.nn.Module ---------------------------------------------------
+# nn.Module defines __getattr__ (parameters, buffers and submodules live in its own
+# dicts): instance attributes such as `training` are read directly from the instance's
+# storage, the rest goes through __getattr__ as getattr does.
+
+
+def test_module_attributes_through_the_attr_fast_path() -> None:
+    lin = torch.nn.Linear(3, 2)
+    root = RootGuardManager()
+    m = root.local("m")
+    m.type_match(torch.nn.Linear)
+    m.attr("training").true_match()
+    m.attr("in_features").equals_match(3)
+    weight = m.attr("weight")
+    weight.id_match(lin.weight)
+    for _ in range(3):
+        assert root.check({"m": lin})
+    lin.eval()
+    assert failures(root, m=lin) == ["L['m'].training: expected True, got False"]
+    lin.train()
+    assert root.check({"m": lin})
+    lin.weight = torch.nn.Parameter(torch.zeros(2, 3))  # a new parameter in _parameters
+    assert not root.check({"m": lin})
+    lin.in_features = 4
+    assert len(failures(root, m=lin)) == 2
+    other = torch.nn.Linear(3, 2)
+    assert not root.check({"m": other})  # another object's weight
+    root2 = RootGuardManager()
+    root2.local("m").attr("weight").id_match(other.weight)
+    assert root2.check({"m": other})
+    del other.weight  # gone from _parameters: __getattr__ raises
+    assert not root2.check({"m": other})
