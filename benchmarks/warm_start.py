@@ -2,7 +2,7 @@
 torch.compile's warm start with its own caches, for the eager and inductor backends.
 
 Each sample is one fresh interpreter that imports torch and framecache, builds a small
-MLP (``Linear(64, 128) -> ReLU -> Linear(128, 10)`` on a 32x64 batch), wraps it, and
+MLP (``Linear(64, 128) -> ReLU -> Linear(128, 10)``, a user-defined module, on a 32x64 batch), wraps it, and
 times only its first call (wall clock and the thread's CPU time). Per backend:
 
 * ``framecache cold``: empty framecache and inductor cache directories;
@@ -31,8 +31,17 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     import torch, framecache
+    class MLP(torch.nn.Module):  # user code: framecache never compiles torch's own forward()s
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(64, 128)
+            self.fc2 = torch.nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x)))
+
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    model = MLP()
     x = torch.randn(32, 64)
     which, backend = sys.argv[1], sys.argv[2]
     if which == "framecache":

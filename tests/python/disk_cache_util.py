@@ -21,8 +21,17 @@ def helper(x):
 def f(x, y):
     return torch.relu(helper(x) + y).sum(dim=0)
 
+class MLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(8, 16)
+        self.fc2 = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
 torch.manual_seed(0)
-mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+mlp = MLP()
 """
 
 PRELUDE = """

@@ -221,16 +221,19 @@ def test_unpicklable_artifact_bypasses_with_reason(tmp_path):
 
 
 def test_not_portable_guard_bypasses(tmp_path):
-    token = object()
-    table = {"k": token}
+    class Local:  # a class defined in a function has no importable name
+        scale = 3.0
 
-    def uses_object(x, t=table):
-        return x + 1 if t["k"] is token else x
+    globals()["_LOCAL_CONFIG"] = Local()
+
+    def uses_object(x):
+        return x * _LOCAL_CONFIG.scale  # noqa: F821
 
     c = framecache.compile(uses_object, cache_dir=tmp_path)
-    torch.testing.assert_close(c(torch.ones(2)), torch.ones(2) + 1)
+    torch.testing.assert_close(c(torch.ones(2)), torch.ones(2) * 3)
     s = framecache.stats(uses_object)
-    assert s.disk_bypasses == 1 and s.disk_reasons
+    assert s.disk_bypasses == 1 and "<locals>" in s.disk_reasons[0] or "Local" in s.disk_reasons[0]
+    assert _entries(tmp_path) == []
 
 
 def test_custom_backend_stores_the_graph_and_recompiles_it(tmp_path):

@@ -10,65 +10,88 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .entry import UnpicklableArtifact
 
-INDUCTOR_ATTR = "_framecache_inductor_artifact"
+log = logging.getLogger("framecache.cache")
 
 
 def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
     """The inductor backend through standalone_compile, keeping its serialisable artifact.
 
-    Falls back to plain compile_fx (the result is then not serialisable) when
+    The compile runs with inductor's cache directory pointed at a fresh private
+    directory, so every C++ library it builds lands there and is bundled with the
+    artifact (a CompiledArtifact alone recompiles its C++ kernels in a process whose
+    inductor cache lacks them). Falls back to plain compile_fx (not serialisable) when
     standalone_compile cannot handle the graph.
     """
     from torch._inductor import standalone_compile
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
     inputs = list(example_inputs)
     fakes = [t for t in inputs if isinstance(t, torch._subclasses.FakeTensor)]
+    scratch = tempfile.mkdtemp(prefix="framecache-inductor-")
     try:
-        if fakes:
-            artifact = standalone_compile(
-                gm,
-                inputs,
-                dynamic_shapes="from_example_inputs",
-                fake_mode=fakes[0].fake_mode,
-            )
-        else:
-            artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
-    except Exception:
+        with temporary_cache_dir(scratch):
+            if fakes:
+                artifact = standalone_compile(
+                    gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fakes[0].fake_mode
+                )
+            else:
+                artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
+        libraries = _libraries(scratch)
+    except Exception as exc:
+        log.info(
+            "standalone_compile failed (%s: %s); compiling with compile_fx", type(exc).__name__, exc
+        )
         from torch._inductor.compile_fx import compile_fx
 
         return compile_fx(gm, inputs)
-    fn = artifact.__call__
-    return _ArtifactCall(artifact, fn)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _ArtifactCall(artifact, artifact.__call__, libraries)
+
+
+def _libraries(root: str) -> dict[str, bytes]:
+    """The shared libraries under ``root``, by path relative to it."""
+    out = {}
+    for path in sorted(Path(root).rglob("*.so")):
+        out[str(path.relative_to(root))] = path.read_bytes()
+    return out
 
 
 class _ArtifactCall:
     """The callable of a CompiledArtifact, with the artifact kept for saving."""
 
-    __slots__ = ("artifact", "fn")
+    __slots__ = ("artifact", "fn", "libraries")
 
-    def __init__(self, artifact: Any, fn: Callable[..., Any]) -> None:
+    def __init__(self, artifact: Any, fn: Callable[..., Any], libraries: dict[str, bytes]) -> None:
         self.artifact = artifact
         self.fn = fn
+        self.libraries = libraries
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
 
 
 def graph_bytes(gm: torch.fx.GraphModule) -> bytes:
-    """The pickled GraphModule; UnpicklableArtifact when it holds what cannot be pickled."""
+    """The graph, encoded (graph_codec) and pickled; UnpicklableArtifact when it cannot be."""
+    from . import graph_codec
+    from .refs import NotPortable
+
     try:
-        return pickle.dumps(gm, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
+        return pickle.dumps(graph_codec.encode(gm), protocol=pickle.HIGHEST_PROTOCOL)
+    except (NotPortable, pickle.PicklingError, TypeError, AttributeError) as exc:
         raise UnpicklableArtifact(
             f"the graph cannot be pickled: {type(exc).__name__}: {exc}"
         ) from None
@@ -87,7 +110,9 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
         try:
             compiled.artifact.save(path=path, format="binary")
             with open(path, "rb") as fh:
-                return "inductor", fh.read()
+                saved = fh.read()
+            bundle = {"artifact": saved, "libraries": compiled.libraries}
+            return "inductor", pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise UnpicklableArtifact(
                 f"inductor's artifact cannot be saved: {type(exc).__name__}: {exc}"
@@ -100,24 +125,39 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
 
 def load_graph(data: bytes) -> torch.fx.GraphModule:
     """The GraphModule of an entry."""
-    gm = pickle.loads(data)
-    if not isinstance(gm, torch.fx.GraphModule):
-        raise TypeError(f"stored graph is a {type(gm).__name__}")
-    return gm
+    from . import graph_codec
+
+    return graph_codec.decode(pickle.loads(data))
 
 
 def load_inductor(data: bytes, scratch_dir: str) -> Callable[..., Any]:
-    """A callable from saved CompiledArtifact bytes."""
-    from torch._inductor import CompiledArtifact
+    """A callable from a stored inductor bundle, compiling no C++.
 
-    fd, path = tempfile.mkstemp(prefix=".inductor-", dir=scratch_dir)
+    The bundled libraries go into inductor's cache directory first (where its loader
+    looks for them by content hash), then the CompiledArtifact is loaded.
+    """
+    from torch._inductor import CompiledArtifact
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    bundle = pickle.loads(data)
+    target = Path(cache_dir())
+    for rel, blob in bundle["libraries"].items():
+        path = target / rel
+        if ".." in Path(rel).parts or path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".framecache-", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    fd, path_str = tempfile.mkstemp(prefix=".inductor-", dir=scratch_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return CompiledArtifact.load(path=path, format="binary")
+            fh.write(bundle["artifact"])
+        return CompiledArtifact.load(path=path_str, format="binary")
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            os.unlink(path_str)
 
 
 __all__ = ["compiled_bytes", "graph_bytes", "inductor_standalone", "load_graph", "load_inductor"]

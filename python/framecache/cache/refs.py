@@ -93,13 +93,16 @@ def ref_of(obj: Any) -> Ref:
     qualname = getattr(obj, "__qualname__", None)
     if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
         raise NotPortable(f"{_what(obj)} has no importable module and qualified name")
-    try:
-        found = _lookup(module, qualname)
-    except LookupError:
-        found = None
-    if found is not obj:
-        raise NotPortable(f"{_what(obj)} is not reachable as {module}.{qualname}")
-    return ("obj", module, qualname, fingerprint(obj))
+    # C functions bound on a class (torch.relu is _VariableFunctionsClass.relu) are
+    # reachable by their plain name in their module.
+    for name in dict.fromkeys((qualname, getattr(obj, "__name__", qualname))):
+        try:
+            found = _lookup(module, name)
+        except LookupError:
+            continue
+        if found is obj:
+            return ("obj", module, name, fingerprint(obj))
+    raise NotPortable(f"{_what(obj)} is not reachable as {module}.{qualname}")
 
 
 def _lookup(module: str, qualname: str) -> Any:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..compiler import stats as stats_mod
+from ..compiler.stats import CodeStats, disk_bypass, disk_corrupt, disk_hit, disk_miss, disk_store
 from . import entry as entry_mod
 from . import eviction, key, location, portable
 from .entry import CorruptEntry, Entry, UnpicklableArtifact
@@ -102,7 +102,7 @@ class DiskCache:
         args: Any,
         dims: dict[Any, set[int]],
         backend: Callable[..., Any],
-        counters: stats_mod.CodeStats,
+        counters: CodeStats,
     ) -> tuple[Any, Pending | None]:
         """``(guarded code or None, what store() needs)`` for a frame the memory cache missed."""
         store = self.store
@@ -112,22 +112,22 @@ class DiskCache:
             signature = key.input_signature(args, dims)
             k = key.cache_key(code, signature, self.backend_name)
         except TypeError as exc:
-            stats_mod.disk_bypass(counters, f"no content key: {exc}")
+            disk_bypass(counters, f"no content key: {exc}")
             return None, None
         for entry_id, data in store.entries(k):
             try:
                 stored = entry_mod.loads(data)
             except CorruptEntry as exc:
                 log.warning("corrupt disk cache entry %s/%s: %s", k, entry_id, exc.reason)
-                stats_mod.disk_corrupt(counters, exc.reason)
+                disk_corrupt(counters, exc.reason)
                 store.remove(k, entry_id)
                 continue
             loaded = self._load(stored, code, f_locals, f_globals, args, backend)
             if loaded is not None:
                 store.record_hit(k, entry_id)
-                stats_mod.disk_hit(counters)
+                disk_hit(counters)
                 return loaded, None
-        stats_mod.disk_miss(counters)
+        disk_miss(counters)
         return None, Pending(k, signature)
 
     def _load(
@@ -192,7 +192,7 @@ class DiskCache:
 
     # -- the cold path -------------------------------------------------------------------
     def lift(
-        self, capture: Any, plan: Any, counters: stats_mod.CodeStats
+        self, capture: Any, plan: Any, counters: CodeStats
     ) -> tuple[Any, list[str], set[int] | None]:
         """The capture to compile, extra wrapper arguments, lifted tensor ids (None: no store)."""
         from . import lifting
@@ -200,7 +200,7 @@ class DiskCache:
         try:
             lifted = lifting.lift(capture, plan)
         except NotPortable as exc:
-            stats_mod.disk_bypass(counters, str(exc))
+            disk_bypass(counters, str(exc))
             log.info("not storing %s: %s", capture.args.code.co_qualname, exc)
             return capture, [], None
         return lifted.capture, lifted.extra_exprs, lifted.lifted_ids
@@ -215,7 +215,7 @@ class DiskCache:
         compiled: Any,
         lifted_ids: set[int],
         annotation: str,
-        counters: stats_mod.CodeStats,
+        counters: CodeStats,
     ) -> None:
         """Write the entry of a fresh compile; a logged bypass when it is not portable."""
         from . import artifact
@@ -225,7 +225,8 @@ class DiskCache:
         try:
             guards = portable.describe(plan, lifted_ids)
             kind, blob = artifact.compiled_bytes(self.backend_name, compiled)
-            graph = artifact.graph_bytes(capture.gm)
+            # Inductor's artifact is the whole compile; other kinds need the graph itself.
+            graph = b"" if kind == "inductor" else artifact.graph_bytes(capture.gm)
             spec = capture.out_spec
             import torch.utils._pytree as pytree
 
@@ -245,14 +246,14 @@ class DiskCache:
             data = entry_mod.dumps(stored)
         except (NotPortable, UnpicklableArtifact) as exc:
             reason = exc.reason if isinstance(exc, UnpicklableArtifact) else str(exc)
-            stats_mod.disk_bypass(counters, reason)
+            disk_bypass(counters, reason)
             log.info("not storing %s: %s", code.co_qualname, reason)
             return
         if store is None:
             return
         entry_id = hashlib.sha256(repr((guards, parts)).encode()).hexdigest()[:32]
         store.write(pending.key, entry_id, data)
-        stats_mod.disk_store(counters)
+        disk_store(counters)
         if store.usable:
             limit = self.size if self.size is not None else location.size_limit()
             eviction.evict(store, limit)
