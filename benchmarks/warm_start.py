@@ -2,8 +2,9 @@
 torch.compile's warm start with its own caches, for the eager and inductor backends.
 
 Each sample is one fresh interpreter that imports torch and framecache, builds a small
-MLP (``Linear(64, 128) -> ReLU -> Linear(128, 10)``, a user-defined module, on a 32x64 batch), wraps it, and
-times only its first call (wall clock and the thread's CPU time). Per backend:
+MLP (a user-defined module: ``Linear(64, 128) -> ReLU -> Linear(128, 10)``, on a
+32x64 batch), wraps it, and times only its first call (wall clock and the thread's CPU
+time). Per backend:
 
 * ``framecache cold``: empty framecache and inductor cache directories;
 * ``framecache warm``: framecache's directory filled by an earlier process, a fresh

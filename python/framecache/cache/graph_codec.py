@@ -45,9 +45,11 @@ def _encode_arg(arg: Any) -> Any:
         return ("node", arg.name)
     if arg is None or type(arg) in (bool, int, float, complex, str):
         return ("const", arg)
-    if type(arg) in (tuple, list):
-        return (type(arg).__name__, [_encode_arg(a) for a in arg])
-    if type(arg) is dict:
+    if type(arg) is tuple:
+        return ("tuple", [_encode_arg(a) for a in arg])
+    if isinstance(arg, list):  # torch.fx's immutable_list too
+        return ("list", [_encode_arg(a) for a in arg])
+    if isinstance(arg, dict):  # and immutable_dict
         return ("dict", [(k, _encode_arg(v)) for k, v in arg.items()])
     if type(arg) is slice:
         return ("slice", [_encode_arg(arg.start), _encode_arg(arg.stop), _encode_arg(arg.step)])
