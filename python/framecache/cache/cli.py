@@ -58,7 +58,7 @@ def info(args: argparse.Namespace) -> int:
 def list_(args: argparse.Namespace) -> int:
     store = _store(args)
     entries = sorted(store.list_entries(), key=lambda e: e.last_use, reverse=True)
-    print(f"{'key':<14} {'function':<30} {'backend':<9} {'size':>10} {'hits':>5}  last use")
+    print(f"{'key':<14} {'function':<30} {'backend':<16} {'size':>10} {'hits':>5}  last use")
     for e in entries:
         try:
             stored = entry_mod.loads(e.path.read_bytes())
@@ -66,7 +66,7 @@ def list_(args: argparse.Namespace) -> int:
         except (OSError, entry_mod.CorruptEntry) as exc:
             name, backend = f"<unreadable: {exc}>"[:30], "-"
         print(
-            f"{e.key[:12]:<14} {name[:30]:<30} {backend[:9]:<9} {_size(e.size):>10} "
+            f"{e.key[:12]:<14} {name[:30]:<30} {backend[:16]:<16} {_size(e.size):>10} "
             f"{e.hits:>5}  {_when(e.last_use)}"
         )
     return 0
