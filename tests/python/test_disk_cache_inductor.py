@@ -15,7 +15,10 @@ COMPILERS = []
 
 def _spy(self, args, *a, **k):
     argv = args if isinstance(args, (list, tuple)) else [args]
-    if any(str(p).rsplit("/", 1)[-1] in ("g++", "gcc", "c++", "cc", "clang++") for p in argv[:1]):
+    is_compiler = str(argv[0]).rsplit("/", 1)[-1] in ("g++", "gcc", "c++", "cc", "clang++")
+    # Version probes (g++ --version) are not compiles; building or preprocessing is.
+    builds = any(str(a) in ("-o", "-c", "-E", "-shared") for a in argv[1:])
+    if is_compiler and builds:
         COMPILERS.append(argv[0])
         raise AssertionError("a C++ compiler ran on a warm start: " + " ".join(map(str, argv)))
     return _real_popen(self, args, *a, **k)

@@ -42,7 +42,7 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     fakes = [t for t in inputs if isinstance(t, torch._subclasses.FakeTensor)]
     scratch = tempfile.mkdtemp(prefix="framecache-inductor-")
     try:
-        with temporary_cache_dir(scratch):
+        with temporary_cache_dir(scratch), _no_precompiled_headers():
             if fakes:
                 artifact = standalone_compile(
                     gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fakes[0].fake_mode
@@ -60,6 +60,18 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _ArtifactCall(artifact, artifact.__call__, libraries)
+
+
+def _no_precompiled_headers() -> Any:
+    """Inductor's config without precompiled headers, at compile and at load alike.
+
+    With them, finding a kernel's library by its key runs the C++ preprocessor over the
+    header on every load (its hash is part of the key), which is C++ work a warm start
+    should not do; without them the key is the kernel's source and flags.
+    """
+    from torch._inductor import config
+
+    return config.patch(cpp_cache_precompile_headers=False)
 
 
 def _libraries(root: str) -> dict[str, bytes]:
@@ -154,7 +166,8 @@ def load_inductor(data: bytes, scratch_dir: str) -> Callable[..., Any]:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(bundle["artifact"])
-        return CompiledArtifact.load(path=path_str, format="binary")
+        with _no_precompiled_headers():
+            return CompiledArtifact.load(path=path_str, format="binary")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path_str)
