@@ -135,11 +135,11 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
     return "graph", b""
 
 
-def load_graph(data: bytes) -> torch.fx.GraphModule:
-    """The GraphModule of an entry."""
+def load_graph(data: bytes, module: bool = True) -> Any:
+    """The GraphModule of an entry (a lighter GraphHolder when ``module`` is False)."""
     from . import graph_codec
 
-    return graph_codec.decode(pickle.loads(data))
+    return graph_codec.decode(pickle.loads(data), module=module)
 
 
 def load_inductor(data: bytes, scratch_dir: str) -> Callable[..., Any]:

@@ -113,13 +113,28 @@ def encode(gm: torch.fx.GraphModule) -> dict[str, Any]:
     return {"version": CODEC_VERSION, "nodes": nodes, "constants": constants}
 
 
-def decode(data: dict[str, Any]) -> torch.fx.GraphModule:
-    """The GraphModule of encoded data; LookupError when a target does not resolve here."""
+class GraphHolder(torch.nn.Module):
+    """A decoded graph and its constants, without a GraphModule's generated code.
+
+    Enough for lean_graph.lean_forward (it reads ``.graph`` and the constants), and
+    cheaper to build on a warm start: a GraphModule generates and execs its source.
+    """
+
+    def __init__(self, graph: torch.fx.Graph) -> None:
+        super().__init__()
+        self.graph = graph
+
+
+def decode(data: dict[str, Any], module: bool = True) -> Any:
+    """The GraphModule of encoded data (a GraphHolder when ``module`` is False).
+
+    LookupError when a target does not resolve in this process.
+    """
     if data.get("version") != CODEC_VERSION:
         raise LookupError(f"graph codec version {data.get('version')}")
     graph = torch.fx.Graph()
     nodes: dict[str, torch.fx.Node] = {}
-    root = torch.nn.Module()
+    root = torch.nn.Module() if module else GraphHolder(graph)
     for name, tensor in data["constants"].items():
         if "." in name:
             raise LookupError(f"nested constant name {name!r}")
@@ -130,7 +145,7 @@ def decode(data: dict[str, Any]) -> torch.fx.GraphModule:
         kwargs = _decode_arg(kwargs_spec, nodes)
         node = graph.create_node(op, target, args, kwargs, name=name)
         nodes[name] = node
-    return torch.fx.GraphModule(root, graph)
+    return torch.fx.GraphModule(root, graph) if module else root
 
 
-__all__ = ["CODEC_VERSION", "decode", "encode"]
+__all__ = ["CODEC_VERSION", "GraphHolder", "decode", "encode"]

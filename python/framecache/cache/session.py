@@ -179,11 +179,11 @@ class DiskCache:
 
         if stored.artifact_kind == "inductor":
             return artifact.load_inductor(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
-        gm = artifact.load_graph(stored.graph)
         if stored.artifact_kind == "eager":
             from ..compiler.lean_graph import lean_forward
 
-            return lean_forward(gm)
+            return lean_forward(artifact.load_graph(stored.graph, module=False))
+        gm = artifact.load_graph(stored.graph)
         # Graph only: the backend compiles it again, on the frame's own tensors.
         scope = dict(f_globals)
         scope.update(f_locals)
