@@ -45,6 +45,9 @@ CHILD = textwrap.dedent(
     model = MLP()
     x = torch.randn(32, 64)
     which, backend = sys.argv[1], sys.argv[2]
+    if backend == "inductor":
+        # Imports are not first-call time, on either side.
+        import torch._dynamo, torch._inductor.compile_fx, torch._inductor.standalone_compile
     if which == "framecache":
         c = framecache.compile(model, backend=backend)
     else:
