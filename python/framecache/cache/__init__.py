@@ -10,6 +10,7 @@ Modules, one concept each:
 * ``key``: the content hash of code, input signature, backend and environment.
 * ``refs``, ``portable``: guards written down for another process and rebuilt there.
 * ``lifting``: parameters become graph inputs, so graphs hold no process's objects.
+* ``graph_codec``: graphs as node data (no pickled code).
 * ``entry``: the file format (checked header, pickled payload).
 * ``artifact``: what is stored of each backend's output.
 * ``store``: atomic writes under a file lock, lock-free reads, hit counts.
