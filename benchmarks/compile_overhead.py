@@ -89,8 +89,13 @@ def first_call(repeats: int) -> dict[str, float]:
         for backend in ("eager", "inductor"):
             for _ in range(repeats):
                 for which in ("framecache", "torch.compile"):
-                    # Fresh inductor caches for each run: a cold first call.
-                    run_env = dict(env, TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(dir=tmp))
+                    # Fresh inductor and framecache caches for each run: a cold first call
+                    # (warm starts are benchmarks/warm_start.py's).
+                    run_env = dict(
+                        env,
+                        TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(dir=tmp),
+                        FRAMECACHE_CACHE_DIR=tempfile.mkdtemp(dir=tmp),
+                    )
                     proc = subprocess.run(
                         [sys.executable, "-c", _FIRST_CALL, which, backend],
                         env=run_env,

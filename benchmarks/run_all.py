@@ -10,6 +10,8 @@ one after the other so that they do not compete for the CPU. Known benchmarks:
     guard_lookup       framecache's guard trees against torch's, hook and check views
     compile_overhead   framecache.compile's hit overhead and first-call (compile) time;
                        slow: it starts fresh interpreters for the first-call figures
+    warm_start         first call in a fresh process: cold, warm from the disk cache, and
+                       torch.compile's warm start; slow (fresh interpreters, inductor)
 
 Any other ``benchmarks/*.py`` that mentions ``--json`` is run too, with ``--json`` only.
 ``--quick`` passes each known benchmark the flags that make it short (fewer samples; no
@@ -42,6 +44,7 @@ KNOWN: dict[str, list[str]] = {
     "runtime_overhead": ["--repeats", "5", "--calls", "5000"],
     "guard_lookup": ["--quick"],
     "compile_overhead": ["--repeats", "3", "--calls", "2000", "--skip-first-call"],
+    "warm_start": ["--repeats", "1", "--backends", "eager"],
 }
 NOT_BENCHMARKS = {"run_all", "compare"}
 

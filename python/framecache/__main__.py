@@ -7,6 +7,8 @@ Commands (each a subcommand with its own ``--help``):
   arguments and returns ``(fn, args)`` or ``(fn, args, kwargs)``; ``fn`` is a
   framecache.compile'd function or module (or one decorated with framecache.optimize),
   and the guards profiled are those of the cache entry ``fn(*args, **kwargs)`` hits.
+* ``cache info|list|clear|prune``: the disk cache of framecache.compile (see
+  framecache/cache/cli.py).
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("target", metavar="module:function")
     profile.set_defaults(run=_profile)
+    from .cache import cli as cache_cli
+
+    cache_cli.add_parser(commands)
     parser.set_defaults(run=_demo)
     return parser
 

@@ -25,6 +25,24 @@ DEFAULT_ACCUMULATED_LIMIT = 256
 
 
 @pytest.fixture(autouse=True)
+def private_disk_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test gets its own empty disk cache directory (FRAMECACHE_CACHE_DIR).
+
+    framecache.compile keeps graphs on disk by default; without this, one test's stored
+    graphs would be loaded by another and ~/.cache would fill up with test graphs.
+    """
+    previous = os.environ.get("FRAMECACHE_CACHE_DIR")
+    os.environ["FRAMECACHE_CACHE_DIR"] = str(tmp_path_factory.mktemp("fc-disk-cache"))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FRAMECACHE_CACHE_DIR", None)
+        else:
+            os.environ["FRAMECACHE_CACHE_DIR"] = previous
+
+
+@pytest.fixture(autouse=True)
 def fresh_framecache() -> Iterator[None]:
     """Start every test with this thread off, and leave framecache as it was found.
 

@@ -132,12 +132,26 @@ class _Net(torch.nn.Module):
 def test_swapped_module_weight_recompiles():
     torch.manual_seed(0)
     net = _Net().eval()
-    m = framecache.compile(net)
+    # The in-memory cache on its own (the disk cache would load the stored graph instead,
+    # which takes parameters as inputs: see test_swapped_module_weight_loads_from_disk).
+    m = framecache.compile(net, cache=False)
     x = torch.randn(2, 4)
     torch.testing.assert_close(m(x), net(x))
     net.lin.weight = torch.nn.Parameter(torch.randn(3, 4))
     torch.testing.assert_close(m(x), net(x))
     assert framecache.stats(m).compiles == 2
+
+
+def test_swapped_module_weight_loads_from_disk():
+    torch.manual_seed(0)
+    net = _Net().eval()
+    m = framecache.compile(net)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(m(x), net(x))
+    net.lin.weight = torch.nn.Parameter(torch.randn(3, 4))
+    torch.testing.assert_close(m(x), net(x))  # the new weight, through the stored graph
+    s = framecache.stats(m)
+    assert s.compiles == 1 and s.disk_hits == 1 and s.entries == 2
 
 
 def test_train_versus_eval_recompiles():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -40,6 +41,8 @@ def compile(
     backend: str | backends.Backend = "eager",
     dynamic: bool | None = None,
     fullgraph: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Callable[[F], F]: ...
 @overload
 def compile(
@@ -48,6 +51,8 @@ def compile(
     backend: str | backends.Backend = "eager",
     dynamic: bool | None = None,
     fullgraph: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> F: ...
 def compile(
     fn_or_module: Any = None,
@@ -55,6 +60,8 @@ def compile(
     backend: str | backends.Backend = "eager",
     dynamic: bool | None = None,
     fullgraph: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Compile a function or an nn.Module into torch.fx graphs run by ``backend``.
 
@@ -71,8 +78,19 @@ def compile(
             changes; ``True`` makes every dimension symbolic; ``False`` never does.
         fullgraph: raise FullGraphError instead of running a frame normally when it cannot
             be captured.
+        cache: keep compiled graphs in the disk cache, so that a new process calling the
+            function with compatible inputs loads them instead of capturing and compiling
+            again (see framecache/cache/). ``False`` turns it off for this function.
+        cache_dir: the disk cache's directory; default ``$FRAMECACHE_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/framecache`` (``~/.cache/framecache``).
     """
-    context = CompileContext(backend=backend, dynamic=dynamic, fullgraph=fullgraph)
+    if not isinstance(cache, bool):
+        raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be a path, got {type(cache_dir).__name__}")
+    context = CompileContext(
+        backend=backend, dynamic=dynamic, fullgraph=fullgraph, cache=cache, cache_dir=cache_dir
+    )
     if fn_or_module is None:
         return functools.partial(_wrap, context=context)
     return _wrap(fn_or_module, context=context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import os
 import threading
 import time
 import types
@@ -53,6 +54,8 @@ class CompileContext:
         dynamic: bool | None = None,
         fullgraph: bool = False,
         record: bool = False,
+        cache: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if dynamic not in (None, True, False):
             raise TypeError(f"dynamic must be None, True or False, got {dynamic!r}")
@@ -62,6 +65,16 @@ class CompileContext:
         self.dynamic = dynamic
         self.fullgraph = fullgraph
         self.records: list[CompileRecord] | None = [] if record else None
+        # The disk cache (framecache/cache): None when off for this function.
+        self.disk: Any = None
+        if cache and not record:
+            from ..cache import session
+
+            self.disk = session.DiskCache(cache_dir, self.backend_name, None)
+            if self.backend_name == "inductor":
+                from ..cache.artifact import inductor_standalone
+
+                self.backend = inductor_standalone  # keeps a serialisable artifact
 
     def __call__(
         self, frame: _C.FrameView, first_entry: _C.CacheEntry | None, frame_state: dict[str, Any]
@@ -118,13 +131,23 @@ class CompileContext:
         started = time.perf_counter()
         args = split_arguments(code, f_locals)
         dims = dynamic.decide(args, frame_state, self.dynamic)
+        pending = None
+        if self.disk is not None:
+            warm, pending = self.disk.lookup(
+                code, f_locals, frame.f_globals, args, dims, self.backend, counters
+            )
+            if warm is not None:
+                return warm
         logs.compile_log.info(
             "capturing %s (dynamic: %s)", _where(code), dynamic.changed_dims_reason(dims) or "none"
         )
         capture = capture_frame(code, frame.f_globals, frame.closure, args, dims)
         plan = guard_plan.build_plan(capture, frame.closure)
-        compiled = self._run_backend(code, capture)
-        call_args = [sources.python_expr(s) for s in args.tensor_sources]
+        compiled_capture, extra_args, lifted = capture, [], None
+        if pending is not None:
+            compiled_capture, extra_args, lifted = self.disk.lift(capture, plan, counters)
+        compiled = self._run_backend(code, compiled_capture)
+        call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
         unflatten = None if _is_single_leaf(capture.out_spec) else _unflattener(capture.out_spec)
         new_code = codegen.wrapper_code(code, call_args, compiled, unflatten)
         try:
@@ -135,6 +158,18 @@ class CompileContext:
         guard_manager: Any = (
             shape_guards.ShapeGuardedRoot(root, parts, frame.f_globals) if parts else root
         )
+        if pending is not None and lifted is not None:
+            self.disk.store_entry(
+                pending,
+                compiled_capture,
+                plan,
+                parts,
+                call_args,
+                compiled,
+                lifted,
+                dynamic.changed_dims_reason(capture.dynamic_dims) or "static",
+                counters,
+            )
         compile_id = next(_compile_ids)
         elapsed = time.perf_counter() - started
         counters.compiles += 1

@@ -20,6 +20,74 @@ class CodeStats:
     compile_seconds: float = 0.0
     recompile_reasons: list[str] = field(default_factory=list)
     fallback_reasons: list[str] = field(default_factory=list)
+    # The disk cache (framecache/cache): loads, misses, writes, and why it was bypassed.
+    disk_hits: int = 0
+    disk_misses: int = 0
+    disk_stores: int = 0
+    disk_bypasses: int = 0
+    disk_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DiskStats:
+    """``framecache.stats()``: this process's disk cache counters, over every function."""
+
+    hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    bypasses: int = 0
+    corrupt: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"disk cache: {self.hits} hits, {self.misses} misses, {self.stores} stores, "
+            f"{self.bypasses} bypasses, {self.corrupt} corrupt entries"
+        ]
+        lines += [f"  {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+PROCESS = DiskStats()
+_MAX_REASONS = 64
+
+
+def _reason(counters: CodeStats, reason: str) -> None:
+    if len(counters.disk_reasons) < _MAX_REASONS:
+        counters.disk_reasons.append(reason)
+    if len(PROCESS.reasons) < _MAX_REASONS:
+        PROCESS.reasons.append(f"{counters.name}: {reason}")
+
+
+def disk_hit(counters: CodeStats) -> None:
+    """An entry loaded from disk became the frame's cache entry."""
+    counters.disk_hits += 1
+    PROCESS.hits += 1
+
+
+def disk_miss(counters: CodeStats) -> None:
+    """No stored entry of the key held for the frame."""
+    counters.disk_misses += 1
+    PROCESS.misses += 1
+
+
+def disk_store(counters: CodeStats) -> None:
+    """An entry was written (to disk, or to memory after a disk failure)."""
+    counters.disk_stores += 1
+    PROCESS.stores += 1
+
+
+def disk_bypass(counters: CodeStats, reason: str) -> None:
+    """The compile could not be stored (or keyed); ``reason`` says why."""
+    counters.disk_bypasses += 1
+    PROCESS.bypasses += 1
+    _reason(counters, f"bypass: {reason}")
+
+
+def disk_corrupt(counters: CodeStats, reason: str) -> None:
+    """A stored entry was unreadable (a miss, and it is replaced)."""
+    PROCESS.corrupt += 1
+    _reason(counters, f"corrupt entry: {reason}")
 
 
 # Counters live in the code's frame_state, so reset_code()/reset() clear them with the cache.
@@ -48,12 +116,23 @@ class Stats:
     compile_seconds: float
     recompile_reasons: tuple[str, ...]
     fallback_reasons: tuple[str, ...]
+    disk_hits: int = 0
+    disk_misses: int = 0
+    disk_stores: int = 0
+    disk_bypasses: int = 0
+    disk_reasons: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         lines = [
             f"{self.name}: {self.hits} hits, {self.misses} misses, {self.compiles} compiles "
             f"({self.compile_seconds:.2f}s), {self.fallbacks} fallbacks, {self.entries} entries"
         ]
+        if self.disk_hits or self.disk_misses or self.disk_bypasses:
+            lines.append(
+                f"  disk: {self.disk_hits} hits, {self.disk_misses} misses, "
+                f"{self.disk_stores} stores, {self.disk_bypasses} bypasses"
+            )
+            lines += [f"  disk {r}" for r in self.disk_reasons]
         lines += [f"  recompiled: {r}" for r in self.recompile_reasons]
         lines += [f"  not compiled: {r}" for r in self.fallback_reasons]
         return "\n".join(lines)
@@ -78,8 +157,16 @@ def code_of(obj: Any) -> types.CodeType:
     return code
 
 
-def stats(obj: Any) -> Stats:
-    """Hits, misses, compiles and recompile reasons of a compiled function or module."""
+_PROCESS_WIDE = object()
+
+
+def stats(obj: Any = _PROCESS_WIDE) -> Any:
+    """Hits, misses, compiles and recompile reasons of a compiled function or module.
+
+    Without an argument: this process's disk cache counters (a DiskStats).
+    """
+    if obj is _PROCESS_WIDE:
+        return PROCESS
     code = code_of(obj)
     counters = _C.frame_state(code).get(_KEY) or CodeStats(code.co_qualname)
     entries = _C.cache_entries(code)
@@ -93,4 +180,9 @@ def stats(obj: Any) -> Stats:
         compile_seconds=counters.compile_seconds,
         recompile_reasons=tuple(counters.recompile_reasons),
         fallback_reasons=tuple(counters.fallback_reasons),
+        disk_hits=counters.disk_hits,
+        disk_misses=counters.disk_misses,
+        disk_stores=counters.disk_stores,
+        disk_bypasses=counters.disk_bypasses,
+        disk_reasons=tuple(counters.disk_reasons),
     )

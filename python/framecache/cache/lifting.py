@@ -1,0 +1,108 @@
+"""Lifting the tensors a graph holds by reference into graph inputs.
+
+A captured graph reads a module's parameters (and globals' tensors) as constants
+(``get_attr``), which pins the objects of one process into it. For the disk cache the
+graph takes them as inputs instead: the wrapper passes them from their sources in the
+frame (``self.__dict__['_modules']['0'].__dict__['_parameters']['weight']``), so the same
+compiled graph serves the parameters of whichever process loads it, and its guards need
+their metadata, not their identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from ..compiler import sources
+from ..compiler.capture import Capture
+from ..compiler.guard_plan import GuardPlan
+from ..compiler.sources import Source
+from .refs import NotPortable
+
+
+@dataclasses.dataclass
+class Lifted:
+    """The graph to compile and store, and what the wrapper passes it after the frame's tensors."""
+
+    capture: Capture
+    extra_exprs: list[str]
+    lifted_ids: set[int]
+
+
+def wrapper_expr(source: Source, params: set[str]) -> str:
+    """A Python expression reading ``source`` in the wrapper (locals, or the function's globals)."""
+    root = source[0]
+    if root[0] == "L":
+        return sources.python_expr(source)
+    if root[0] != "G" or root[1] in params:
+        raise NotPortable(f"{sources.render(source)} cannot be read from the compiled function")
+    out = str(root[1])
+    for step in source[1:]:
+        if step[0] == "attr":
+            out += f".{step[1]}"
+        elif step[0] == "item":
+            out += f"[{step[1]!r}]"
+        elif step[0] == "dict":
+            out += ".__dict__"
+        else:
+            raise NotPortable(f"{sources.render(source)} cannot be read from the compiled function")
+    return out
+
+
+def lift(capture: Capture, plan: GuardPlan) -> Lifted:
+    """A copy of the capture whose graph takes its guarded tensor constants as inputs."""
+    by_id: dict[int, Source] = {}
+    for guard in plan.guards:
+        if guard.kind == "TENSOR_MATCH" and guard.source:
+            by_id.setdefault(id(guard.args[0]), guard.source)
+    inputs = {id(t) for t in capture.args.tensors}
+    params = set(capture.args.names)
+    gm = capture.gm
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    last = placeholders[-1] if placeholders else None
+    lifted_values: list[torch.Tensor] = []
+    lifted_fakes: list[Any] = []
+    exprs: list[str] = []
+    targets: list[str] = []
+    for node in list(graph.nodes):
+        if node.op != "get_attr":
+            continue
+        value: Any = gm
+        for part in str(node.target).split("."):
+            value = getattr(value, part)
+        if not isinstance(value, torch.Tensor) or id(value) not in by_id or id(value) in inputs:
+            continue
+        expr = wrapper_expr(by_id[id(value)], params)
+        if last is None:
+            first = next(iter(graph.nodes))
+            ctx = graph.inserting_before(first)
+        else:
+            ctx = graph.inserting_after(last)
+        with ctx:
+            ph = graph.placeholder(f"lifted_{len(exprs)}")
+        ph.meta.update(node.meta)
+        node.replace_all_uses_with(ph)
+        graph.erase_node(node)
+        last = ph
+        targets.append(str(node.target))
+        exprs.append(expr)
+        lifted_values.append(value)
+        lifted_fakes.append(node.meta.get("val", value))
+    if not exprs:
+        return Lifted(capture, [], set())
+    for target in targets:
+        if hasattr(gm, target) and "." not in target:
+            delattr(gm, target)
+    graph.lint()
+    gm.recompile()
+    args = dataclasses.replace(capture.args, tensors=[*capture.args.tensors, *lifted_values])
+    new = dataclasses.replace(
+        capture, gm=gm, args=args, fake_inputs=[*capture.fake_inputs, *lifted_fakes]
+    )
+    return Lifted(new, exprs, {id(v) for v in lifted_values})
+
+
+__all__ = ["Lifted", "lift", "wrapper_expr"]

@@ -1,0 +1,283 @@
+"""The disk cache as the compiler's miss path sees it: look up before capture, store after.
+
+``CompileContext`` (compiler/callback.py) holds one ``DiskCache`` when the cache is on.
+On a miss of the in-memory cache it calls
+
+* ``lookup(...)`` after splitting the frame's arguments and deciding dynamic dims: the
+  key is computed, each stored entry of the key is read, its guards rebuilt and checked
+  against the frame; the first that holds becomes the cache entry (no capture, no
+  backend compile for eager and inductor). A corrupt entry is a logged miss and is
+  removed, so the compile that follows replaces it.
+* ``lift(...)`` after capture: the graph takes its parameters as inputs (lifting.py).
+* ``store(...)`` after the backend compiled: the entry is written, or the store is
+  bypassed with a logged reason when the guards or the artifact are not portable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..compiler.stats import CodeStats, disk_bypass, disk_corrupt, disk_hit, disk_miss, disk_store
+from . import entry as entry_mod
+from . import eviction, key, location, portable
+from .entry import CorruptEntry, Entry, UnpicklableArtifact
+from .refs import NotPortable
+from .store import Store
+
+log = logging.getLogger("framecache.cache")
+_STORES: dict[Path, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def store_for(directory: str | Path | None) -> Store | None:
+    """The (shared per directory) store of ``directory`` or of the environment's default.
+
+    None, after one DiskCacheWarning, when the directory is unsafe; a memory-only store
+    when it cannot be created.
+    """
+    path = Path(directory).expanduser() if directory is not None else location.default_dir()
+    path = Path(path).absolute()
+    with _STORES_LOCK:
+        found = _STORES.get(path)
+        if found is not None:
+            return found
+        store = Store(path)
+        try:
+            location.prepare(path)
+        except location.UnsafeCacheError as exc:
+            log.warning("refusing the disk cache %s: %s", path, exc)
+            location.warn(
+                f"framecache disk cache: refusing {path}: {exc}; loading an entry runs code, "
+                "so the disk cache is off for it"
+            )
+            store.usable = False
+            store._warned = True
+        except OSError as exc:
+            store.fall_back(f"cannot create {path}: {exc.strerror or exc}")
+        _STORES[path] = store
+        return store
+
+
+def reset_stores() -> None:
+    """Forget the per-directory stores (their warnings and memory fallbacks)."""
+    with _STORES_LOCK:
+        _STORES.clear()
+
+
+class Pending:
+    """What lookup learnt that store needs: the key and the disk store."""
+
+    __slots__ = ("key", "signature")
+
+    def __init__(self, key: str, signature: list[str]) -> None:
+        self.key = key
+        self.signature = signature
+
+
+class DiskCache:
+    """The disk cache of one framecache.compile'd function (or module)."""
+
+    def __init__(self, directory: str | Path | None, backend_name: str, size: int | None) -> None:
+        self.directory = directory
+        self.backend_name = backend_name
+        self.size = size
+
+    @property
+    def store(self) -> Store | None:
+        return store_for(self.directory if self.directory is not None else None)
+
+    # -- the warm path -------------------------------------------------------------------
+    def lookup(
+        self,
+        code: types.CodeType,
+        f_locals: dict[str, Any],
+        f_globals: dict[str, Any],
+        args: Any,
+        dims: dict[Any, set[int]],
+        backend: Callable[..., Any],
+        counters: CodeStats,
+    ) -> tuple[Any, Pending | None]:
+        """``(guarded code or None, what store() needs)`` for a frame the memory cache missed."""
+        store = self.store
+        if store is None:
+            return None, None
+        try:
+            signature = key.input_signature(args, dims)
+            k = key.cache_key(code, signature, self.backend_name)
+        except TypeError as exc:
+            disk_bypass(counters, f"no content key: {exc}")
+            return None, None
+        for entry_id, data in store.entries(k):
+            try:
+                stored = entry_mod.loads(data)
+            except CorruptEntry as exc:
+                log.warning("corrupt disk cache entry %s/%s: %s", k, entry_id, exc.reason)
+                disk_corrupt(counters, exc.reason)
+                store.remove(k, entry_id)
+                continue
+            loaded = self._load(stored, code, f_locals, f_globals, args, backend)
+            if loaded is not None:
+                store.record_hit(k, entry_id)
+                disk_hit(counters)
+                return loaded, None
+        disk_miss(counters)
+        return None, Pending(k, signature)
+
+    def _load(
+        self,
+        stored: Entry,
+        code: types.CodeType,
+        f_locals: dict[str, Any],
+        f_globals: dict[str, Any],
+        args: Any,
+        backend: Callable[..., Any],
+    ) -> Any:
+        from ..compiler import guard_plan, shape_guards
+
+        try:
+            plan = portable.rebuild(stored.guards)
+            root = guard_plan.materialize(plan)
+        except (LookupError, TypeError, ValueError) as exc:
+            log.info("disk entry of %s does not apply: %s", stored.qualname, exc)
+            return None
+        guard_manager: Any = root
+        if stored.shape_guards:
+            guard_manager = shape_guards.ShapeGuardedRoot(root, stored.shape_guards, f_globals)
+            ok = guard_manager.check(f_locals)
+        else:
+            ok = root.check(f_locals, f_globals)
+        if not ok:
+            return None
+        try:
+            compiled = self._compiled(stored, f_locals, f_globals, args, backend)
+        except Exception as exc:
+            log.warning(
+                "disk entry of %s cannot be loaded: %s: %s",
+                stored.qualname,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        return _guarded(code, stored, compiled, guard_manager)
+
+    def _compiled(
+        self,
+        stored: Entry,
+        f_locals: dict[str, Any],
+        f_globals: dict[str, Any],
+        args: Any,
+        backend: Callable[..., Any],
+    ) -> Callable[..., Any]:
+        from . import artifact
+
+        if stored.artifact_kind == "inductor":
+            return artifact.load_inductor(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
+        if stored.artifact_kind == "eager":
+            from ..compiler.lean_graph import lean_forward
+
+            return lean_forward(artifact.load_graph(stored.graph, module=False))
+        gm = artifact.load_graph(stored.graph)
+        # Graph only: the backend compiles it again, on the frame's own tensors.
+        scope = dict(f_globals)
+        scope.update(f_locals)
+        inputs = [eval(expr, scope) for expr in stored.call_args]  # expressions we wrote
+        return backend(gm, inputs)
+
+    # -- the cold path -------------------------------------------------------------------
+    def lift(
+        self, capture: Any, plan: Any, counters: CodeStats
+    ) -> tuple[Any, list[str], set[int] | None]:
+        """The capture to compile, extra wrapper arguments, lifted tensor ids (None: no store)."""
+        from . import lifting
+
+        try:
+            lifted = lifting.lift(capture, plan)
+        except NotPortable as exc:
+            disk_bypass(counters, str(exc))
+            log.info("not storing %s: %s", capture.args.code.co_qualname, exc)
+            return capture, [], None
+        return lifted.capture, lifted.extra_exprs, lifted.lifted_ids
+
+    def store_entry(
+        self,
+        pending: Pending,
+        capture: Any,
+        plan: Any,
+        parts: list[str],
+        call_args: Sequence[str],
+        compiled: Any,
+        lifted_ids: set[int],
+        annotation: str,
+        counters: CodeStats,
+    ) -> None:
+        """Write the entry of a fresh compile; a logged bypass when it is not portable."""
+        from . import artifact
+
+        store = self.store
+        code = capture.args.code
+        try:
+            guards = portable.describe(plan, lifted_ids)
+            kind, blob = artifact.compiled_bytes(self.backend_name, compiled)
+            # Inductor's artifact is the whole compile; other kinds need the graph itself.
+            graph = b"" if kind == "inductor" else artifact.graph_bytes(capture.gm)
+            spec = capture.out_spec
+            import torch.utils._pytree as pytree
+
+            stored = Entry(
+                qualname=code.co_qualname,
+                backend=self.backend_name,
+                guards=guards,
+                shape_guards=list(parts),
+                call_args=list(call_args),
+                out_spec=None if spec.is_leaf() else pytree.treespec_dumps(spec),
+                artifact_kind=kind,
+                artifact=blob,
+                graph=graph,
+                dynamic=annotation,
+                created=time.time(),
+            )
+            data = entry_mod.dumps(stored)
+        except (NotPortable, UnpicklableArtifact) as exc:
+            reason = exc.reason if isinstance(exc, UnpicklableArtifact) else str(exc)
+            disk_bypass(counters, reason)
+            log.info("not storing %s: %s", code.co_qualname, reason)
+            return
+        if store is None:
+            return
+        entry_id = hashlib.sha256(repr((guards, parts)).encode()).hexdigest()[:32]
+        store.write(pending.key, entry_id, data)
+        disk_store(counters)
+        if store.usable:
+            limit = self.size if self.size is not None else location.size_limit()
+            eviction.evict(store, limit)
+
+
+def _guarded(code: types.CodeType, stored: Entry, compiled: Any, guard_manager: Any) -> Any:
+    from .. import _C
+    from ..compiler import callback, codegen
+
+    unflatten = None
+    if stored.out_spec is not None:
+        import torch.utils._pytree as pytree
+
+        spec = pytree.treespec_loads(stored.out_spec)
+
+        def unflatten(leaves: Sequence[Any]) -> Any:
+            return pytree.tree_unflatten(list(leaves), spec)
+
+    new_code = codegen.wrapper_code(code, stored.call_args, compiled, unflatten)
+    annotation = f"{stored.backend}; {stored.dynamic}; disk"
+    guarded = _C.GuardedCode(
+        new_code, guard_manager, compile_id=next(callback._compile_ids), trace_annotation=annotation
+    )
+    return _C.CallbackResult(guarded, strategy=callback.COMPILED, apply_to_code=True)
+
+
+__all__ = ["DiskCache", "Pending", "reset_stores", "store_for"]
