@@ -1,17 +1,32 @@
 """framecache.compile vs torch.compile, side by side in one process.
 
-1. Per-call overhead of a cache hit over eager, for a 1-op function of 2 tensors
-   (``x + y`` on two 4-float tensors), both with the eager backend.
-2. First-call latency (capture + compile + run) of a small MLP with the eager and
-   inductor backends, each measured in a fresh process (so neither side profits from the
-   other's warm state), framecache and torch.compile alternating.
+1. **Hit overhead**: the per-call cost of a cache hit over eager, for a 1-op function of
+   2 tensors (``x + y`` on two 4-float tensors), both with the eager backend. Three
+   callables are timed in one process, samples interleaved (eager, framecache,
+   torch.compile, eager, ...): each sample is a loop of ``--calls`` calls timed with the
+   thread's CPU time (time spent preempted by other processes is not counted), the
+   garbage collector off; figures are medians over ``--repeats`` samples. The overhead is
+   the median minus eager's median; the ratio is torch.compile's overhead over
+   framecache's. Every framecache call is checked to be a hit (one compile in all).
+2. **First-call latency**: capture + compile + run of the first call of a small MLP
+   (``Linear(64, 128) -> ReLU -> Linear(128, 10)`` on a ``32 x 64`` batch) with the eager
+   and inductor backends, framecache against torch.compile. Each measurement runs in a
+   fresh interpreter, alternating framecache and torch.compile, so that neither profits
+   from warm state of the other; torch, framecache, torch._dynamo and torch._inductor
+   are imported before the clock starts (import time is not compile time). Every cache
+   that could make a cold compile warm is off or empty: a fresh
+   ``TORCHINDUCTOR_CACHE_DIR`` and ``FRAMECACHE_CACHE_DIR`` per run and
+   ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``. Wall time (what a user waits) and the
+   process's CPU time are both reported; medians over ``--first-call-repeats`` runs.
 
-Run: ``python benchmarks/compile_overhead.py [--json PATH] [--skip-first-call]``.
+Run: ``python benchmarks/compile_overhead.py [--json PATH] [--repeats N] [--calls N]
+[--first-call-repeats N] [--skip-first-call]`` with ``PYTHONPATH=build/dev/pkg``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -20,6 +35,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,25 +47,35 @@ def add(x, y):
     return x + y
 
 
-def _per_call_ns(fn, args, n: int) -> float:
-    start = time.perf_counter_ns()
+def _loop(fn: Callable[..., Any], x: Any, y: Any, n: int) -> int:
+    """Thread CPU ns of ``n`` calls of ``fn(x, y)``."""
+    start = time.thread_time_ns()
     for _ in range(n):
-        fn(*args)
-    return (time.perf_counter_ns() - start) / n
+        fn(x, y)
+    return time.thread_time_ns() - start
 
 
 def hit_overhead(repeats: int, n: int) -> dict[str, float]:
+    """ns per call of eager, framecache.compile and torch.compile hits, and overheads."""
     x, y = torch.randn(4), torch.randn(4)
     fc = framecache.compile(add, backend="eager")
     tc = torch.compile(add, backend="eager")
     for f in (fc, tc):
         for _ in range(3):
-            f(x, y)
+            torch.testing.assert_close(f(x, y), x + y)
+    hits_before = framecache.stats(add).hits
     samples: dict[str, list[float]] = {"eager": [], "framecache": [], "torch.compile": []}
-    for _ in range(repeats):
-        samples["eager"].append(_per_call_ns(add, (x, y), n))
-        samples["framecache"].append(_per_call_ns(fc, (x, y), n))
-        samples["torch.compile"].append(_per_call_ns(tc, (x, y), n))
+    calls = {"eager": add, "framecache": fc, "torch.compile": tc}
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                samples[name].append(_loop(fn, x, y, n) / n)
+    finally:
+        gc.enable()
+    stats = framecache.stats(add)
+    assert stats.compiles == 1, stats
+    assert stats.hits - hits_before == repeats * n, stats
     med = {k: statistics.median(v) for k, v in samples.items()}
     out = {f"{k} ns/call": v for k, v in med.items()}
     out["framecache overhead ns"] = med["framecache"] - med["eager"]
@@ -56,73 +83,99 @@ def hit_overhead(repeats: int, n: int) -> dict[str, float]:
     out["overhead ratio torch/framecache"] = out["torch.compile overhead ns"] / max(
         out["framecache overhead ns"], 1.0
     )
-    assert framecache.stats(add).compiles == 1
     return out
 
 
 _FIRST_CALL = textwrap.dedent(
     """
     import json, sys, time
-    t0 = time.perf_counter()
     import torch, framecache
+    import torch._dynamo, torch._inductor.compile_fx  # imports are not compile time
+    import framecache.compiler
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
     x = torch.randn(32, 64)
+    expected = model(x)
     which, backend = sys.argv[1], sys.argv[2]
     if which == "framecache":
+        framecache.reset()
         c = framecache.compile(model, backend=backend)
     else:
+        torch._dynamo.reset()
         c = torch.compile(model, backend=backend)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     out = c(x)
-    first = time.perf_counter() - start
-    torch.testing.assert_close(out, model(x))
-    print(json.dumps({"first_call_s": first}))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    torch.testing.assert_close(out, expected)
+    if which == "framecache":
+        assert framecache.stats(c).compiles == 1, framecache.stats(c)
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu}))
     """
 )
 
 
 def first_call(repeats: int) -> dict[str, float]:
+    """Median first-call wall and CPU seconds per (runtime, backend), fresh processes."""
     results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=tmp, FRAMECACHE_CACHE_DIR=tmp)
+    with tempfile.TemporaryDirectory(prefix="framecache-first-call-") as tmp:
         for backend in ("eager", "inductor"):
             for _ in range(repeats):
                 for which in ("framecache", "torch.compile"):
-                    # Fresh inductor and framecache caches for each run: a cold first call
-                    # (warm starts are benchmarks/warm_start.py's).
                     run_env = dict(
-                        env,
+                        os.environ,
                         TORCHINDUCTOR_CACHE_DIR=tempfile.mkdtemp(dir=tmp),
                         FRAMECACHE_CACHE_DIR=tempfile.mkdtemp(dir=tmp),
+                        TORCHINDUCTOR_FORCE_DISABLE_CACHES="1",
                     )
                     proc = subprocess.run(
                         [sys.executable, "-c", _FIRST_CALL, which, backend],
                         env=run_env,
                         capture_output=True,
                         text=True,
-                        check=True,
+                        check=False,
                     )
-                    value = json.loads(proc.stdout.strip().splitlines()[-1])["first_call_s"]
-                    results.setdefault(f"{which} {backend} first call s", []).append(value)
-    return {k: statistics.median(v) for k, v in results.items()}
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"{which} {backend} first call failed:\n{proc.stderr}")
+                    value = json.loads(proc.stdout.strip().splitlines()[-1])
+                    results.setdefault(f"{which} {backend} first call wall s", []).append(
+                        value["wall_s"]
+                    )
+                    results.setdefault(f"{which} {backend} first call cpu s", []).append(
+                        value["cpu_s"]
+                    )
+    out = {k: statistics.median(v) for k, v in results.items()}
+    for backend in ("eager", "inductor"):
+        out[f"{backend} wall ratio torch/framecache"] = (
+            out[f"torch.compile {backend} first call wall s"]
+            / out[f"framecache {backend} first call wall s"]
+        )
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results to this file")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--first-call-repeats", type=int, default=3)
     parser.add_argument("--skip-first-call", action="store_true")
     args = parser.parse_args()
-    results = {"hit": hit_overhead(args.repeats, args.calls)}
+    load_before = os.getloadavg()[0]
+    results: dict[str, Any] = {"hit": hit_overhead(args.repeats, args.calls)}
     if not args.skip_first_call:
         results["first_call"] = first_call(args.first_call_repeats)
+    results["machine"] = {
+        "load_average_1min_before": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
+        "torch": torch.__version__,
+    }
     for section, values in results.items():
         print(f"[{section}]")
         for key, value in values.items():
-            print(f"  {key:<40} {value:12.3f}")
+            shown = f"{value:12.3f}" if isinstance(value, float) else f"{value!s:>12}"
+            print(f"  {key:<44} {shown}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

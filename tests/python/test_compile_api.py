@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -39,6 +41,36 @@ def test_decorator_forms():
     torch.testing.assert_close(a(x), x + 1)
     torch.testing.assert_close(b(x), x + 2)
     assert a.__name__ == "a"
+    assert a.__qualname__.endswith("test_decorator_forms.<locals>.a")
+    assert a.__wrapped__ is a._framecache_original
+    assert str(inspect.signature(a)) == "(x)"
+    assert "framecache.compile of <function" in repr(a)
+    # Keyword arguments and errors pass through the C wrapper unchanged.
+    torch.testing.assert_close(a(x=x), x + 1)
+    with pytest.raises(TypeError):
+        a(x, x)
+    assert framecache.get_eval_frame() is None
+
+
+def test_stances_apply_to_compiled_functions():
+    @framecache.compile
+    def c(x):
+        return x * 2
+
+    x = torch.ones(2)
+    with framecache.stance("eager"):
+        torch.testing.assert_close(c(x), x * 2)
+    assert framecache.stats(c).compiles == 0
+    with framecache.stance("run_only"):
+        torch.testing.assert_close(c(x), x * 2)
+    assert framecache.stats(c).compiles == 0
+    with framecache.stance("default"):
+        torch.testing.assert_close(c(x), x * 2)
+    assert framecache.stats(c).compiles == 1
+    with framecache.stance("fail_on_recompile"):
+        torch.testing.assert_close(c(x), x * 2)
+        with pytest.raises(framecache.RecompileError):
+            c(x.double())
 
 
 def test_custom_backend_contract():
@@ -214,3 +246,43 @@ def test_logs_environment_variable():
     assert "[framecache.recompiles] recompiling" in proc.stderr
     assert "[framecache.guards]" in proc.stderr and "TENSOR_MATCH" in proc.stderr
     assert "[framecache.graph]" in proc.stderr and "aten.add" in proc.stderr
+
+
+def test_long_compiles_say_what_they_are_doing(monkeypatch, caplog):
+    from framecache.compiler import callback
+
+    monkeypatch.setattr(callback, "_SLOW_COMPILE_SECONDS", 0.05)
+
+    def slow_backend(gm, example_inputs):
+        time.sleep(0.5)
+        return gm.forward
+
+    f = framecache.compile(lambda x: x + 1, backend=slow_backend)
+    with caplog.at_level(logging.INFO, logger="framecache.compile"):
+        torch.testing.assert_close(f(torch.ones(2)), torch.full((2,), 2.0))
+    messages = [r.getMessage() for r in caplog.records if r.name == "framecache.compile"]
+    assert any(m.startswith("capturing ") and "<lambda>" in m for m in messages), messages
+    assert any(
+        m.startswith("still compiling ") and "<lambda>" in m and "slow_backend" in m
+        for m in messages
+    ), messages
+    assert any(m.startswith("compiled ") and "<lambda>" in m for m in messages), messages
+
+
+def test_eager_hit_runs_the_operators_in_the_cached_code():
+    def add_mul(x, y):
+        return (x + y) * 2, x
+
+    f = framecache.compile(add_mul, backend="eager")
+    x, y = torch.randn(3), torch.randn(3)
+    out = f(x, y)
+    torch.testing.assert_close(out[0], (x + y) * 2)
+    assert out[1] is x
+    (entry,) = framecache.cache_entries(add_mul.__code__)
+    code = entry.code
+    # The graph's operators are constants of the cached code: no graph function to call,
+    # no global or attribute lookups, the output tuple built in place.
+    assert any(c is torch.add for c in code.co_consts)
+    assert any(c is torch.mul for c in code.co_consts)
+    assert code.co_names == ()
+    assert code.co_varnames[:2] == ("x", "y")

@@ -119,8 +119,9 @@ def test_functions(backend):
     assert framecache.stats(reads_globals).compiles == 1
 
 
-def test_data_dependent_branch_runs_normally():
-    f = framecache.compile(data_dependent)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_data_dependent_branch_runs_normally(backend):
+    f = framecache.compile(data_dependent, backend=backend)
     for x in (torch.ones(3), -torch.ones(3)):
         torch.testing.assert_close(f(x), data_dependent(x))
     s = framecache.stats(f)
@@ -150,16 +151,48 @@ def test_calls_another_compiled_function(backend):
     torch.testing.assert_close(inner(x), torch.sin(x) * 2)
 
 
-def test_method():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_method(backend):
     s = Scaler(3.0)
-    f = framecache.compile(s.apply)
+    f = framecache.compile(s.apply, backend=backend)
     x = torch.randn(4)
     torch.testing.assert_close(f(x), x * 3.0 + 1)
     torch.testing.assert_close(f(x), x * 3.0 + 1)
     assert framecache.stats(Scaler.apply).hits == 1
+    if backend == "inductor":
+        return  # inductor compiles are slow; the recompile below is backend-independent
+    # The instance's state is part of what was compiled.
+    s.k = 5.0
+    torch.testing.assert_close(f(x), x * 5.0 + 1)
+    assert framecache.stats(Scaler.apply).compiles == 2
 
 
-def test_fallback_lets_callees_compile():
+class Doubler:
+    """framecache.compile used on a method in the class body: it binds like a function."""
+
+    def __init__(self, k: float) -> None:
+        self.k = k
+
+    @framecache.compile
+    def apply(self, x):
+        return x * self.k * 2
+
+
+def test_compiled_function_in_a_class_body_binds_as_a_method():
+    a, b = Doubler(1.0), Doubler(3.0)
+    x = torch.randn(4)
+    torch.testing.assert_close(a.apply(x), x * 2.0)
+    torch.testing.assert_close(b.apply(x), x * 6.0)
+    torch.testing.assert_close(Doubler.apply(a, x), x * 2.0)
+    torch.testing.assert_close(a.apply(x), x * 2.0)
+    s = framecache.stats(Doubler.apply)
+    assert (s.compiles, s.hits) == (2, 2), s
+    assert Doubler.apply.__name__ == "apply"
+    assert Doubler.apply.__wrapped__.__qualname__ == "Doubler.apply"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fallback_lets_callees_compile(backend):
     def helper(x):
         return x * 3
 
@@ -169,7 +202,7 @@ def test_fallback_lets_callees_compile():
             return y + 1
         return y - 1
 
-    f = framecache.compile(outer)
+    f = framecache.compile(outer, backend=backend)
     x = torch.ones(3)
     torch.testing.assert_close(f(x), outer(x))
     torch.testing.assert_close(f(x), outer(x))
@@ -204,6 +237,17 @@ def test_output_structures():
     torch.testing.assert_close(out["pair"][0], want["pair"][0])
     assert out["pair"][1] == 3
     assert out["n"] == 3
+
+    def with_nones(x):
+        return [None, x * 2], None
+
+    g = framecache.compile(with_nones)
+    for _ in range(2):
+        out = g(x)
+        assert type(out) is tuple and type(out[0]) is list
+        assert out[0][0] is None and out[1] is None
+        torch.testing.assert_close(out[0][1], x * 2)
+    assert framecache.stats(with_nones).hits == 1
 
 
 def test_nested_inputs_and_keyword_arguments():

@@ -38,6 +38,17 @@ def test_static_then_symbolic_then_hit():
     assert framecache.stats(f).compiles == 3
 
 
+def test_inductor_static_then_symbolic_then_hit():
+    # The symbolic graph is compiled by inductor from fake inputs with symbolic sizes.
+    f = framecache.compile(rowsum, backend="inductor")
+    for n in (3, 4, 7):
+        x, y = torch.randn(n, 5), torch.randn(n, 5)
+        torch.testing.assert_close(f(x, y), rowsum(x, y))
+    s = framecache.stats(f)
+    assert (s.compiles, s.hits) == (2, 1), s
+    assert "dims [0]" in framecache.cache_entries(rowsum.__code__)[0].trace_annotation
+
+
 def test_frame_state_records_sizes():
     f = framecache.compile(rowsum)
     f(torch.randn(3, 5), torch.randn(3, 5))

@@ -266,3 +266,110 @@ def test_nan_scalar_argument_is_guarded_as_nan():
     torch.testing.assert_close(f(x, 1.0), x + 1.0)
     s = framecache.stats(f)
     assert (s.compiles, s.hits) == (2, 1)
+
+
+WEIGHT = torch.ones(3)
+
+
+def uses_global_tensor(x):
+    return x * WEIGHT
+
+
+def test_rebound_global_tensor_recompiles():
+    # Same shape, dtype and device: only the tensor's identity tells the two apart (the
+    # graph holds the first one as a constant).
+    global WEIGHT
+    f = _compiled(uses_global_tensor)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x)
+    old = WEIGHT
+    try:
+        WEIGHT = torch.full((3,), 2.0)
+        torch.testing.assert_close(f(x), x * 2.0)
+    finally:
+        WEIGHT = old
+    assert framecache.stats(f).compiles == 2
+    # In-place updates of the same tensor are seen by the graph without recompiling.
+    with torch.no_grad():
+        WEIGHT.fill_(4.0)
+    try:
+        torch.testing.assert_close(f(x), x * 4.0)
+    finally:
+        WEIGHT.fill_(1.0)
+    assert framecache.stats(f).compiles == 2
+
+
+def test_rebound_closure_tensor_recompiles():
+    w = torch.ones(3)
+
+    def scaled(x):
+        return x * w
+
+    f = _compiled(scaled)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x)
+    w = torch.full((3,), 3.0)
+    torch.testing.assert_close(f(x), x * 3.0)
+    assert framecache.stats(f).compiles == 2
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.scale = 2.0
+        self.register_buffer("shift", torch.zeros(4))
+
+    def forward(self, x):
+        return self.lin(x) * self.scale + self.shift
+
+
+def test_changed_module_attribute_and_buffer_recompile():
+    torch.manual_seed(0)
+    net = _Scaled()
+    m = framecache.compile(net)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(m(x), net(x))
+    net.scale = 3.0
+    torch.testing.assert_close(m(x), net(x))
+    net.shift = torch.ones(4)
+    torch.testing.assert_close(m(x), net(x))
+    s = framecache.stats(m)
+    assert s.compiles == 3, s
+    assert any("scale" in r for r in s.recompile_reasons), s.recompile_reasons
+    assert any("shift" in r for r in s.recompile_reasons), s.recompile_reasons
+    torch.testing.assert_close(m(x), net(x))
+    assert framecache.stats(m).hits == 1
+
+
+def test_parameter_requires_grad_recompiles():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    m = framecache.compile(net)
+    x = torch.randn(2, 3)
+    assert m(x).requires_grad
+    for p in net.parameters():
+        p.requires_grad_(False)
+    out = m(x)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, net(x))
+    assert framecache.stats(m).compiles == 2
+
+
+def test_default_dtype_change_recompiles():
+    def with_ones(x):
+        return torch.ones(2), x + 1
+
+    f = _compiled(with_ones)
+    x = torch.randn(3)
+    assert f(x)[0].dtype == torch.float32
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        assert f(x)[0].dtype == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
+    assert f(x)[0].dtype == torch.float32
+    s = framecache.stats(f)
+    assert (s.compiles, s.hits) == (2, 1), s
+    assert any("default dtype" in r for r in s.recompile_reasons), s.recompile_reasons

@@ -260,19 +260,17 @@ class DiskCache:
 
 
 def _guarded(code: types.CodeType, stored: Entry, compiled: Any, guard_manager: Any) -> Any:
+    import torch.utils._pytree as pytree
+
     from .. import _C
     from ..compiler import callback, codegen
 
-    unflatten = None
+    # A single-tensor output is stored as None: its structure is a bare leaf.
     if stored.out_spec is not None:
-        import torch.utils._pytree as pytree
-
         spec = pytree.treespec_loads(stored.out_spec)
-
-        def unflatten(leaves: Sequence[Any]) -> Any:
-            return pytree.tree_unflatten(list(leaves), spec)
-
-    new_code = codegen.wrapper_code(code, stored.call_args, compiled, unflatten)
+    else:
+        spec = pytree.tree_flatten(0)[1]
+    new_code = codegen.wrapper_code(code, stored.call_args, compiled, spec)
     annotation = f"{stored.backend}; {stored.dynamic}; disk"
     guarded = _C.GuardedCode(
         new_code, guard_manager, compile_id=next(callback._compile_ids), trace_annotation=annotation

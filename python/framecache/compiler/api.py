@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import functools
 import os
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 import torch
 
 from .. import _C
+from ..stances import _current as _stance_var
 from ..stances import active_callback
 from . import backends
 from .callback import CompileContext
+from .side_effects import is_library_code
 
 F = TypeVar("F", bound=Callable[..., Any])
+# The stance variable's default value: when it holds this very object, the compiled
+# function installs its own callback without calling back into Python (any other value,
+# "default" included, goes through active_callback, which gives the same answer).
+_DEFAULT_STANCE = "default"
 
 
 class OptimizedModule(torch.nn.Module):
@@ -25,13 +32,42 @@ class OptimizedModule(torch.nn.Module):
         self._orig_mod = module
         self._framecache_context = context
         self._framecache_original = module
+        forward = getattr(type(module), "forward", None)
+        code = getattr(forward, "__code__", None)
+        # torch's own modules (nn.Linear, nn.Sequential) have their forward in torch's
+        # directory, whose code the hook skips: compiling one is asked for explicitly here.
+        self._framecache_library_forward = (
+            code if isinstance(code, types.CodeType) and is_library_code(code) else None
+        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        code = self._framecache_library_forward
+        if code is not None:
+            _allow_compiling(code)
         callback = active_callback(self._framecache_context)
         return _C._call_with_callback(callback, self._orig_mod, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"OptimizedModule({self._orig_mod!r})"
+
+
+_ALLOWED = "framecache.compile allowed"
+_PREFIX_SKIP = _C.FrameExecStrategy(_C.FrameAction.SKIP, _C.FrameAction.DEFAULT)
+
+
+def _allow_compiling(code: types.CodeType) -> None:
+    """Let the hook look up and compile ``code`` although it lives under a skipped prefix.
+
+    The mark sits in the code's frame_state, so it is made again after a reset (which
+    drops the state, and with it the strategy). A state with the mark keeps whatever
+    strategy the callback gave it since (a fallback stays a fallback).
+    """
+    state = _C.frame_state(code)
+    if _ALLOWED in state:
+        return
+    state[_ALLOWED] = True
+    if _C.get_code_strategy(code) == _PREFIX_SKIP:
+        _C.set_code_strategy(code, _C.FrameExecStrategy())
 
 
 @overload
@@ -105,14 +141,11 @@ def _wrap(fn_or_module: Any, *, context: CompileContext) -> Any:
             f"got {type(fn_or_module).__name__}"
         )
     fn = fn_or_module
-
-    call = _C._call_with_callback
-
-    @functools.wraps(fn)
-    def compiled(*args: Any, **kwargs: Any) -> Any:
-        # One C call swaps this thread's callback around fn (the stance may replace it).
-        return call(active_callback(context), fn, *args, **kwargs)
-
-    compiled._framecache_context = context  # type: ignore[attr-defined]
-    compiled._framecache_original = fn  # type: ignore[attr-defined]
+    # Calling it is one C call: it reads the stance, swaps this thread's callback around
+    # fn and restores it (no Python frame of its own). Outside the default stance it asks
+    # active_callback what to install. It binds as a method like a function.
+    compiled = _C.CompiledFunction(fn, context, _stance_var, _DEFAULT_STANCE, active_callback)
+    functools.update_wrapper(compiled, fn)
+    compiled._framecache_context = context
+    compiled._framecache_original = fn
     return compiled

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
 from .. import _C, _events
 from ..stances import RecompileError, current_stance
@@ -148,8 +147,7 @@ class CompileContext:
             compiled_capture, extra_args, lifted = self.disk.lift(capture, plan, counters)
         compiled = self._run_backend(code, compiled_capture)
         call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
-        unflatten = None if _is_single_leaf(capture.out_spec) else _unflattener(capture.out_spec)
-        new_code = codegen.wrapper_code(code, call_args, compiled, unflatten)
+        new_code = codegen.wrapper_code(code, call_args, compiled, capture.out_spec)
         try:
             root = guard_plan.materialize(plan)
         except (TypeError, ValueError) as exc:
@@ -215,7 +213,7 @@ class CompileContext:
         timer = threading.Timer(
             _SLOW_COMPILE_SECONDS,
             lambda: logs.compile_log.warning(
-                "still compiling %s with %s after %.0fs",
+                "still compiling %s with %s after %gs",
                 _where(code),
                 self.backend_name,
                 _SLOW_COMPILE_SECONDS,
@@ -251,17 +249,6 @@ def _recompile_reasons(
     except Exception as exc:
         return [f"guard check raised {type(exc).__name__}: {exc}"]
     return list(info.failures) or ["guards failed"]
-
-
-def _is_single_leaf(spec: pytree.TreeSpec) -> bool:
-    return spec.is_leaf()
-
-
-def _unflattener(spec: pytree.TreeSpec) -> Callable[[Sequence[Any]], Any]:
-    def unflatten(leaves: Sequence[Any]) -> Any:
-        return pytree.tree_unflatten(list(leaves), spec)
-
-    return unflatten
 
 
 def _where(code: types.CodeType) -> str:

@@ -1,9 +1,16 @@
 """The code object that runs in place of a compiled frame.
 
-It has the original's signature and free variables and one line of body:
-``return compiled(<tensor inputs>)[0]`` (or an unflatten of the result). The compiled
-callable sits in the code's constants, so a hit runs one small Python frame and the
-backend's callable: no wrapper stack.
+It has the original's signature and free variables and a straight-line body computing
+the result from the graph's tensor inputs (``x``, ``xs[0]``):
+
+* for a backend callable that carries its operators (the eager backend's lean graph,
+  ``lean_graph.INLINE_ATTR``), the operators themselves: ``_0 = torch.add(x, y)``;
+* otherwise one call of the compiled callable: ``_r = compiled(x, y)``;
+
+then the output rebuilt from the flat outputs: ``return _0`` for a single tensor,
+``return (_r[0], {'a': _r[1]})`` for builtin containers, or a pytree unflatten for other
+structures. Objects the body uses (the callable, operators, parameters) sit in the code's
+constants, so a hit runs one small Python frame plus the backend's work: no wrapper stack.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import Unsupported
+import torch.utils._pytree as pytree
 
-_COMPILED = "__framecache_compiled__"
-_UNFLATTEN = "__framecache_unflatten__"
+from .errors import Unsupported
+from .lean_graph import INLINE_ATTR, LeanGraph
+
+_PLACEHOLDER = "__framecache_const_{}__"
 
 
 def _parameter_list(code: types.CodeType) -> str:
@@ -39,31 +48,123 @@ def _parameter_list(code: types.CodeType) -> str:
     return ", ".join(parts)
 
 
+def _fresh_prefix(code: types.CodeType) -> str:
+    """A prefix for the body's own variables that no name of ``code`` starts with."""
+    names = set(code.co_varnames) | set(code.co_cellvars) | set(code.co_freevars)
+    prefix = "_fc"
+    while any(n.startswith(prefix) for n in names):
+        prefix = "_" + prefix
+    return prefix
+
+
+class _Constants:
+    """Objects the body uses, spelled as string placeholders replaced in co_consts.
+
+    A str constant in the source compiles to one LOAD_CONST; replacing it in the code's
+    constants afterwards makes that instruction load the object itself (no global, no
+    attribute lookup). The placeholders cannot collide with the graph's own string
+    literals, which never take this form.
+    """
+
+    def __init__(self) -> None:
+        self.by_placeholder: dict[str, Any] = {}
+        self._by_id: dict[int, str] = {}
+
+    def __call__(self, obj: Any) -> str:
+        name = self._by_id.get(id(obj))
+        if name is None:
+            name = _PLACEHOLDER.format(len(self.by_placeholder))
+            self.by_placeholder[name] = obj
+            self._by_id[id(obj)] = name
+        return repr(name)
+
+
+def _rebuild(spec: pytree.TreeSpec, leaves: list[str], constant: _Constants) -> str:
+    """An expression rebuilding the output of structure ``spec`` from leaf expressions."""
+    pos = 0
+
+    def build(s: pytree.TreeSpec) -> str | None:
+        nonlocal pos
+        if s.is_leaf():
+            pos += 1
+            return leaves[pos - 1]
+        kind = s.type
+        if kind is type(None):
+            return "None"
+        if kind not in (tuple, list, dict) or (kind is dict and s.context is None):
+            return None
+        children = [build(c) for c in s.children()]
+        if any(c is None for c in children):
+            return None
+        if kind is tuple:
+            return f"({', '.join(children)}{',' if len(children) == 1 else ''})"  # type: ignore[arg-type]
+        if kind is list:
+            return f"[{', '.join(children)}]"  # type: ignore[arg-type]
+        keys = list(s.context)
+        if len(keys) != len(children):
+            return None
+        spelled = [repr(k) if type(k) in (str, int) else constant(k) for k in keys]
+        return "{" + ", ".join(f"{k}: {c}" for k, c in zip(spelled, children, strict=True)) + "}"
+
+    direct = build(spec)
+    if direct is not None and pos == len(leaves):
+        return direct
+    # Named tuples, custom pytree nodes: torch's own unflatten.
+    unflatten = constant(_unflattener(spec))
+    return f"{unflatten}(({', '.join(leaves)}{',' if len(leaves) == 1 else ''}))"
+
+
+def _unflattener(spec: pytree.TreeSpec) -> Callable[[Sequence[Any]], Any]:
+    def unflatten(leaves: Sequence[Any]) -> Any:
+        return pytree.tree_unflatten(list(leaves), spec)
+
+    return unflatten
+
+
 def wrapper_code(
     original: types.CodeType,
     call_args: Sequence[str],
     compiled: Callable[..., Any],
-    unflatten: Callable[[Sequence[Any]], Any] | None,
+    out_spec: pytree.TreeSpec,
 ) -> types.CodeType:
     """A code object with ``original``'s layout that returns the compiled graph's result.
 
     ``call_args`` are Python expressions over the parameters (``x``, ``xs[0]``) giving the
-    graph's inputs; ``unflatten`` rebuilds the output from the graph's flat outputs, or is
-    None when the output is the graph's single output.
+    graph's inputs; ``out_spec`` is the structure of the original's result, whose leaves
+    are the graph's flat outputs in order.
     """
-    call = f"{_COMPILED!r}({', '.join(call_args)})"
-    body = f"{_UNFLATTEN!r}({call})" if unflatten is not None else f"{call}[0]"
+    prefix = _fresh_prefix(original)
+    constant = _Constants()
+    lines: list[str] = []
+    lean = getattr(compiled, INLINE_ATTR, None)
+    if isinstance(lean, LeanGraph) and lean.num_inputs == len(call_args):
+        # Each input is read once: nested ones (xs[0]) go through a local first.
+        inputs = []
+        for i, expr in enumerate(call_args):
+            if expr.isidentifier():
+                inputs.append(expr)
+            else:
+                lines.append(f"{prefix}i{i} = {expr}")
+                inputs.append(f"{prefix}i{i}")
+        body, leaves = lean.render(inputs, constant, f"{prefix}v")
+        lines += body
+    else:
+        result = f"{prefix}r"
+        lines.append(f"{result} = {constant(compiled)}({', '.join(call_args)})")
+        leaves = [f"{result}[{i}]" for i in range(spec_leaves(out_spec))]
+    lines.append(f"return {_rebuild(out_spec, leaves, constant)}")
+
     freevars = original.co_freevars
-    lines = ["def __framecache_outer__():"]
+    source_lines = ["def __framecache_outer__():"]
     if freevars:
-        lines.append(f"    {' = '.join(freevars)} = None")
-    lines.append(f"    def __framecache_fn__({_parameter_list(original)}):")
+        source_lines.append(f"    {' = '.join(freevars)} = None")
+    source_lines.append(f"    def __framecache_fn__({_parameter_list(original)}):")
     if freevars:
         # Mentioning the names makes them free variables in the original's order.
-        lines.append(f"        if False:\n            ({', '.join(freevars)},)")
-    lines.append(f"        return {body}")
-    lines.append("    return __framecache_fn__")
-    source = "\n".join(lines) + "\n"
+        source_lines.append(f"        if False:\n            ({', '.join(freevars)},)")
+    source_lines += [f"        {line}" for line in lines]
+    source_lines.append("    return __framecache_fn__")
+    source = "\n".join(source_lines) + "\n"
     with warnings.catch_warnings():
         # Calling a str constant is what we mean: it is replaced by the callable below.
         warnings.simplefilter("ignore", SyntaxWarning)
@@ -75,16 +176,30 @@ def wrapper_code(
             f"cannot reproduce the free variables of {original.co_qualname} "
             f"({freevars} vs {inner.co_freevars})"
         )
-    replacements = {_COMPILED: compiled, _UNFLATTEN: unflatten}
-    consts = tuple(
-        replacements[c] if type(c) is str and c in replacements else c for c in inner.co_consts
-    )
     return inner.replace(
-        co_consts=consts,
+        co_consts=tuple(_replace(c, constant.by_placeholder) for c in inner.co_consts),
         co_name=original.co_name,
         co_qualname=original.co_qualname,
         co_firstlineno=original.co_firstlineno,
     )
+
+
+def _replace(const: Any, replacements: dict[str, Any]) -> Any:
+    """``const`` with the placeholders in it replaced by their objects.
+
+    The compiler folds tuples and lists of constants (``(1, dtype)`` in an argument) into
+    one tuple constant, so placeholders are looked for inside tuples too.
+    """
+    if type(const) is str:
+        return replacements.get(const, const)
+    if type(const) is tuple:
+        return tuple(_replace(c, replacements) for c in const)
+    return const
+
+
+def spec_leaves(spec: pytree.TreeSpec) -> int:
+    """How many leaves a pytree structure holds."""
+    return int(spec.num_leaves)
 
 
 def _const_code(code: types.CodeType, name: str) -> types.CodeType:

@@ -118,6 +118,7 @@ class _PlanBuilder:
         self.capture = capture
         self.plan = GuardPlan()
         self.executed = capture.monitor.executed
+        self.input_sources = set(capture.args.tensor_sources)
         # Codes whose free variables are guarded (or that are created during the capture).
         self.covered: set[types.CodeType] = {capture.args.code}
         for executed in self.executed.values():
@@ -131,6 +132,10 @@ class _PlanBuilder:
             plan.add(source, "ID_MATCH", value)
             return
         if isinstance(value, torch.Tensor):
+            if source not in self.input_sources:
+                # Not a graph input: the graph holds this very tensor as a constant, so
+                # another tensor with the same metadata must not reuse it.
+                plan.add(source, "ID_MATCH", value)
             plan.add(
                 source,
                 "TENSOR_MATCH",

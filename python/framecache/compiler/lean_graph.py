@@ -5,15 +5,23 @@ frame per operator) and runs as a Module method. This builds one straight-line f
 whose operators are the C++ callables behind each overload and whose constants
 (parameters, dtypes, devices) are bound in its globals: the same computation, with no
 Python between the operators.
+
+The same straight-line statements can also be written into the code that runs in place
+of the compiled frame (``codegen.wrapper_code``): the function carries them as
+``__framecache_inline__`` (a :class:`LeanGraph`), so a cache hit of the eager backend runs
+the operators in the cached code's own frame, with no call of a graph function at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.fx import GraphModule, Node
+
+INLINE_ATTR = "__framecache_inline__"
 
 
 def fast_callable(overload: torch._ops.OpOverload) -> Callable[..., Any]:
@@ -44,56 +52,132 @@ def _resolve_attr(gm: GraphModule, target: str) -> Any:
     return value
 
 
+def _is_literal(arg: Any) -> bool:
+    """Values whose repr() is a Python literal evaluating to an equal value of the same type."""
+    return (
+        arg is None
+        or isinstance(arg, (bool, int, str))
+        or (isinstance(arg, float) and arg == arg and arg not in (float("inf"), float("-inf")))
+    )
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A graph input (``is_input``) or the result of step ``index``, inside step arguments."""
+
+    is_input: bool
+    index: int
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One node of the graph: ``var = target(args, kwargs)`` or ``var = constant``."""
+
+    var: int
+    target: Any  # the callable, or the constant of a get_attr
+    args: tuple[Any, ...] | None  # None for a get_attr
+    kwargs: dict[str, Any]
+
+
+class LeanGraph:
+    """The operators of a make_fx graph as straight-line steps over numbered variables.
+
+    ``render`` writes them as Python statements; how inputs, constants and variables are
+    spelled is up to the caller, so that the same steps can become a function of their own
+    (``lean_forward``) or the body of the code run in place of a frame (codegen).
+    """
+
+    def __init__(self, gm: GraphModule) -> None:
+        self.num_inputs = 0
+        self.steps: list[_Step] = []
+        self.outputs: tuple[Any, ...] = ()
+        index: dict[Node, Any] = {}
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                index[node] = _Ref(True, self.num_inputs)
+                self.num_inputs += 1
+            elif node.op == "get_attr":
+                var = len(self.steps)
+                self.steps.append(_Step(var, _resolve_attr(gm, node.target), None, {}))
+                index[node] = _Ref(False, var)
+            elif node.op == "call_function":
+                target = node.target
+                if isinstance(target, torch._ops.OpOverload):
+                    target = fast_callable(target)
+                var = len(self.steps)
+                args = torch.fx.node.map_arg(node.args, lambda n: index[n])
+                kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: index[n])
+                self.steps.append(_Step(var, target, tuple(args), dict(kwargs)))
+                index[node] = _Ref(False, var)
+            elif node.op == "output":
+                out = node.args[0]
+                items = out if isinstance(out, (tuple, list)) else (out,)
+                self.outputs = tuple(
+                    torch.fx.node.map_arg(item, lambda n: index[n]) for item in items
+                )
+            else:
+                # call_method / call_module do not occur in make_fx graphs.
+                raise ValueError(f"graph node {node.op} cannot be made lean")
+
+    def render(
+        self,
+        inputs: Sequence[str],
+        constant: Callable[[Any], str],
+        var_prefix: str,
+    ) -> tuple[list[str], list[str]]:
+        """Statements computing the graph, and one expression per flat output.
+
+        ``inputs`` spells each graph input; ``constant(obj)`` spells a bound object.
+        """
+
+        def spell(arg: Any) -> str:
+            if isinstance(arg, _Ref):
+                return inputs[arg.index] if arg.is_input else f"{var_prefix}{arg.index}"
+            if isinstance(arg, tuple):
+                inner = ", ".join(spell(a) for a in arg)
+                return f"({inner},)" if len(arg) == 1 else f"({inner})"
+            if isinstance(arg, list):
+                return "[" + ", ".join(spell(a) for a in arg) + "]"
+            if isinstance(arg, dict):
+                return "{" + ", ".join(f"{k!r}: {spell(v)}" for k, v in arg.items()) + "}"
+            if _is_literal(arg):
+                return repr(arg)
+            return constant(arg)
+
+        lines = []
+        for step in self.steps:
+            if step.args is None:
+                lines.append(f"{var_prefix}{step.var} = {constant(step.target)}")
+                continue
+            parts = [spell(a) for a in step.args]
+            parts += [f"{k}={spell(v)}" for k, v in step.kwargs.items()]
+            lines.append(f"{var_prefix}{step.var} = {constant(step.target)}({', '.join(parts)})")
+        return lines, [spell(o) for o in self.outputs]
+
+
 def lean_forward(gm: GraphModule) -> Callable[..., Any]:
-    """A function equivalent to ``gm.forward`` with the operator dispatch layers removed."""
-    names: dict[Node, str] = {}
+    """A function equivalent to ``gm.forward`` with the operator dispatch layers removed.
+
+    It carries its steps as ``__framecache_inline__`` for codegen; graphs that cannot be
+    made lean get ``gm.forward`` itself.
+    """
+    try:
+        lean = LeanGraph(gm)
+    except ValueError:
+        return gm.forward
     scope: dict[str, Any] = {}
-    params: list[str] = []
-    body: list[str] = []
 
     def bind(value: Any) -> str:
         name = f"_c{len(scope)}"
         scope[name] = value
         return name
 
-    def render(arg: Any) -> str:
-        if isinstance(arg, Node):
-            return names[arg]
-        if isinstance(arg, tuple):
-            inner = ", ".join(render(a) for a in arg)
-            return f"({inner},)" if len(arg) == 1 else f"({inner})"
-        if isinstance(arg, list):
-            return "[" + ", ".join(render(a) for a in arg) + "]"
-        if isinstance(arg, dict):
-            return "{" + ", ".join(f"{k!r}: {render(v)}" for k, v in arg.items()) + "}"
-        if (
-            arg is None
-            or isinstance(arg, (bool, int, str))
-            or (isinstance(arg, float) and arg == arg and arg not in (float("inf"), float("-inf")))
-        ):
-            return repr(arg)
-        return bind(arg)
-
-    for i, node in enumerate(gm.graph.nodes):
-        var = f"v{i}"
-        names[node] = var
-        if node.op == "placeholder":
-            params.append(var)
-        elif node.op == "get_attr":
-            body.append(f"    {var} = {bind(_resolve_attr(gm, node.target))}")
-        elif node.op == "call_function":
-            target = node.target
-            if isinstance(target, torch._ops.OpOverload):
-                target = fast_callable(target)
-            args = [render(a) for a in node.args]
-            args += [f"{k}={render(v)}" for k, v in node.kwargs.items()]
-            body.append(f"    {var} = {bind(target)}({', '.join(args)})")
-        elif node.op == "output":
-            body.append(f"    return {render(node.args[0])}")
-        else:
-            # call_method / call_module do not occur in make_fx graphs; keep the original.
-            return gm.forward
-    source = f"def forward({', '.join(params)}):\n" + "\n".join(body) + "\n"
-    code = compile(source, "<framecache lean graph>", "exec")
-    exec(code, scope)
-    return scope["forward"]
+    params = [f"a{i}" for i in range(lean.num_inputs)]
+    lines, outputs = lean.render(params, bind, "v")
+    ret = ", ".join(outputs) + ("," if len(outputs) == 1 else "")
+    body = "".join(f"    {line}\n" for line in lines) + f"    return ({ret})\n"
+    source = f"def forward({', '.join(params)}):\n{body}"
+    exec(compile(source, "<framecache lean graph>", "exec"), scope)
+    forward = scope["forward"]
+    setattr(forward, INLINE_ATTR, lean)
+    return forward

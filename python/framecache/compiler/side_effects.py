@@ -239,6 +239,9 @@ class SideEffectMonitor:
         self.executed: dict[types.CodeType, ExecutedCode] = {}
         self._static_checked: set[types.CodeType] = set()
         self._fresh: dict[types.CodeType, set[str]] = {}
+        # is-user-code answers for codes with a file: the profile function runs for every
+        # call torch makes while tracing, so it must be one dict lookup for library code.
+        self._user_code: dict[types.CodeType, bool] = {}
 
     def _is_user_frame(self, frame: types.FrameType) -> bool:
         """User code is judged; library code (and what it generates) is traced through.
@@ -263,9 +266,17 @@ class SideEffectMonitor:
         return not is_library_code(code)
 
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
-        if event not in ("call", "c_call") or not self._is_user_frame(frame):
+        if event != "call" and event != "c_call":
             return
         code = frame.f_code
+        user = self._user_code.get(code)
+        if user is None:
+            user = self._is_user_frame(frame)
+            if not code.co_filename.startswith("<"):
+                # Only file-less code depends on its caller; the rest is decided once.
+                self._user_code[code] = user
+        if not user:
+            return
         # Both events come before anything runs (the frame's first instruction, the C
         # call), so raising here stops the capture before the side effect happens.
         if event == "call":
