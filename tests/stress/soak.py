@@ -101,7 +101,7 @@ def run(calls: int, backend: str, functions: int) -> dict[str, Any]:
         import torch
 
         xs = [torch.ones(3), torch.ones(4), torch.ones(3, dtype=torch.float64), torch.zeros(2, 2)]
-        ys = [2, 3]
+        ys = [10**6 + 2, 10**6 + 3]  # not small ints: their reference counts are everybody's
 
         def expected(fn: Any, x: Any, y: int) -> Any:
             return fn(x, y)  # the plain function: framecache.compile's hook is not on here
