@@ -160,7 +160,7 @@ def run_eager(threads: int, iterations: int, seed: int) -> dict[str, Any]:
     # One compile on this thread first: torch imports modules lazily on the first capture,
     # and concurrent first imports of those modules race inside torch (circular-import
     # errors from torch._dynamo and torch.fx), which is not what this stress is about.
-    warm_plain, warm_compiled = make_pair(-1)
+    _, warm_compiled = make_pair(-1)
     for x in xs:
         warm_compiled(x, 2)
     framecache.reset()
