@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 import framecache
 from framecache import CallbackResult, GuardedCode
 from framecache.guards import RootGuardManager
-from fuzz_programs import _LAYOUTS, HypothesisChoices, _make_layout, run_callback_program
+from fuzz_programs import (
+    _LAYOUTS,
+    HypothesisChoices,
+    RaisingClass,
+    _make_layout,
+    run_callback_program,
+)
 
 
 @settings(
@@ -111,3 +117,28 @@ def test_a_callback_returning_a_wrong_type_raises_type_error(bad: Any) -> None:
         with pytest.raises(TypeError, match="CallbackResult"):
             f(1)
     assert f(2) == 2
+
+
+class SpoofsCallbackResult:
+    """Claims to be a CallbackResult through __class__ (isinstance() believes it)."""
+
+    @property
+    def __class__(self) -> type:  # type: ignore[override]
+        return CallbackResult
+
+
+@pytest.mark.parametrize("bad", [RaisingClass, SpoofsCallbackResult])
+def test_a_callback_result_whose_class_raises_or_lies_is_a_type_error(bad: type) -> None:
+    # Found by fuzz_callbacks: the hook asked isinstance(), which reads __class__: a
+    # raising __class__ threw a C++ exception out of the hook (std::terminate), and a
+    # lying one made the cast to CallbackResult throw. The type check now reads no
+    # attribute, and no C++ exception leaves the hook.
+    def f(x: int) -> int:
+        return x
+
+    with framecache.optimize(lambda fr, e, s: bad() if fr.f_code is f.__code__ else None):
+        with pytest.raises(TypeError, match="CallbackResult"):
+            f(1)
+        with pytest.raises(TypeError, match="CallbackResult"):
+            f(2)
+    assert f(3) == 3
