@@ -108,16 +108,15 @@ lsan-cpp:  ## LeakSanitizer over the C++ test binary of the sanitizer build (aft
 # A bounded coverage-guided pass (atheris) over the guard builder and the callback
 # protocol, against the framecache Python imports (the installed one in CI; locally
 # PYTHONPATH=build/dev/pkg). Each harness prints how many inputs it tried (libFuzzer's
-# "Done N runs"); a crash or a
-# wrong result stops it with the input saved as crash-* in build/fuzz.
+# "Done N runs"); a crash or a wrong result stops it, the input saved as build/fuzz/crash-*.
 FUZZ_SECONDS ?= 60
 fuzz:  ## Bounded fuzzing pass: FUZZ_SECONDS per harness (guards, callbacks); prints input counts
 	mkdir -p build/fuzz
-	cd build/fuzz && for h in guards callbacks; do \
-	  $(PYTHON) $(CURDIR)/tests/fuzz/fuzz_$$h.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
-	    -artifact_prefix=$(CURDIR)/build/fuzz/ -rss_limit_mb=4096 >fuzz_$$h.log 2>&1 || \
-	    { tail -n 60 fuzz_$$h.log; exit 1; }; \
-	  grep -E "^Done [0-9]+ runs" fuzz_$$h.log | sed "s/^/fuzz_$$h: /" | grep . || { tail -n 20 fuzz_$$h.log; exit 1; }; \
+	for h in guards callbacks; do \
+	  log=build/fuzz/fuzz_$$h.log; \
+	  $(PYTHON) tests/fuzz/fuzz_$$h.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	    -artifact_prefix=build/fuzz/ -rss_limit_mb=4096 >$$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
+	  grep -E "^Done [0-9]+ runs" $$log | sed "s/^/fuzz_$$h: /" | grep . || { tail -n 20 $$log; exit 1; }; \
 	done
 
 soak:  ## Leak soak: 1,000,000 calls each with a plain callback and with framecache.compile (eager)
