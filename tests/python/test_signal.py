@@ -22,6 +22,9 @@ from framecache.guards import RootGuardManager
 framecache.set_recompile_limit(100, accumulated=10**9)
 
 WHERE, HOW = sys.argv[1], sys.argv[2]
+# A shell's background job starts with SIGINT ignored, and Python then keeps it ignored:
+# make sure SIGINT raises KeyboardInterrupt here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 armed = {{"on": False}}
 
 def interrupt_here():

@@ -20,6 +20,10 @@ SANITIZER = os.environ.get("FRAMECACHE_SANITIZER_BUILD") == "1"
 
 def run_soak(*args: str, timeout: float) -> dict:
     env = dict(os.environ)
+    if SANITIZER:
+        # ASan keeps freed blocks in a quarantine (256 MB by default) to catch use after
+        # free: resident memory grows until it is full. A small one keeps RSS meaningful.
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16"
     root = str(Path(framecache.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
@@ -52,8 +56,9 @@ def test_soak_with_a_plain_callback() -> None:
     figures = run_soak(
         "--backend", "callback", "--calls", str(calls), "--functions", "100", timeout=1500
     )
-    check_figures(figures, calls, growth_mb=4.0)
-    assert figures["compiles"] >= 500  # 918 for 1,000,000 calls
+    # Under ASan the quarantine and the allocator's caches fill up during the soak.
+    check_figures(figures, calls, growth_mb=48.0 if SANITIZER else 4.0)
+    assert figures["compiles"] >= calls // 2000  # 918 for 1,000,000 calls, 265 for 200,000
 
 
 @pytest.mark.torch
