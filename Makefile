@@ -10,6 +10,7 @@ PIP_STRICT := -Ccmake.define.FRAMECACHE_WERROR=ON -Ccmake.define.FRAMECACHE_ASSE
 TORCH := torch==2.13.0
 
 .PHONY: help install demo deps test test-cpp test-py dev bench bench-cpp bench-guards lint format sanitize clean
+.PHONY: sanitize-ci lsan-cpp fuzz soak stress
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,8 +29,14 @@ deps:  ## Install what the tests need: GoogleTest (apt) and Python test packages
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libgtest-dev libbenchmark-dev; fi
 	$(PIP) install -q "pybind11>=2.13" "scikit-build-core>=0.10" cmake ninja "pytest>=8" "hypothesis>=6" \
 	  "ruff>=0.6" "pytest-benchmark>=4" "pytest-xdist>=3" $(TORCH)
+	$(PIP) install -q --only-binary=atheris "atheris==3.0.0"  # the last release with a cp311 wheel
 
-test: deps test-cpp test-py  ## Install what tests need, then run every test (ctest + pytest)
+# One line per suite (other suites add their own line).
+test: deps  ## Install what tests need, then run every test (ctest, pytest, sanitizers, fuzzing)
+	$(MAKE) --no-print-directory test-cpp
+	$(MAKE) --no-print-directory test-py
+	$(MAKE) --no-print-directory sanitize-ci
+	$(MAKE) --no-print-directory fuzz
 
 test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ctest
 	cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
@@ -64,11 +71,11 @@ bench-guards:  ## Release build, then guard_lookup.py vs torch and the C++ guard
 	  --benchmark_report_aggregates_only=true
 
 lint:  ## ruff check + format check
-	$(PYTHON) -m ruff check python tests/python benchmarks
-	$(PYTHON) -m ruff format --check python tests/python benchmarks
+	$(PYTHON) -m ruff check python tests/python tests/stress tests/fuzz benchmarks
+	$(PYTHON) -m ruff format --check python tests/python tests/stress tests/fuzz benchmarks
 
 format:  ## Apply ruff formatting
-	$(PYTHON) -m ruff format python tests/python benchmarks
+	$(PYTHON) -m ruff format python tests/python tests/stress tests/fuzz benchmarks
 
 # The sanitizer build runs the C++ tests and the torch-free Python tests with
 # ASan + UBSan (Debug, -fsanitize=address,undefined, UB fatal). CPython itself
@@ -89,6 +96,48 @@ sanitize:  ## Build with ASan+UBSan, run ctest and pytest under them
 	$(SAN_ENV) ctest --test-dir build/asan --output-on-failure -j $(JOBS)
 	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" $(SAN_ENV) FRAMECACHE_SANITIZER_BUILD=1 \
 	  PYTHONPATH=$(CURDIR)/build/asan/pkg $(PYTHON) -m pytest tests/python -p no:cacheprovider -m "not torch"
+
+# CI's sanitizer pass: `sanitize` (ctest + torch-free pytest under ASan + UBSan), then
+# LeakSanitizer over the C++ test binary, timed. LSan runs with a short allocation stack
+# (malloc_context_size): a block whose allocating frames are all inside libpython is
+# CPython's (interned strings, type caches, what Py_Finalize keeps on purpose) and is
+# suppressed by module name; a block that framecache's own code allocated (an entry, a
+# guard node, an ExtraState, a ThreadState) has framecache frames on top and is reported.
+# LSan is not run over pytest: python itself is not built with ASan and leaks by design
+# at exit; framecache's Python-object leaks are checked by refcounts and weakrefs instead
+# (tests/python/test_lifetime.py, test_soak.py).
+LSAN_ENV := ASAN_OPTIONS=detect_leaks=1:malloc_context_size=6:abort_on_error=0 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONMALLOC=malloc
+sanitize-ci:  ## CI: the sanitizer suite, then LeakSanitizer over the C++ tests; prints its time
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory sanitize && $(MAKE) --no-print-directory lsan-cpp; rc=$$?; \
+	echo "sanitize-ci: $$(( $$(date +%s) - start )) s (build + ctest + pytest + LSan)"; exit $$rc
+
+lsan-cpp:  ## LeakSanitizer over the C++ test binary of the sanitizer build (after `sanitize`)
+	$(LSAN_ENV) build/asan/tests/cpp/framecache_cpp_tests --gtest_brief=1
+
+# A bounded coverage-guided pass (atheris) over the guard builder and the callback
+# protocol, against the framecache Python imports (the installed one in CI; locally
+# PYTHONPATH=build/dev/pkg). Each harness prints how many inputs it tried (libFuzzer's
+# "Done N runs"); a crash or a wrong result stops it, the input saved as build/fuzz/crash-*.
+FUZZ_SECONDS ?= 60
+fuzz:  ## Bounded fuzzing pass: FUZZ_SECONDS per harness (guards, callbacks); prints input counts
+	mkdir -p build/fuzz
+	for h in guards callbacks; do \
+	  log=build/fuzz/fuzz_$$h.log; \
+	  $(PYTHON) tests/fuzz/fuzz_$$h.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	    -artifact_prefix=build/fuzz/ -rss_limit_mb=4096 >$$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
+	  grep -E "^Done [0-9]+ runs" $$log | sed "s/^/fuzz_$$h: /" | grep . || { tail -n 20 $$log; exit 1; }; \
+	done
+
+soak:  ## Leak soak: 1,000,000 calls each with a plain callback and with framecache.compile (eager)
+	$(PYTHON) tests/stress/soak.py --backend callback --calls 1000000
+	$(PYTHON) tests/stress/soak.py --backend eager --calls 1000000
+
+stress:  ## Thread stress: 8 threads, callback and framecache.compile (eager)
+	$(PYTHON) tests/stress/thread_stress.py --backend callback --threads 8 --iterations 20000
+	$(PYTHON) tests/stress/thread_stress.py --backend eager --threads 8 --iterations 1000
 
 clean:  ## Remove build directories
 	rm -rf build

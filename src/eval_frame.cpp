@@ -23,6 +23,8 @@
 //
 #include "framecache/eval_frame.h"
 
+#include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -176,38 +178,44 @@ PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
   }
 
   // The callback may replace this thread's callback or reset this code.
+  // What is alive across the call is held by Refs, not pybind11 objects: a
+  // thread ended at interpreter exit while inside the callback unwinds through
+  // here, and only Refs know not to release references then (see ref.h).
   Ref callback = st->callback;
   FrameView* view = new FrameView(frame);
-  py::object view_obj = py::cast(view, py::return_value_policy::take_ownership);
-  py::object result;
-  {
-    SuspendScope suspend(st);
-    try {
-      py::object first = es->entries().empty()
-                             ? py::none()
-                             : py::cast(CacheEntryView{es->entries().front()});
-      py::object frame_state = py::reinterpret_borrow<py::object>(es->frame_state());
-      result = py::reinterpret_borrow<py::object>(callback.get())(view_obj, first, frame_state);
-    } catch (py::error_already_set& e) {
-      view->invalidate();
-      e.restore();
-      return nullptr;
-    } catch (const std::exception& e) {
-      view->invalidate();
-      PyErr_SetString(PyExc_RuntimeError, e.what());
-      return nullptr;
-    }
-  }
-  view->invalidate();
-
-  if (result.is_none()) return run_normally(st, ts, frame, recursive);
-  if (!py::isinstance<CallbackResult>(result)) {
-    PyErr_Format(PyExc_TypeError,
-                 "framecache callback must return None or a CallbackResult, got %.200s",
-                 Py_TYPE(result.ptr())->tp_name);
+  Ref view_obj;
+  Ref first;
+  try {
+    view_obj = Ref::steal(py::cast(view, py::return_value_policy::take_ownership).release().ptr());
+    first = Ref::steal(es->entries().empty()
+                           ? Py_NewRef(Py_None)
+                           : py::cast(CacheEntryView{es->entries().front()}).release().ptr());
+  } catch (py::error_already_set& e) {
+    e.restore();
     return nullptr;
   }
-  const auto& cr = result.cast<const CallbackResult&>();
+  Ref result;
+  {
+    SuspendScope suspend(st);
+    PyObject* args[] = {view_obj.get(), first.get(), es->frame_state()};  // borrowed
+    result = Ref::steal(PyObject_Vectorcall(callback.get(), args, 3, nullptr));
+  }
+  view->invalidate();
+  if (!result) return nullptr;
+
+  if (result.get() == Py_None) return run_normally(st, ts, frame, recursive);
+  // A type check that reads no attribute: py::isinstance would ask the
+  // result's __class__, which may raise (a C++ exception escaping the hook
+  // would end the process).
+  py::handle result_h(result.get());
+  auto* result_type = reinterpret_cast<PyTypeObject*>(py::type::of<CallbackResult>().ptr());
+  if (!PyObject_TypeCheck(result.get(), result_type)) {
+    PyErr_Format(PyExc_TypeError,
+                 "framecache callback must return None or a CallbackResult, got %.200s",
+                 Py_TYPE(result.get())->tp_name);
+    return nullptr;
+  }
+  const auto& cr = result_h.cast<const CallbackResult&>();
   Shared<CacheEntry> entry;
   if (!cr.guarded_code.is_none()) {
     entry = make_entry(code, cr.guarded_code.cast<const GuardedCode&>());
@@ -257,7 +265,21 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
       st->cap == FrameAction::SKIP || cpy::frame_started(frame) || cpy::tracing_active(ts)) {
     return run_previous(ts, frame, throwflag);
   }
-  return evaluate(st, ts, frame);
+  // No C++ exception may leave the hook: the frames above are CPython's C
+  // frames, and one passing through them ends the process (std::terminate).
+  // The paths below report errors as Python errors; this turns whatever a
+  // pybind11 call still throws into one too. (A thread ended at exit unwinds
+  // with abi::__forced_unwind, which is no std::exception and passes on.)
+  try {
+    return evaluate(st, ts, frame);
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_Format(PyExc_SystemError, "framecache: %s", e.what());
+  }
+  return nullptr;
 }
 
 void install() {

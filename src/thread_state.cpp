@@ -3,6 +3,15 @@
 
 namespace framecache {
 
+namespace exit_state {
+std::atomic<unsigned long> finalizing_thread{0};
+bool other_thread() noexcept { return PyThread_get_thread_ident() != finalizing_thread.load(); }
+}  // namespace exit_state
+
+void note_interpreter_exit() noexcept {
+  exit_state::finalizing_thread.store(PyThread_get_thread_ident());
+}
+
 namespace {
 thread_local ThreadState* t_state = nullptr;
 constexpr const char* kCapsuleName = "framecache.ThreadState";

@@ -8,9 +8,36 @@
 
 #include <Python.h>
 
+#include <atomic>
 #include <utility>
 
 namespace framecache {
+
+// Threads ended by interpreter exit (CPython gh-87135, 3.11).
+//
+// During Py_Finalize a daemon thread that waits for the GIL is ended with
+// pthread_exit, and glibc ends a thread by unwinding its stack: every C++
+// destructor between the point where it waited and the thread's start runs,
+// on a thread that does not hold the GIL, while the finalizing thread runs
+// Python. Destructors of Ref and Shared are the ones that touch Python there
+// (a decref can free an object and run its __del__). framecache's atexit
+// handler (python/framecache/_runtime.py) records the finalizing thread; from
+// then on, owners on any other thread let go of their references without
+// releasing them. That leaks what a daemon thread held at exit, which is
+// all one can do: its state dies with the process. (3.14 hangs such threads
+// instead of unwinding them; on 3.14+ this can go.)
+namespace exit_state {
+// PyThread_get_thread_ident() of the thread finalizing the interpreter, or 0.
+extern std::atomic<unsigned long> finalizing_thread;
+// True on a thread other than the finalizing one (out of line: slow path).
+bool other_thread() noexcept;
+}  // namespace exit_state
+
+// False when this thread must not release Python references (see above).
+inline bool may_release_references() noexcept {
+  return exit_state::finalizing_thread.load(std::memory_order_relaxed) == 0 ||
+         !exit_state::other_thread();
+}
 
 // A strong reference to a Python object (or null). Logic code holds PyObject*
 // through this type so that every early return releases what it owns.
@@ -31,7 +58,9 @@ class Ref {
     std::swap(obj_, other.obj_);
     return *this;
   }
-  ~Ref() { Py_XDECREF(obj_); }
+  ~Ref() {
+    if (obj_ != nullptr && may_release_references()) Py_DECREF(obj_);
+  }
 
   // Borrowed: valid while this Ref holds it.
   PyObject* get() const noexcept { return obj_; }
@@ -83,7 +112,7 @@ class Shared {
     return *this;
   }
   ~Shared() {
-    if (ptr_) ptr_->decref();
+    if (ptr_ && may_release_references()) ptr_->decref();
   }
   T* get() const noexcept { return ptr_; }
   T* operator->() const noexcept { return ptr_; }

@@ -47,6 +47,9 @@ ThreadState* thread_state_peek() noexcept;
 ThreadState* thread_state_get();
 // Number of threads whose mode is not kOff.
 int active_thread_count() noexcept;
+// Called (from an atexit handler) on the thread finalizing the interpreter:
+// from then on other threads never release Python references (see ref.h).
+void note_interpreter_exit() noexcept;
 // Called whenever a thread's mode changes between off and not off.
 void note_mode_change(EvalMode before, EvalMode after) noexcept;
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import os
@@ -29,6 +30,10 @@ _C._set_skip_prefixes([os.path.dirname(os.path.abspath(__file__)) + os.sep])
 # C++, out of the collector's sight; dropping them before each full collection
 # lets it free namespaces whose only code is cached (see cache_entry.cpp).
 gc.callbacks.append(_C._gc_callback)
+
+# At exit, daemon threads waiting for the GIL are unwound by pthread_exit (3.11): the C++
+# owners on their stacks must not release Python references then (see framecache/ref.h).
+atexit.register(_C._note_interpreter_exit)
 
 
 def _check_callback(callback: object) -> None:

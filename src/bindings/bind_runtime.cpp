@@ -212,6 +212,10 @@ void bind_runtime(py::module_& m) {
   m.def("_code_count", &extra_state_count, "Number of code objects with an ExtraState.");
   // A gc.callbacks entry in C++: no Python frame, so trace and profile
   // functions never see it, and each collection pays no Python call.
+  m.def("_note_interpreter_exit", &note_interpreter_exit,
+        "Called by an atexit handler: marks this thread as the one finalizing the interpreter, "
+        "so that daemon threads ended by the exit never release Python references (CPython "
+        "gh-87135).");
   m.def("_gc_callback",
         [](py::handle phase, py::handle info) {
           if (!PyUnicode_Check(phase.ptr()) || !PyDict_Check(info.ptr()) ||
