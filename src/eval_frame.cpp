@@ -54,6 +54,9 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
 // (cpy::finish_unrun_frame: 3.12+ only, a no-op class on 3.11). One lives on
 // the C stack of each evaluate(); run_normally marks the innermost one before
 // the frame goes to an evaluator, which then owns (and on 3.12+ clears) it.
+// finish() is called on the way out, not from the destructor: a daemon thread
+// ended by pthread_exit during finalization unwinds through here, and must not
+// touch its frames then (the destructor only unlinks).
 class UnrunFrame {
  public:
   UnrunFrame(PyThreadState* ts, cpy::Frame* frame) : ts_(ts), frame_(frame) {
@@ -63,10 +66,14 @@ class UnrunFrame {
     }
   }
   ~UnrunFrame() {
+    if constexpr (cpy::kHookFinishesUnrunFrames) t_current = outer_;
+  }
+  // Passes `result` (new reference or null) through.
+  PyObject* finish(PyObject* result) {
     if constexpr (cpy::kHookFinishesUnrunFrames) {
-      t_current = outer_;
       if (!handed_off_) cpy::finish_unrun_frame(ts_, frame_);
     }
+    return result;
   }
   UnrunFrame(const UnrunFrame&) = delete;
   UnrunFrame& operator=(const UnrunFrame&) = delete;
@@ -266,8 +273,7 @@ PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
   return run_entry(st, ts, frame, *entry, strongest(recursive, strategy.recursive_action));
 }
 
-PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
-  UnrunFrame unrun(ts, frame);
+PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
   PyCodeObject* code = cpy::frame_code(frame);
   ExtraState* raw = extra_state_ensure(code);
   if (raw == nullptr) return nullptr;
@@ -282,6 +288,11 @@ PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
   if (hit) return run_entry(st, ts, frame, *hit, recursive);
   if (action == FrameAction::RUN_ONLY) return run_normally(st, ts, frame, recursive);
   return handle_miss(st, ts, frame, std::move(es), recursive);
+}
+
+PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
+  UnrunFrame unrun(ts, frame);
+  return unrun.finish(evaluate_frame(st, ts, frame));
 }
 
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {

@@ -71,6 +71,11 @@
 // iterate sets with the public PyObject_GetIter instead.
 #include <internal/pycore_setobject.h>
 #endif
+#ifdef FRAMECACHE_PY312_PLUS
+// The range and tuple iterator structs (see range_iter_rest below).
+#include <internal/pycore_range.h>
+#include <internal/pycore_tuple.h>
+#endif
 #ifdef FRAMECACHE_DEFINED_BUILD_CORE
 #undef Py_BUILD_CORE
 #undef FRAMECACHE_DEFINED_BUILD_CORE
@@ -387,6 +392,64 @@ inline PyObject* type_dict(PyTypeObject* type) {
 #else
   return PyType_GetDict(type);
 #endif
+}
+
+// --- iterators (RANGE_ITERATOR_MATCH, TUPLE_ITERATOR_LEN) ----------------------
+// 3.11 keeps rangeiterobject and tupleiterobject in Objects/rangeobject.c and
+// Objects/tupleobject.c, in no header: mirrored here. 3.12 moved both into
+// internal headers (pycore_range.h, pycore_tuple.h) and dropped the range
+// iterator's index (its start advances instead). The guards still
+// probe the layout at run time (leaf_guards_iterators.cpp) before trusting it.
+// The 3.11 mirrors go with 3.11 support.
+#ifdef FRAMECACHE_PY311
+struct RangeIterObject {
+  PyObject ob_base;
+  long index;
+  long start;
+  long step;
+  long len;
+};
+struct TupleIterObject {
+  PyObject ob_base;
+  Py_ssize_t it_index;
+  PyTupleObject* it_seq;  // null once exhausted
+};
+#else
+using RangeIterObject = _PyRangeIterObject;
+using TupleIterObject = _PyTupleIterObject;
+#endif
+inline constexpr Py_ssize_t kRangeIterSize = sizeof(RangeIterObject);
+inline constexpr Py_ssize_t kTupleIterSize = sizeof(TupleIterObject);
+
+// What an exact range_iterator (borrowed) has left: `length` values from
+// `first` by `step`, read without advancing it.
+struct RangeRest {
+  long first = 0;
+  long length = 0;
+  long step = 1;
+};
+inline RangeRest range_iter_rest(PyObject* it) {
+  const auto* r = reinterpret_cast<const RangeIterObject*>(it);
+  RangeRest rest;
+  rest.step = r->step;
+#ifdef FRAMECACHE_PY311
+  rest.length = r->index < r->len ? r->len - r->index : 0;
+  // Unsigned arithmetic, as CPython's rangeiter_next does, to avoid overflow.
+  rest.first = static_cast<long>(static_cast<unsigned long>(r->start) +
+                                 static_cast<unsigned long>(r->index) *
+                                     static_cast<unsigned long>(r->step));
+#else
+  rest.length = r->len > 0 ? r->len : 0;
+  rest.first = r->start;
+#endif
+  return rest;
+}
+// An exact tuple_iterator's (borrowed) index and tuple (null once exhausted).
+inline Py_ssize_t tuple_iter_index(PyObject* it) {
+  return reinterpret_cast<const TupleIterObject*>(it)->it_index;
+}
+inline PyObject* tuple_iter_seq(PyObject* it) {
+  return reinterpret_cast<PyObject*>(reinterpret_cast<const TupleIterObject*>(it)->it_seq);
 }
 
 }  // namespace framecache::cpy
