@@ -751,9 +751,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for case in cases:
         for r in (run_case_without_torch if args.no_torch else run_case)(case, repeats):
             results.append(r)
+            torch_text = (
+                f"{r.torch_ns:>12.0f}{r.ratio:>9.1f}x"
+                if r.torch_ns == r.torch_ns
+                else f"{'-':>12}{'-':>10}"
+            )
             print(
-                f"{r.case:<5}{r.title:<52}{r.view:<7}{r.framecache_ns:>12.0f}"
-                f"{r.torch_ns:>12.0f}{r.ratio:>9.1f}x",
+                f"{r.case:<5}{r.title:<52}{r.view:<7}{r.framecache_ns:>12.0f}{torch_text}",
                 flush=True,
             )
     if args.json:
