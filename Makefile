@@ -9,11 +9,11 @@ STRICT := -DFRAMECACHE_WERROR=ON -DFRAMECACHE_ASSERTIONS=ON
 PIP_STRICT := -Ccmake.define.FRAMECACHE_WERROR=ON -Ccmake.define.FRAMECACHE_ASSERTIONS=ON
 TORCH := torch==2.13.0
 
-.PHONY: help install demo deps test test-cpp test-py dev bench bench-cpp bench-guards lint format sanitize clean
+.PHONY: help install demo deps test test-cpp test-py test-pythons dev bench bench-cpp bench-guards lint format sanitize clean
 .PHONY: sanitize-ci lsan-cpp fuzz soak stress
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z%.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 # No build isolation: when torch is installed, the optional framecache._torch_C fast path is
 # built against it (an isolated build cannot import torch).
@@ -32,9 +32,10 @@ deps:  ## Install what the tests need: GoogleTest (apt) and Python test packages
 	$(PIP) install -q --only-binary=atheris "atheris==3.0.0"  # the last release with a cp311 wheel
 
 # One line per suite (other suites add their own line).
-test: deps  ## Install what tests need, then run every test (ctest, pytest, sanitizers, fuzzing)
+test: deps  ## Install what tests need, then run every test (ctest, pytest on 3.11-3.13, sanitizers, fuzzing)
 	$(MAKE) --no-print-directory test-cpp
 	$(MAKE) --no-print-directory test-py
+	$(MAKE) --no-print-directory test-pythons
 	$(MAKE) --no-print-directory sanitize-ci
 	$(MAKE) --no-print-directory fuzz
 
@@ -49,6 +50,33 @@ test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ct
 test-py:  ## pip install with -Werror and assertions, run pytest
 	$(PIP) install -q --no-build-isolation $(PIP_STRICT) .
 	$(PYTHON) -m pytest tests/python
+
+# The other supported Pythons (3.12, 3.13). torch==2.13.0 ships a CPU wheel for 3.11
+# only here; for these an install would pull a multi-GB CUDA build, so they run the
+# torch-free suite: one strict build per version (module + GoogleTest) in
+# build/py<V>, staged in build/py<V>/pkg, its tools in a venv build/venv-<V>.
+# .ci/find-python locates each interpreter (pyenv) and fails if one is missing.
+# These builds check correctness, not speed: -O0 with assertions and a precompiled
+# pybind11 header keep each to a few minutes on 2 cores.
+EXTRA_PYTHONS ?= 3.12 3.13
+PY_TEST_DEPS := "pybind11>=2.13" "pytest>=8" "hypothesis>=6" "pytest-xdist>=3"
+
+test-pythons: $(addprefix test-python-,$(EXTRA_PYTHONS))  ## ctest + torch-free pytest on each of EXTRA_PYTHONS
+
+build/venv-%/ready:
+	@py=$$(.ci/find-python $*) && echo "venv for $$py" && $$py -m venv --clear build/venv-$*
+	build/venv-$*/bin/python -m pip install -q $(PY_TEST_DEPS)
+	touch $@
+
+test-python-%: build/venv-%/ready  ## e.g. test-python-3.12: strict build, ctest, pytest -m "not torch"
+	cmake -S . -B build/py$* -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 $(STRICT) \
+	  -DFRAMECACHE_PCH=ON -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/py$*/pkg \
+	  -DPython_EXECUTABLE=$(CURDIR)/build/venv-$*/bin/python \
+	  -Dpybind11_DIR=$$(build/venv-$*/bin/python -c "import pybind11; print(pybind11.get_cmake_dir())")
+	cmake --build build/py$* -j $(JOBS)
+	ctest --test-dir build/py$* --output-on-failure -j $(JOBS)
+	PYTHONPATH=$(CURDIR)/build/py$*/pkg build/venv-$*/bin/python -m pytest tests/python \
+	  -p no:cacheprovider -m "not torch"
 
 dev:  ## Incremental build staged in build/dev/pkg (use PYTHONPATH=build/dev/pkg)
 	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
@@ -89,13 +117,16 @@ ASAN_LIB = $(shell $(CXX) -print-file-name=libasan.so)
 UBSAN_LIB = $(shell $(CXX) -print-file-name=libubsan.so)
 SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONMALLOC=malloc
+# Another Python: make sanitize PYTHON=build/venv-3.12/bin/python SAN_DIR=build/asan-3.12
+SAN_DIR ?= build/asan
 sanitize:  ## Build with ASan+UBSan, run ctest and pytest under them
-	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug $(STRICT) -DFRAMECACHE_SANITIZE=ON \
-	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/asan/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
-	cmake --build build/asan -j $(JOBS)
-	$(SAN_ENV) ctest --test-dir build/asan --output-on-failure -j $(JOBS)
+	cmake -S . -B $(SAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug $(STRICT) -DFRAMECACHE_SANITIZE=ON \
+	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/$(SAN_DIR)/pkg -Dpybind11_DIR=$(PYBIND11_DIR) \
+	  -DPython_EXECUTABLE=$$($(PYTHON) -c "import sys; print(sys.executable)")
+	cmake --build $(SAN_DIR) -j $(JOBS)
+	$(SAN_ENV) ctest --test-dir $(SAN_DIR) --output-on-failure -j $(JOBS)
 	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" $(SAN_ENV) FRAMECACHE_SANITIZER_BUILD=1 \
-	  PYTHONPATH=$(CURDIR)/build/asan/pkg $(PYTHON) -m pytest tests/python -p no:cacheprovider -m "not torch"
+	  PYTHONPATH=$(CURDIR)/$(SAN_DIR)/pkg $(PYTHON) -m pytest tests/python -p no:cacheprovider -m "not torch"
 
 # CI's sanitizer pass: `sanitize` (ctest + torch-free pytest under ASan + UBSan), then
 # LeakSanitizer over the C++ test binary, timed. LSan runs with a short allocation stack
@@ -115,7 +146,7 @@ sanitize-ci:  ## CI: the sanitizer suite, then LeakSanitizer over the C++ tests;
 	echo "sanitize-ci: $$(( $$(date +%s) - start )) s (build + ctest + pytest + LSan)"; exit $$rc
 
 lsan-cpp:  ## LeakSanitizer over the C++ test binary of the sanitizer build (after `sanitize`)
-	$(LSAN_ENV) build/asan/tests/cpp/framecache_cpp_tests --gtest_brief=1
+	$(LSAN_ENV) $(SAN_DIR)/tests/cpp/framecache_cpp_tests --gtest_brief=1
 
 # A bounded coverage-guided pass (atheris) over the guard builder and the callback
 # protocol, against the framecache Python imports (the installed one in CI; locally

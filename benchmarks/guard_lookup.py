@@ -1,8 +1,11 @@
 """Guard lookup: framecache's guard trees against torch's own, side by side in one process.
 
     python benchmarks/guard_lookup.py [--quick] [--json PATH] [--python-reader] [--clock wall]
+    python benchmarks/guard_lookup.py --no-torch [--quick] [--json PATH]
 
 It needs a framecache built with its torch part (cmake, or pip --no-build-isolation).
+``--no-torch`` times framecache's side alone, on torch-free cases (bn, cn, d, e below),
+for interpreters where torch==2.13.0 cannot be installed (CPython 3.12 and 3.13 here).
 
 The same guards are built in framecache (``framecache.guards``) and in torch's C++
 guard managers (``torch._C._dynamo.guards``, torch==2.13.0), then timed in two ways:
@@ -38,6 +41,8 @@ Cases:
         GLOBAL_STATE, TORCH_FUNCTION_MODE_STACK and DEFAULT_DEVICE (together what
         framecache's one guard covers).
     e. No guards at all: each side's fixed cost (hook: one entry with an empty tree).
+    bn, cn (``--no-torch`` only). b without the tensor argument (each entry guards
+       L['n'] alone), and c without the 4 tensors per layer (36 x 10 Python values).
 
 Each figure is the median over ``--repeats`` samples (about 5 ms each) of ns per call,
 timed by the thread's CPU time (``--clock wall`` for wall time), so that time spent
@@ -63,17 +68,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-import torch._C._dynamo.eval_frame as torch_eval_frame
-from torch._C._dynamo import guards as torch_guards
-from torch._dynamo.guards import GuardManagerType
-from torch.overrides import _get_current_function_mode_stack
-
 import framecache
 from framecache._C import guards as fc_guards
 from framecache.guards import RootGuardManager
 
-_TORCH_NODE = GuardManagerType.GUARD_MANAGER
+try:
+    import torch
+    import torch._C._dynamo.eval_frame as torch_eval_frame
+    from torch._C._dynamo import guards as torch_guards
+    from torch._dynamo.guards import GuardManagerType
+    from torch.overrides import _get_current_function_mode_stack
+except ImportError:  # --no-torch only
+    torch = None  # type: ignore[assignment]
+    _TORCH_NODE = None
+else:
+    _TORCH_NODE = GuardManagerType.GUARD_MANAGER
 _TARGET_SAMPLE_NS = 5_000_000  # each sample runs for about 5 ms
 
 # The clock of every sample: the thread's CPU time by default, which time spent
@@ -88,11 +97,12 @@ _clock: Callable[[], int] = time.thread_time_ns
 class Layer:
     """A plain object standing for one layer of a model (14 attributes)."""
 
-    def __init__(self, i: int) -> None:
-        self.weight = torch.randn(8, 8)
-        self.bias = torch.randn(8)
-        self.running_mean = torch.zeros(8)
-        self.running_var = torch.ones(8)
+    def __init__(self, i: int, tensors: bool = True) -> None:
+        if tensors:
+            self.weight = torch.randn(8, 8)
+            self.bias = torch.randn(8)
+            self.running_mean = torch.zeros(8)
+            self.running_var = torch.ones(8)
         self.training = False
         self.eps = 1e-5
         self.momentum = 0.1
@@ -123,8 +133,8 @@ LAYER_VALUES = (
 class Model:
     """A plain object with a list of 36 layers."""
 
-    def __init__(self) -> None:
-        self.layers = [Layer(i) for i in range(36)]
+    def __init__(self, tensors: bool = True) -> None:
+        self.layers = [Layer(i, tensors) for i in range(36)]
 
 
 # --- building the same guards on both sides ----------------------------------------------
@@ -223,7 +233,8 @@ def model_framecache(model: Model) -> Any:
         node = layers.list_item(i)
         node.type_match(Layer)
         for name in LAYER_TENSORS:
-            node.attr(name).tensor_match(getattr(layer, name))
+            if hasattr(layer, name):  # Model(tensors=False) has none
+                node.attr(name).tensor_match(getattr(layer, name))
         for name in LAYER_VALUES:
             _fc_value_match(node.attr(name), getattr(layer, name))
     return root
@@ -259,6 +270,15 @@ def model_torch(model: Model) -> Any:
                 _torch_tensor_match(child, f"{source}.{name}", value)
             else:
                 _torch_value_match(child, value)
+    return root
+
+
+def entry_int_framecache(k: int) -> Any:
+    """entry_framecache without the tensor argument (--no-torch)."""
+    root = RootGuardManager()
+    n = root.local("n")
+    n.type_match(int)
+    n.equals_match(k)
     return root
 
 
@@ -453,6 +473,41 @@ class Case:
     f_locals: dict = field(default_factory=dict)
 
 
+def build_cases_without_torch() -> list[Case]:
+    """The --no-torch cases: framecache's side only (torch_roots stay empty)."""
+    ks = [9, *range(9)]
+    model = Model(tensors=False)
+    cases = [
+        Case(
+            "bn",
+            "10 cache entries, only the last passes (no tensor)",
+            ["n"],
+            (9,),
+            [entry_int_framecache(k) for k in ks],
+            [],
+            [(k,) for k in ks],
+        ),
+        Case(
+            "cn",
+            "model tree 36 layers x 10 Python attributes",
+            ["self"],
+            (model,),
+            [model_framecache(model)],
+            [],
+            [(model,)],
+        ),
+        Case(
+            "d", "TYPE_MATCH on one int argument", ["n"], (3,), [int_framecache(False)], [], [(3,)]
+        ),
+        Case("e", "no guards (fixed cost)", ["n"], (3,), [RootGuardManager()], [], [(3,)]),
+    ]
+    for case in cases:
+        case.f_locals = {sys.intern(k): v for k, v in zip(case.params, case.args, strict=True)}
+        for root in case.framecache_roots:
+            assert root.check(case.f_locals) is (root is case.framecache_roots[0])
+    return cases
+
+
 def build_cases() -> list[Case]:
     cases = []
     names = [sys.intern(f"x{i}") for i in range(100)]
@@ -533,6 +588,29 @@ class Result:
     ratio: float  # torch / framecache
 
 
+def run_case_without_torch(case: Case, repeats: int) -> list[Result]:
+    """run_case for framecache alone (--no-torch): torch figures are NaN."""
+    fc_fn, plain_fn = make_function(case.params), make_function(case.params)
+    plant_framecache(fc_fn, case.framecache_roots, case.plant_calls)
+    fc_order = [e.guard_manager for e in framecache.cache_entries(fc_fn.__code__)]
+    assert fc_order[-1] is case.framecache_roots[0], "framecache: the passing entry is not last"
+    medians = sample_medians(
+        {
+            "plain": _loop_call(plain_fn, case.args),
+            "fc_hook": _with_framecache_hook(_loop_call(fc_fn, case.args)),
+            "fc_check": _loop_check(fc_order, case.f_locals),
+        },
+        repeats,
+    )
+    hits_fc = [e.hit_count for e in framecache.cache_entries(fc_fn.__code__)]
+    assert hits_fc[-1] > 0 and sum(hits_fc[:-1]) == 0, "framecache hit the wrong entry"
+    nan = float("nan")
+    return [
+        Result(case.key, case.title, "hook", medians["fc_hook"] - medians["plain"], nan, nan),
+        Result(case.key, case.title, "check", medians["fc_check"], nan, nan),
+    ]
+
+
 def run_case(case: Case, repeats: int) -> list[Result]:
     # The hook view: separate function objects per side, plus one never hooked.
     fc_fn, torch_fn, plain_fn = (make_function(case.params) for _ in range(3))
@@ -595,7 +673,7 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch is not None else None,
         "framecache_torch_reader": fc_guards.torch_fast_path_status(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_1min": os.getloadavg()[0],
@@ -612,7 +690,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="framecache reads tensors through Python, not framecache._torch_C",
     )
-    parser.add_argument("--cases", default="a,a1,b,c,d,d1,e", help="comma-separated case keys")
+    parser.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="time framecache alone on the torch-free cases bn,cn,d,e (torch not needed)",
+    )
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated case keys (default a,a1,b,c,d,d1,e; bn,cn,d,e with --no-torch)",
+    )
     parser.add_argument(
         "--clock",
         choices=("cpu", "wall"),
@@ -623,16 +710,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     global _clock
     _clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
     repeats = 7 if args.quick else args.repeats
-    wanted = set(args.cases.split(","))
+    default_cases = "bn,cn,d,e" if args.no_torch else "a,a1,b,c,d,d1,e"
+    wanted = set((args.cases or default_cases).split(","))
+    if torch is None and not args.no_torch:
+        print("guard_lookup: torch is not importable; pass --no-torch", file=sys.stderr)
+        return 2
 
     framecache.set_lru(False)
-    torch_eval_frame._set_lru_cache(False)
     framecache.set_recompile_limit(64, accumulated=4096)
-    fc_guards.set_torch_fast_path(not args.python_reader)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cases = [c for c in build_cases() if c.key in wanted]
-    if not args.python_reader and not fc_guards.torch_fast_path_enabled():
+    if args.no_torch:
+        cases = [c for c in build_cases_without_torch() if c.key in wanted]
+    else:
+        torch_eval_frame._set_lru_cache(False)
+        fc_guards.set_torch_fast_path(not args.python_reader)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cases = [c for c in build_cases() if c.key in wanted]
+    if not args.no_torch and not args.python_reader and not fc_guards.torch_fast_path_enabled():
         print(
             "guard_lookup: framecache's torch part is not in use "
             f"({fc_guards.torch_fast_path_status()}); build framecache with torch importable "
@@ -655,17 +749,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("-" * len(header))
     results: list[Result] = []
     for case in cases:
-        for r in run_case(case, repeats):
+        for r in (run_case_without_torch if args.no_torch else run_case)(case, repeats):
             results.append(r)
+            torch_text = (
+                f"{r.torch_ns:>12.0f}{r.ratio:>9.1f}x"
+                if r.torch_ns == r.torch_ns
+                else f"{'-':>12}{'-':>10}"
+            )
             print(
-                f"{r.case:<5}{r.title:<52}{r.view:<7}{r.framecache_ns:>12.0f}"
-                f"{r.torch_ns:>12.0f}{r.ratio:>9.1f}x",
+                f"{r.case:<5}{r.title:<52}{r.view:<7}{r.framecache_ns:>12.0f}{torch_text}",
                 flush=True,
             )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"machine": info, "repeats": repeats, "results": [asdict(r) for r in results]},
+                {
+                    "machine": info,
+                    "repeats": repeats,
+                    "no_torch": args.no_torch,
+                    "results": [asdict(r) for r in results],
+                },
                 f,
                 indent=2,
             )

@@ -27,7 +27,7 @@ std::unordered_set<CacheEntry*>& entries_with_function() {
 }
 
 std::string code_label(PyCodeObject* co) {
-  const char* name = PyUnicode_AsUTF8(co->co_qualname);
+  const char* name = PyUnicode_AsUTF8(cpy::code_qualname(co));
   if (name == nullptr) {
     PyErr_Clear();
     return "<code>";

@@ -1,10 +1,11 @@
 // The PEP 523 evaluator: lookup, hit, miss and the callback protocol.
 //
-// The life of a frame through the hook (CPython 3.11):
+// The life of a frame through the hook:
 //  1. The caller pushed and initialised the frame; nothing ran yet. If this
 //     thread is off, suspended (guards or the callback are running), the frame
-//     is a resumed generator, a trace function is active, or an exception is
-//     being thrown in, the frame goes straight to the chained evaluator.
+//     is a resumed generator, a trace, profile or sys.monitoring tool is
+//     active, or an exception is being thrown in, the frame goes straight to
+//     the chained evaluator.
 //  2. Otherwise its code gets an ExtraState. The strategy in force is the
 //     stronger of the code's own cur_action and the thread's cap (the
 //     recursive_action of the frames that called this one).
@@ -13,10 +14,13 @@
 //  4. A hit runs the entry's code in place of the frame: CacheEntry::run calls
 //     a function made of the compiled code with the frame's arguments and
 //     marks that code as `bypass`, so its frame runs normally when it comes
-//     back through this hook. The original frame is never run: on 3.11 its
-//     pusher clears it (cpy::finish_unrun_frame is where 3.12 will differ).
+//     back through this hook. The original frame is never run.
 //  5. A miss in compile mode calls the callback; its CallbackResult may add
 //     an entry (run now) and set the code's strategy.
+//  6. A frame that was not handed to an evaluator (a hit, or an error before
+//     anything ran) is finished by UnrunFrame: on 3.12+ the hook must clear
+//     and pop it itself (cpy::finish_unrun_frame says why); on 3.11 its
+//     pusher does.
 // Every path that holds an ExtraState or CacheEntry across a call into
 // Python holds a Shared<> reference to it.
 #include "framecache/cpython.h"
@@ -48,6 +52,50 @@ thread_local cpy::Frame* t_passing_on = nullptr;
 
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag);
 
+// Finishes the frame being evaluated if it was never handed to an evaluator
+// (cpy::finish_unrun_frame: 3.12+ only, a no-op class on 3.11). One lives on
+// the C stack of each evaluate(); run_normally marks the innermost one before
+// the frame goes to an evaluator, which then owns (and on 3.12+ clears) it.
+// finish() is called on the way out, not from the destructor: a daemon thread
+// ended by pthread_exit during finalization unwinds through here, and must not
+// touch its frames then (the destructor only unlinks).
+class UnrunFrame {
+ public:
+  UnrunFrame(PyThreadState* ts, cpy::Frame* frame) : ts_(ts), frame_(frame) {
+    if constexpr (cpy::kHookFinishesUnrunFrames) {
+      outer_ = t_current;
+      t_current = this;
+    }
+  }
+  ~UnrunFrame() {
+    if constexpr (cpy::kHookFinishesUnrunFrames) t_current = outer_;
+  }
+  // Passes `result` (new reference or null) through.
+  PyObject* finish(PyObject* result) {
+    if constexpr (cpy::kHookFinishesUnrunFrames) {
+      if (!handed_off_) cpy::finish_unrun_frame(ts_, frame_);
+    }
+    return result;
+  }
+  UnrunFrame(const UnrunFrame&) = delete;
+  UnrunFrame& operator=(const UnrunFrame&) = delete;
+  static void hand_off(cpy::Frame* frame) {
+    if constexpr (cpy::kHookFinishesUnrunFrames) {
+      assert(t_current != nullptr && t_current->frame_ == frame);
+      (void)frame;
+      t_current->handed_off_ = true;
+    }
+  }
+
+ private:
+  static thread_local UnrunFrame* t_current;
+  PyThreadState* ts_;
+  cpy::Frame* frame_;
+  UnrunFrame* outer_ = nullptr;
+  bool handed_off_ = false;
+};
+thread_local UnrunFrame* UnrunFrame::t_current = nullptr;
+
 // New reference, or null with an error set.
 PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous == nullptr) return cpy::eval_frame_default(ts, frame, throwflag);
@@ -61,15 +109,14 @@ PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
 PyObject* run_normally(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
                        FrameAction recursive) {
   CapScope cap(st, recursive);
+  UnrunFrame::hand_off(frame);
   return run_previous(ts, frame, 0);
 }
 
 PyObject* run_entry(ThreadState* st, PyThreadState* ts, cpy::Frame* frame, CacheEntry& entry,
                     FrameAction recursive) {
   CapScope cap(st, recursive);
-  PyObject* result = entry.run(ts, frame);
-  cpy::finish_unrun_frame(ts, frame);
-  return result;
+  return entry.run(ts, frame);
 }
 
 // Finds the first entry whose guards pass. 0 (hit in *out, or miss), or -1
@@ -104,7 +151,7 @@ int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, Shared<CacheEntry
 }
 
 std::string code_location(PyCodeObject* code) {
-  const char* name = PyUnicode_AsUTF8(code->co_qualname);
+  const char* name = PyUnicode_AsUTF8(cpy::code_qualname(code));
   const char* file = name ? PyUnicode_AsUTF8(code->co_filename) : nullptr;
   if (name == nullptr || file == nullptr) {
     PyErr_Clear();
@@ -234,7 +281,7 @@ PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
   return run_entry(st, ts, frame, *entry, strongest(recursive, strategy.recursive_action));
 }
 
-PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
+PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
   PyCodeObject* code = cpy::frame_code(frame);
   ExtraState* raw = extra_state_ensure(code);
   if (raw == nullptr) return nullptr;
@@ -251,6 +298,28 @@ PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
   return handle_miss(st, ts, frame, std::move(es), recursive);
 }
 
+// No C++ exception may leave the hook: the frames above are CPython's C
+// frames, and one passing through them ends the process (std::terminate).
+// The paths below report errors as Python errors; this turns whatever a
+// pybind11 call still throws into one too, before the frame is finished, so
+// that on 3.12+ a frame never handed to an evaluator is still cleared and
+// popped. (A thread ended at exit unwinds with abi::__forced_unwind, which is
+// no std::exception and passes on.)
+PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
+  UnrunFrame unrun(ts, frame);
+  PyObject* result = nullptr;
+  try {
+    result = evaluate_frame(st, ts, frame);
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_Format(PyExc_SystemError, "framecache: %s", e.what());
+  }
+  return unrun.finish(result);
+}
+
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous != nullptr && frame == t_passing_on) {
     return cpy::eval_frame_default(ts, frame, throwflag);
@@ -262,24 +331,11 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
     return run_previous(ts, frame, throwflag);
   }
   if (st->mode == EvalMode::kOff || st->suspended != 0 || throwflag != 0 ||
-      st->cap == FrameAction::SKIP || cpy::frame_started(frame) || cpy::tracing_active(ts)) {
+      st->cap == FrameAction::SKIP || cpy::frame_started(frame) ||
+      cpy::tracing_active(ts, cpy::frame_code(frame))) {
     return run_previous(ts, frame, throwflag);
   }
-  // No C++ exception may leave the hook: the frames above are CPython's C
-  // frames, and one passing through them ends the process (std::terminate).
-  // The paths below report errors as Python errors; this turns whatever a
-  // pybind11 call still throws into one too. (A thread ended at exit unwinds
-  // with abi::__forced_unwind, which is no std::exception and passes on.)
-  try {
-    return evaluate(st, ts, frame);
-  } catch (py::error_already_set& e) {
-    e.restore();
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();
-  } catch (const std::exception& e) {
-    PyErr_Format(PyExc_SystemError, "framecache: %s", e.what());
-  }
-  return nullptr;
+  return evaluate(st, ts, frame);
 }
 
 void install() {
@@ -287,7 +343,7 @@ void install() {
   cpy::EvalFrameFn current = cpy::get_eval_frame(interp);
   if (current == framecache_eval_frame) return;
   // Chain to whatever was there (a debugger's evaluator), not to the default.
-  g_previous = current == _PyEval_EvalFrameDefault ? nullptr : current;
+  g_previous = cpy::is_default_eval_frame(current) ? nullptr : current;
   cpy::set_eval_frame(interp, framecache_eval_frame);
 }
 
@@ -296,7 +352,7 @@ void uninstall() {
   // If someone installed an evaluator on top of ours, leave the chain alone:
   // ours stays in it, doing nothing while every thread is off.
   if (cpy::get_eval_frame(interp) != framecache_eval_frame) return;
-  cpy::set_eval_frame(interp, g_previous ? g_previous : _PyEval_EvalFrameDefault);
+  cpy::set_eval_frame(interp, g_previous ? g_previous : cpy::default_eval_frame_fn());
   g_previous = nullptr;
 }
 

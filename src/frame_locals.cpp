@@ -24,6 +24,7 @@ Ref frame_locals_dict(cpy::Frame* frame) {
   const int free_start = n - cpy::code_nfreevars(co);
   const bool started = cpy::frame_started(frame);
   for (int i = 0; i < n; ++i) {
+    if (cpy::code_slot_is_hidden(co, i)) continue;  // a comprehension's, 3.12+ (cpython.h)
     PyObject* value = nullptr;  // borrowed
     if (i >= free_start) {
       // Before COPY_FREE_VARS runs, free variables are only in the closure.

@@ -6,20 +6,40 @@
 // `cpy::Frame` as an opaque type and calls these functions. Only .cpp files
 // include this header; other headers forward-declare `_PyInterpreterFrame`.
 //
-// Supported: CPython 3.11 (the layout of _PyInterpreterFrame in
-// Include/internal/pycore_frame.h of 3.11). 3.12 renames f_func to f_funcobj,
-// makes the evaluator clear the frames it ran, and renames the co_extra API to
-// PyUnstable_*; 3.13 renames f_code and prev_instr. Each of those lands here,
-// behind FRAMECACHE_PY312 / FRAMECACHE_PY313 flags, when 3.12+ is supported.
+// Supported: CPython 3.11, 3.12 and 3.13, GIL builds only. One flag per
+// version is defined below (FRAMECACHE_PY311 / FRAMECACHE_PY312 /
+// FRAMECACHE_PY313, plus FRAMECACHE_PY312_PLUS) and used at the few places
+// that differ; each of those says which CPython change made it necessary and
+// when it can go. Facts were read from the 3.11.7, 3.12.1 and 3.13.0 headers
+// (Include/internal/pycore_frame.h, cpython/pystate.h, cpython/code.h,
+// cpython/dictobject.h) and from Python/ceval.c, Python/frame.c and
+// Objects/dictobject.c of those releases.
+//
+// 3.14 turns the frame's object fields into _PyStackRef tagged pointers and
+// removes ma_version_tag: it is refused below rather than guessed at.
 #pragma once
 
 #include <Python.h>
 
-#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030C0000
-#error "framecache's frame hook supports CPython 3.11 only; 3.12/3.13 are not supported yet"
+#include <cstdint>
+
+#if PY_VERSION_HEX < 0x030B0000
+#error "framecache needs CPython 3.11, 3.12 or 3.13 (this is older than 3.11)"
+#elif PY_VERSION_HEX < 0x030C0000
+#define FRAMECACHE_PY311 1
+#elif PY_VERSION_HEX < 0x030D0000
+#define FRAMECACHE_PY312 1
+#define FRAMECACHE_PY312_PLUS 1
+#elif PY_VERSION_HEX < 0x030E0000
+#define FRAMECACHE_PY313 1
+#define FRAMECACHE_PY312_PLUS 1
+#else
+#error "framecache supports CPython 3.11 to 3.13; 3.14 changes the frame layout (_PyStackRef)"
 #endif
 #ifdef Py_GIL_DISABLED
-#error "framecache does not support free-threaded CPython builds"
+// The guard trees, the co_extra state and the dict tags below all rely on
+// the GIL to serialise access. A free-threaded build needs all of it redone.
+#error "framecache does not support free-threaded CPython builds (Py_GIL_DISABLED)"
 #endif
 
 #ifndef Py_BUILD_CORE
@@ -29,10 +49,40 @@
 #include <internal/pycore_code.h>
 #include <internal/pycore_dict.h>
 #include <internal/pycore_frame.h>
+#ifdef FRAMECACHE_PY312_PLUS
+#ifdef FRAMECACHE_PY312
+// Two 3.12 headers that do not compile as C++ once Py_BUILD_CORE is on, both
+// pulled in by pycore_interp.h. pycore_atomic.h uses C11 <stdatomic.h> names
+// when HAVE_STD_ATOMIC is set; without it, it uses the GCC builtins, which
+// C++ has (the layout is the same: a struct around the value). pycore_gc.h
+// defines an inline _PyGC_FINALIZED that the public macro of the same name
+// turns into a clashing PyObject_GC_IsFinalized (gh-108216, fixed in 3.13).
+// Both go with 3.12 support.
+#undef HAVE_STD_ATOMIC
+#undef _PyGC_FINALIZED
+#endif
+// The interpreter's sys.monitoring state (interp->monitors), 3.12+.
+#include <internal/pycore_interp.h>
+#endif
+#ifdef FRAMECACHE_PY313
+// _PyEval_FrameClearAndPop (see finish_unrun_frame), exported since 3.13.
+#include <internal/pycore_ceval.h>
+// 3.13 moved _PySet_NextEntry from cpython/setobject.h to the internal
+// header (still exported). Remove with 3.13 support, or when the guards
+// iterate sets with the public PyObject_GetIter instead.
+#include <internal/pycore_setobject.h>
+#endif
+#ifdef FRAMECACHE_PY312_PLUS
+// The range and tuple iterator structs (see range_iter_rest below).
+#include <internal/pycore_range.h>
+#include <internal/pycore_tuple.h>
+#endif
 #ifdef FRAMECACHE_DEFINED_BUILD_CORE
 #undef Py_BUILD_CORE
 #undef FRAMECACHE_DEFINED_BUILD_CORE
 #endif
+
+#include "framecache/guards/dict_watch.h"
 
 namespace framecache::cpy {
 
@@ -50,23 +100,63 @@ inline void set_eval_frame(PyInterpreterState* interp, EvalFrameFn fn) {
 inline PyObject* eval_frame_default(PyThreadState* ts, Frame* frame, int throwflag) {
   return _PyEval_EvalFrameDefault(ts, frame, throwflag);
 }
+// The default evaluator itself, to reinstall: setting exactly this function
+// lets CPython go back to its own fast path (it then stores null).
+inline EvalFrameFn default_eval_frame_fn() { return _PyEval_EvalFrameDefault; }
+inline bool is_default_eval_frame(EvalFrameFn fn) { return fn == _PyEval_EvalFrameDefault; }
 
 // --- frame fields (all borrowed) ------------------------------------------
-inline PyCodeObject* frame_code(Frame* f) { return f->f_code; }
-// The function being run. 3.11 gives every frame one (module and class bodies
-// too). 3.12: the field becomes f_funcobj.
-inline PyFunctionObject* frame_function(Frame* f) { return f->f_func; }
+inline PyCodeObject* frame_code(Frame* f) {
+#ifdef FRAMECACHE_PY313
+  // 3.13 (gh-100987) renamed f_code to f_executable, a PyObject* that may be
+  // None for the C-stack trampoline frames; those never reach an evaluator.
+  return _PyFrame_GetCode(f);
+#else
+  return f->f_code;
+#endif
+}
+// The function being run, or null. Every frame an evaluator is given has one
+// (module and class bodies too: PyEval_EvalCode makes one).
+inline PyFunctionObject* frame_function(Frame* f) {
+#ifdef FRAMECACHE_PY311
+  return f->f_func;
+#else
+  // 3.12 (gh-99003) renamed f_func to f_funcobj and typed it PyObject*: 3.13's
+  // trampoline frames hold None there. Goes with 3.11 support (the rename) and
+  // 3.14 (the field becomes a _PyStackRef).
+  PyObject* fn = f->f_funcobj;
+  return PyFunction_Check(fn) ? reinterpret_cast<PyFunctionObject*>(fn) : nullptr;
+#endif
+}
 inline PyObject* frame_globals(Frame* f) { return f->f_globals; }
 inline PyObject* frame_builtins(Frame* f) { return f->f_builtins; }
 // The locals mapping of module and class-body frames; null for functions.
 inline PyObject* frame_locals_mapping(Frame* f) { return f->f_locals; }
 inline PyObject** frame_fast_locals(Frame* f) { return f->localsplus; }
-// Index of the last instruction started, -1 before the first one.
-// 3.13: prev_instr becomes instr_ptr (pointing at the next instruction).
-inline int frame_lasti(Frame* f) { return _PyInterpreterFrame_LASTI(f); }
-// A frame that already ran an instruction is a resumed generator/coroutine:
-// it must run normally, never be looked up again.
-inline bool frame_started(Frame* f) { return frame_lasti(f) >= 0; }
+
+// A frame that already ran an instruction is a resumed generator/coroutine
+// (or a frame handed back by another evaluator): it must run normally, never
+// be looked up again. Only a fresh frame pushed by a call is looked up.
+//
+// How "fresh" shows differs per version. 3.11 and 3.12 start prev_instr one
+// code unit before the first instruction (lasti == -1). 3.13 (gh-117045)
+// replaced prev_instr with instr_ptr, which points at the next instruction
+// to run, so a fresh frame has instr_ptr == the first code unit (lasti 0).
+// A generator's frame is made by RETURN_GENERATOR, the first instruction of
+// a generator code after the MAKE_CELL/COPY_FREE_VARS prefix, and its
+// instruction pointer is past that when it is resumed; a frame owned by a
+// generator is never fresh, whatever the version, so that is checked too.
+inline bool frame_started(Frame* f) {
+  if (f->owner == FRAME_OWNED_BY_GENERATOR) return true;
+#ifdef FRAMECACHE_PY313
+  return f->instr_ptr != _PyCode_CODE(frame_code(f));
+#else
+  return _PyInterpreterFrame_LASTI(f) >= 0;
+#endif
+}
+// Index (in code units) of the last instruction started, -1 before the first
+// one on every version (3.13's instr_ptr-based LASTI reads 0 there).
+inline int frame_lasti(Frame* f) { return frame_started(f) ? _PyInterpreterFrame_LASTI(f) : -1; }
 // The closure tuple (or null) of the frame's function. Before COPY_FREE_VARS
 // runs, free variables live only here, not yet in the fast locals.
 inline PyObject* frame_closure(Frame* f) {
@@ -74,23 +164,128 @@ inline PyObject* frame_closure(Frame* f) {
   return fn ? fn->func_closure : nullptr;
 }
 
-// A frame the hook answered without running it. On 3.11 whoever pushed the
-// frame clears and pops it after the evaluator returns (_PyEval_Vector,
-// gen_send_ex2), so there is nothing to do. 3.12 moves clearing into the
-// evaluator: this is where the hook will clear and pop it there.
-inline void finish_unrun_frame(PyThreadState*, Frame*) {}
+// Who clears and pops a frame the hook answered without running it.
+//
+// A PEP 523 evaluator is handed a frame that its caller pushed on the
+// thread's data stack and initialised (arguments in localsplus, strong
+// references to the function, the code and f_locals). Someone must drop
+// those references and pop the frame exactly once.
+//
+//  * 3.11: whoever pushed the frame does it after the evaluator returns
+//    (_PyEval_Vector calls _PyEvalFrameClearAndPop; the default evaluator
+//    leaves entry frames alone). The hook has nothing to do.
+//  * 3.12 and 3.13 (gh-96421, the entry-frame rework): the default
+//    evaluator clears and pops the frame it ran, on return and on error
+//    (_PyEvalFrameClearAndPop -> clear_thread_frame), and _PyEval_Vector no
+//    longer does. A frame the hook answers some other way (a cached entry
+//    run as a separate call, an error before anything ran) would leak its
+//    references and its stack space unless the hook does what
+//    clear_thread_frame does. That is this function.
+//
+// Preconditions, true of every frame the hook answers (eval_frame.cpp only
+// calls this for frames it did not pass to an evaluator):
+//  - owned by the thread (a generator's frame is always started, so it is
+//    run normally and cleared by gen_send_ex2 / the evaluator);
+//  - the top of the data stack: the cached code ran as a separate call
+//    whose frames were pushed above it and are already popped;
+//  - never linked into the frame chain and never given a frame object: the
+//    default evaluator links a frame (previous, current_frame) only when it
+//    starts running it, and a frame object can only be made for a complete
+//    frame (_PyFrame_GetFrameObject asserts !_PyFrame_IsIncomplete), which a
+//    frame before its first RESUME is not.
+// So clearing is: drop the fast locals (stacktop covers exactly the
+// co_nlocalsplus slots _PyFrame_Initialize set), f_locals, the function and
+// the code, then pop. 3.13 exports the interpreter's own routine
+// (_PyEval_FrameClearAndPop, PyAPI_FUNC in pycore_ceval.h); 3.12 exports
+// neither _PyFrame_ClearExceptCode nor _PyThreadState_PopFrame (both hidden
+// by -fvisibility=hidden), so for 3.12 the few lines are repeated here, the
+// chunk free through the public arena allocator that _PyObject_VirtualFree
+// wraps. Remove the 3.12 branch with 3.12 support; revisit on 3.14, where
+// the fields become _PyStackRef.
+inline void finish_unrun_frame(PyThreadState* ts, Frame* f) {
+#if defined(FRAMECACHE_PY311)
+  (void)ts;
+  (void)f;
+#elif defined(FRAMECACHE_PY313)
+  assert(f->owner == FRAME_OWNED_BY_THREAD);
+  assert(f->frame_obj == nullptr);
+  assert(reinterpret_cast<PyObject**>(f) + frame_code(f)->co_framesize == ts->datastack_top);
+  _PyEval_FrameClearAndPop(ts, f);
+#else
+  assert(f->owner == FRAME_OWNED_BY_THREAD);
+  assert(f->frame_obj == nullptr);
+  assert(reinterpret_cast<PyObject**>(f) + f->f_code->co_framesize == ts->datastack_top);
+  // As clear_thread_frame: finalizers run by these decrefs count one C level.
+  ts->c_recursion_remaining--;
+  for (int i = 0; i < f->stacktop; i++) Py_XDECREF(f->localsplus[i]);
+  f->stacktop = 0;
+  Py_XDECREF(f->f_locals);
+  Py_DECREF(f->f_funcobj);
+  Py_DECREF(f->f_code);
+  ts->c_recursion_remaining++;
+  // _PyThreadState_PopFrame.
+  PyObject** base = reinterpret_cast<PyObject**>(f);
+  _PyStackChunk* chunk = ts->datastack_chunk;
+  if (base == &chunk->data[0]) {
+    // The frame opened this chunk: go back to the previous one (the root
+    // chunk is never popped, push_chunk guarantees a previous one).
+    _PyStackChunk* previous = chunk->previous;
+    ts->datastack_top = &previous->data[previous->top];
+    ts->datastack_chunk = previous;
+    ts->datastack_limit = reinterpret_cast<PyObject**>(reinterpret_cast<char*>(previous) +
+                                                       previous->size);
+    PyObjectArenaAllocator arena;
+    PyObject_GetArenaAllocator(&arena);
+    arena.free(arena.ctx, chunk, chunk->size);
+  } else {
+    ts->datastack_top = base;
+  }
+#endif
+}
+// True where the hook must call finish_unrun_frame at all (3.12+).
+#ifdef FRAMECACHE_PY311
+inline constexpr bool kHookFinishesUnrunFrames = false;
+#else
+inline constexpr bool kHookFinishesUnrunFrames = true;
+#endif
 
 // --- the thread's tracing state ---------------------------------------------
-// True while sys.settrace/sys.setprofile is active or a trace function runs:
-// frames then run normally so that debuggers and profilers see the real code.
-// 3.12 replaces cframe->use_tracing with tstate->tracing + sys.monitoring.
-inline bool tracing_active(PyThreadState* ts) {
+// True while frames must run normally so that debuggers, profilers and
+// coverage tools see the real code: sys.settrace/sys.setprofile is set on
+// this thread, a trace/profile/monitoring callback is running, or a
+// sys.monitoring tool has events on (globally, or locally on `code`).
+//
+// 3.11 kept one flag for settrace/setprofile (cframe->use_tracing). 3.12
+// (PEP 669) removed it: settrace/setprofile became sys.monitoring tools 6 and
+// 7 whose events are global but whose callbacks check the thread's
+// c_tracefunc/c_profilefunc, so those two per-thread fields decide for them;
+// tools 0-5 (debuggers, coverage, cProfile since 3.12, optimizers) are read
+// from interp->monitors and the code's local monitors. tstate->tracing counts
+// running callbacks on every version. The 3.11 branch goes with 3.11 support.
+inline bool tracing_active(PyThreadState* ts, PyCodeObject* code) {
+#ifdef FRAMECACHE_PY311
+  (void)code;
   return ts->tracing != 0 || ts->cframe->use_tracing != 0;
+#else
+  if (ts->tracing != 0 || ts->c_tracefunc != nullptr || ts->c_profilefunc != nullptr) return true;
+  constexpr uint8_t kLegacyTools =
+      (1u << PY_MONITORING_SYS_PROFILE_ID) | (1u << PY_MONITORING_SYS_TRACE_ID);
+  uint8_t tools = 0;
+  const _Py_GlobalMonitors& global = ts->interp->monitors;
+  for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; ++e) tools |= global.tools[e];
+  if (code->_co_monitoring != nullptr) {
+    const _Py_LocalMonitors& local = code->_co_monitoring->local_monitors;
+    for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; ++e) tools |= local.tools[e];
+  }
+  return (tools & ~kLegacyTools) != 0;
+#endif
 }
 
 // --- code objects ---------------------------------------------------------
 inline int code_nlocalsplus(PyCodeObject* co) { return co->co_nlocalsplus; }
 inline int code_nfreevars(PyCodeObject* co) { return co->co_nfreevars; }
+// Borrowed str (co_qualname exists from 3.11 on; unstable struct, so here).
+inline PyObject* code_qualname(PyCodeObject* co) { return co->co_qualname; }
 // Borrowed tuple of names for every fast local, cell and free variable.
 inline PyObject* code_localsplus_names(PyCodeObject* co) { return co->co_localsplusnames; }
 inline bool code_slot_is_free(PyCodeObject* co, int i) {
@@ -99,14 +294,37 @@ inline bool code_slot_is_free(PyCodeObject* co, int i) {
 inline bool code_slot_is_cell(PyCodeObject* co, int i) {
   return (_PyLocals_GetKind(co->co_localspluskinds, i) & CO_FAST_CELL) != 0;
 }
+// A slot of an inlined comprehension's variable (PEP 709, 3.12+): set only
+// while the comprehension runs, not a local of the function as Python shows
+// it (frame.f_locals and locals() skip it). Never set in a fresh frame.
+inline bool code_slot_is_hidden(PyCodeObject* co, int i) {
+#ifdef FRAMECACHE_PY311
+  (void)co;
+  (void)i;
+  return false;
+#else
+  return (_PyLocals_GetKind(co->co_localspluskinds, i) & CO_FAST_HIDDEN) != 0;
+#endif
+}
 
-// --- co_extra (3.12 renames these PyUnstable_Code_GetExtra/SetExtra) -------
+// --- co_extra ----------------------------------------------------------------
+// 3.12 renamed the co_extra API PyUnstable_* (PEP 689); the old names remain
+// as inline aliases in 3.12/3.13. The 3.11 branch goes with 3.11 support.
 inline Py_ssize_t request_code_extra_index(freefunc free) {
+#ifdef FRAMECACHE_PY311
   return _PyEval_RequestCodeExtraIndex(free);
+#else
+  return PyUnstable_Eval_RequestCodeExtraIndex(free);
+#endif
 }
 inline void* code_get_extra(PyCodeObject* co, Py_ssize_t index) {
   void* extra = nullptr;
-  if (_PyCode_GetExtra(reinterpret_cast<PyObject*>(co), index, &extra) < 0) {
+#ifdef FRAMECACHE_PY311
+  const int rc = _PyCode_GetExtra(reinterpret_cast<PyObject*>(co), index, &extra);
+#else
+  const int rc = PyUnstable_Code_GetExtra(reinterpret_cast<PyObject*>(co), index, &extra);
+#endif
+  if (rc < 0) {
     PyErr_Clear();
     return nullptr;
   }
@@ -114,13 +332,125 @@ inline void* code_get_extra(PyCodeObject* co, Py_ssize_t index) {
 }
 // Returns 0, or -1 with an exception set.
 inline int code_set_extra(PyCodeObject* co, Py_ssize_t index, void* extra) {
+#ifdef FRAMECACHE_PY311
   return _PyCode_SetExtra(reinterpret_cast<PyObject*>(co), index, extra);
+#else
+  return PyUnstable_Code_SetExtra(reinterpret_cast<PyObject*>(co), index, extra);
+#endif
 }
 
 // --- dicts ------------------------------------------------------------------
-// 3.11's per-dict version tag; 3.12 deprecates it for dict watchers.
+// The tag DICT_VERSION compares (guards/dict_version.h): equal tags of one
+// exact dict mean the same dict object with the same contents; 0 means "no
+// tag", never remembered.
+//
+// 3.11: the dict's own PEP 509 version tag (ma_version_tag).
+// 3.12 deprecated that field (PEP 699, removed in 3.14), so from 3.12 on the
+// tag comes from framecache's dict watcher (guards/dict_watch.h). Both see
+// the same mutations: CPython bumps ma_version_tag exactly where it notifies
+// watchers (_PyDict_NotifyEvent).
+// 3.13 stores an object's attributes in inline values that its materialised
+// __dict__ shares (ma_values == the object's values); obj.attr = v then
+// writes the values directly, firing no watcher and leaving ma_version_tag
+// alone (store_instance_attr_lock_held; checked on 3.13.0). Such a dict gets
+// no tag. 3.12 moves the values into the dict when it is materialised, so
+// every store goes through the dict there.
 inline uint64_t dict_version(PyObject* dict) {
+#ifdef FRAMECACHE_PY311
   return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag;
+#else
+#ifdef FRAMECACHE_PY313
+  if (reinterpret_cast<PyDictObject*>(dict)->ma_values != nullptr) return 0;
+#endif
+  return guards::dict_watch::tag(dict);
+#endif
+}
+
+// --- sets, attributes, types ---------------------------------------------------
+// Iterates a set or frozenset without running Python; 1 with borrowed key and
+// its hash, 0 at the end. (3.13 moved it to the internal header, see above.)
+inline int set_next_entry(PyObject* set, Py_ssize_t* pos, PyObject** key, Py_hash_t* hash) {
+  return _PySet_NextEntry(set, pos, key, hash);
+}
+// getattr that reports a missing attribute without raising: 1 with a new
+// reference in *attr, 0 absent (*attr null), -1 with an exception set.
+// 3.13 made it public as PyObject_GetOptionalAttr and stopped exporting
+// _PyObject_LookupAttr; the 3.11/3.12 branch goes with 3.12 support.
+inline int lookup_attr(PyObject* obj, PyObject* name, PyObject** attr) {
+#ifdef FRAMECACHE_PY313
+  return PyObject_GetOptionalAttr(obj, name, attr);
+#else
+  return _PyObject_LookupAttr(obj, name, attr);
+#endif
+}
+// A type's own dict, as a new reference (null only for a type not yet ready).
+// 3.12 (gh-94673) keeps the dicts of static builtin types per interpreter,
+// leaving tp_dict null for them; PyType_GetDict finds either. The 3.11
+// branch goes with 3.11 support.
+inline PyObject* type_dict(PyTypeObject* type) {
+#ifdef FRAMECACHE_PY311
+  return Py_XNewRef(type->tp_dict);
+#else
+  return PyType_GetDict(type);
+#endif
+}
+
+// --- iterators (RANGE_ITERATOR_MATCH, TUPLE_ITERATOR_LEN) ----------------------
+// 3.11 keeps rangeiterobject and tupleiterobject in Objects/rangeobject.c and
+// Objects/tupleobject.c, in no header: mirrored here. 3.12 moved both into
+// internal headers (pycore_range.h, pycore_tuple.h) and dropped the range
+// iterator's index (its start advances instead). The guards still
+// probe the layout at run time (leaf_guards_iterators.cpp) before trusting it.
+// The 3.11 mirrors go with 3.11 support.
+#ifdef FRAMECACHE_PY311
+struct RangeIterObject {
+  PyObject ob_base;
+  long index;
+  long start;
+  long step;
+  long len;
+};
+struct TupleIterObject {
+  PyObject ob_base;
+  Py_ssize_t it_index;
+  PyTupleObject* it_seq;  // null once exhausted
+};
+#else
+using RangeIterObject = _PyRangeIterObject;
+using TupleIterObject = _PyTupleIterObject;
+#endif
+inline constexpr Py_ssize_t kRangeIterSize = sizeof(RangeIterObject);
+inline constexpr Py_ssize_t kTupleIterSize = sizeof(TupleIterObject);
+
+// What an exact range_iterator (borrowed) has left: `length` values from
+// `first` by `step`, read without advancing it.
+struct RangeRest {
+  long first = 0;
+  long length = 0;
+  long step = 1;
+};
+inline RangeRest range_iter_rest(PyObject* it) {
+  const auto* r = reinterpret_cast<const RangeIterObject*>(it);
+  RangeRest rest;
+  rest.step = r->step;
+#ifdef FRAMECACHE_PY311
+  rest.length = r->index < r->len ? r->len - r->index : 0;
+  // Unsigned arithmetic, as CPython's rangeiter_next does, to avoid overflow.
+  rest.first = static_cast<long>(static_cast<unsigned long>(r->start) +
+                                 static_cast<unsigned long>(r->index) *
+                                     static_cast<unsigned long>(r->step));
+#else
+  rest.length = r->len > 0 ? r->len : 0;
+  rest.first = r->start;
+#endif
+  return rest;
+}
+// An exact tuple_iterator's (borrowed) index and tuple (null once exhausted).
+inline Py_ssize_t tuple_iter_index(PyObject* it) {
+  return reinterpret_cast<const TupleIterObject*>(it)->it_index;
+}
+inline PyObject* tuple_iter_seq(PyObject* it) {
+  return reinterpret_cast<PyObject*>(reinterpret_cast<const TupleIterObject*>(it)->it_seq);
 }
 
 // --- instance attribute storage (the getattr accessors' fast path) ----------

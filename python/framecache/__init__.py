@@ -8,6 +8,8 @@ original, a miss calls the callback, which may return new compiled code.
 
 from __future__ import annotations
 
+# First: raises a clear ImportError on an interpreter the compiled core cannot serve.
+from . import _interpreter  # noqa: F401  # isort: skip
 from . import guards
 from ._C import (
     CacheEntry,

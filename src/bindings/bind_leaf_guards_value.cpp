@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "framecache/bindings.h"
+#include "framecache/cpython.h"
 #include "framecache/guards/leaf_guards_value.h"
 
 namespace framecache {
@@ -27,7 +28,7 @@ bool contains_nan(PyObject* v) {
     Py_ssize_t pos = 0;
     PyObject* item;
     Py_hash_t hash;
-    while (_PySet_NextEntry(v, &pos, &item, &hash)) {
+    while (cpy::set_next_entry(v, &pos, &item, &hash)) {
       if (contains_nan(item)) return true;
     }
   }

@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include "framecache/cpython.h"
+
 namespace framecache::guards {
 
 namespace {
@@ -111,7 +113,8 @@ std::string ObjDictAccessor::explain_fetch_failure(PyObject* parent, const Frame
 
 Ref TypeDictAccessor::fetch(PyObject* parent, const FrameInputs&) {
   if (!PyType_Check(parent)) return Ref();
-  return Ref::borrow(reinterpret_cast<PyTypeObject*>(parent)->tp_dict);
+  // A new reference: on 3.12+ a static builtin type's dict is per interpreter.
+  return Ref::steal(cpy::type_dict(reinterpret_cast<PyTypeObject*>(parent)));
 }
 
 std::string TypeDictAccessor::explain_fetch_failure(PyObject* parent, const FrameInputs&) {

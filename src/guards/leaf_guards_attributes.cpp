@@ -3,18 +3,19 @@
 
 #include <stdexcept>
 
+#include "framecache/cpython.h"
 #include "framecache/guards/check_error_text.h"
 
 namespace framecache::guards {
 
 namespace {
 // 1 found (the attribute is dropped), 0 absent, -1 with an exception set.
-// _PyObject_LookupAttr (public in 3.11's cpython/object.h; renamed
-// PyObject_GetOptionalAttr in 3.13) reports a missing attribute without
-// creating an AttributeError for types using the generic getattr.
+// cpy::lookup_attr (_PyObject_LookupAttr; PyObject_GetOptionalAttr on 3.13)
+// reports a missing attribute without creating an AttributeError for types
+// using the generic getattr.
 int lookup(PyObject* value, PyObject* name) {
   PyObject* attr = nullptr;
-  const int found = _PyObject_LookupAttr(value, name, &attr);
+  const int found = cpy::lookup_attr(value, name, &attr);
   Py_XDECREF(attr);
   return found;
 }

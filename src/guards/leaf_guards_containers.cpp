@@ -1,6 +1,7 @@
 // LENGTH_CHECK, DICT_LENGTH, DICT_CONTAINS, MAPPING_KEYS_MATCH.
 #include "framecache/guards/leaf_guards_containers.h"
 
+#include "framecache/cpython.h"
 #include "framecache/guards/check_error_text.h"
 
 namespace framecache::guards {
@@ -16,12 +17,9 @@ Py_ssize_t builtin_length(PyObject* value) {
   return -1;
 }
 
-// A dict's version tag changes on every mutation (PEP 509). It is public in
-// CPython 3.11's PyDictObject; 3.12 deprecates it in favour of dict watchers,
-// so this is the one place to change when 3.12 is supported.
-uint64_t dict_version(PyObject* dict) {
-  return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag;
-}
+// A tag that changes on every mutation of an exact dict (cpython.h: 3.11's
+// ma_version_tag, a dict watcher's tag on 3.12+).
+uint64_t dict_version(PyObject* dict) { return cpy::dict_version(dict); }
 
 // Same key for MAPPING_KEYS_MATCH: identical, or the same type and equal.
 // 1 / 0 / -1 with an exception set. Both borrowed; the caller keeps them alive.

@@ -1,6 +1,7 @@
 // RANGE_ITERATOR_MATCH and TUPLE_ITERATOR_LEN.
 #include "framecache/guards/leaf_guards_iterators.h"
 
+#include "framecache/cpython.h"
 #include "framecache/guards/check_error_text.h"
 #include "framecache/ref.h"
 
@@ -8,24 +9,10 @@ namespace framecache::guards {
 
 namespace {
 
-// Mirrors of CPython 3.11's private iterator structs: rangeiterobject in
-// Objects/rangeobject.c and tupleiterobject in Objects/tupleobject.c. Neither
-// is in a header. 3.12 drops the range iterator's index (its start advances
-// instead) and moves both into internal headers; the probe below catches such
-// a change and falls back to the portable path instead of misreading memory.
-// Delete these mirrors once a supported version exposes the structs.
-struct RangeIterLayout {
-  PyObject ob_base;
-  long index;
-  long start;
-  long step;
-  long len;
-};
-struct TupleIterLayout {
-  PyObject ob_base;
-  Py_ssize_t index;
-  PyObject* seq;  // null once the iterator is exhausted
-};
+// The iterator structs are CPython-private (cpython.h mirrors or includes them
+// per version); the probe below checks the layout by behaviour before any read
+// and falls back to the portable path instead of misreading memory.
+using cpy::RangeRest;
 
 enum class Layout { kUnprobed, kVerified, kMismatch };
 Layout g_layout = Layout::kUnprobed;
@@ -35,7 +22,7 @@ bool g_struct_reads = false;  // g_layout == kVerified && g_enabled
 // Builds range(start, stop, step), advances its iterator `advance` times, and
 // compares the struct's fields with what they must hold.
 bool range_layout_matches(long start, long stop, long step, long advance) {
-  if (PyRangeIter_Type.tp_basicsize != static_cast<Py_ssize_t>(sizeof(RangeIterLayout))) return false;
+  if (PyRangeIter_Type.tp_basicsize != cpy::kRangeIterSize) return false;
   Ref r = Ref::steal(
       PyObject_CallFunction(reinterpret_cast<PyObject*>(&PyRange_Type), "lll", start, stop, step));
   if (!r) return false;
@@ -45,25 +32,24 @@ bool range_layout_matches(long start, long stop, long step, long advance) {
   for (long i = 0; i < advance; ++i) {
     if (!Ref::steal(PyIter_Next(it.get()))) return false;
   }
-  const auto* s = reinterpret_cast<const RangeIterLayout*>(it.get());
-  return s->index == advance && s->start == start && s->step == step && s->len == len;
+  const RangeRest rest = cpy::range_iter_rest(it.get());
+  return rest.length == len - advance && rest.first == start + advance * step && rest.step == step;
 }
 
 // Same for a tuple iterator, before and after exhaustion. Pointers are only
 // compared, never followed, so a wrong layout cannot crash the probe.
 bool tuple_layout_matches() {
-  if (PyTupleIter_Type.tp_basicsize != static_cast<Py_ssize_t>(sizeof(TupleIterLayout))) return false;
+  if (PyTupleIter_Type.tp_basicsize != cpy::kTupleIterSize) return false;
   Ref t = Ref::steal(Py_BuildValue("(iii)", 1, 2, 3));
   Ref it = t ? Ref::steal(PyObject_GetIter(t.get())) : Ref();
   if (!it || Py_TYPE(it.get()) != &PyTupleIter_Type) return false;
-  const auto* s = reinterpret_cast<const TupleIterLayout*>(it.get());
   if (!Ref::steal(PyIter_Next(it.get()))) return false;
-  if (s->index != 1 || s->seq != t.get()) return false;
+  if (cpy::tuple_iter_index(it.get()) != 1 || cpy::tuple_iter_seq(it.get()) != t.get()) return false;
   for (int i = 0; i < 2; ++i) {
     if (!Ref::steal(PyIter_Next(it.get()))) return false;
   }
   if (Ref::steal(PyIter_Next(it.get())) || PyErr_Occurred()) return false;
-  return s->seq == nullptr;
+  return cpy::tuple_iter_seq(it.get()) == nullptr;
 }
 
 void ensure_probed() {
@@ -78,29 +64,16 @@ void ensure_probed() {
   g_struct_reads = ok && g_enabled;
 }
 
-// What a range iterator has left: `length` values from `first` by `step`.
-struct RangeRest {
-  long first = 0;
-  long length = 0;
-  long step = 1;
-};
-
 // Reads a range iterator's remaining values without advancing it. Returns
 // false with an exception set on failure. `it` is borrowed, an exact
 // range_iterator.
 bool read_range_rest(PyObject* it, RangeRest& out) {
   if (g_struct_reads) {
-    const auto* s = reinterpret_cast<const RangeIterLayout*>(it);
-    out.length = s->index < s->len ? s->len - s->index : 0;
-    // Unsigned arithmetic, as CPython's rangeiter_next does, to avoid overflow.
-    out.first = static_cast<long>(static_cast<unsigned long>(s->start) +
-                                  static_cast<unsigned long>(s->index) *
-                                      static_cast<unsigned long>(s->step));
-    out.step = s->step;
+    out = cpy::range_iter_rest(it);
     return true;
   }
-  // Portable path: __reduce__ gives (iter, (range,), index) (3.12: index 0 and
-  // the range already advanced); the rest is range[index:].
+  // Portable path: __reduce__ gives (iter, (range,), index) (3.12+: the range
+  // already advanced and None for the index); the rest is range[index:].
   Ref red = Ref::steal(PyObject_CallMethod(it, "__reduce__", nullptr));
   if (!red) return false;
   PyObject* args = PyTuple_Check(red.get()) && PyTuple_GET_SIZE(red.get()) >= 2
@@ -112,7 +85,7 @@ bool read_range_rest(PyObject* it, RangeRest& out) {
     return false;
   }
   Py_ssize_t index = 0;
-  if (PyTuple_GET_SIZE(red.get()) >= 3) {
+  if (PyTuple_GET_SIZE(red.get()) >= 3 && PyTuple_GET_ITEM(red.get(), 2) != Py_None) {
     index = PyLong_AsSsize_t(PyTuple_GET_ITEM(red.get(), 2));
     if (index == -1 && PyErr_Occurred()) return false;
   }
@@ -132,9 +105,9 @@ bool read_range_rest(PyObject* it, RangeRest& out) {
 // borrowed, an exact tuple_iterator.
 Py_ssize_t tuple_iter_left(PyObject* it) {
   if (g_struct_reads) {
-    const auto* s = reinterpret_cast<const TupleIterLayout*>(it);
-    if (s->seq == nullptr) return 0;
-    const Py_ssize_t n = PyTuple_GET_SIZE(s->seq) - s->index;
+    PyObject* seq = cpy::tuple_iter_seq(it);
+    if (seq == nullptr) return 0;
+    const Py_ssize_t n = PyTuple_GET_SIZE(seq) - cpy::tuple_iter_index(it);
     return n > 0 ? n : 0;
   }
   return PyObject_LengthHint(it, -1);  // tuple_iterator.__length_hint__, in C

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "framecache/cpython.h"
+
 namespace framecache::guards {
 
 namespace {
@@ -49,7 +51,7 @@ bool builtin_constant(PyObject* v, int depth) {
     Py_ssize_t pos = 0;
     PyObject* item;
     Py_hash_t hash;
-    while (_PySet_NextEntry(v, &pos, &item, &hash)) {
+    while (cpy::set_next_entry(v, &pos, &item, &hash)) {
       if (!builtin_constant(item, depth + 1)) return false;
     }
     return true;
@@ -93,14 +95,14 @@ int strict_equal(PyObject* value, PyObject* expected) {
     Py_ssize_t pos = 0;
     PyObject* item;
     Py_hash_t hash;
-    while (_PySet_NextEntry(value, &pos, &item, &hash)) {
+    while (cpy::set_next_entry(value, &pos, &item, &hash)) {
       PyTypeObject* it = Py_TYPE(item);
       if (it == &PyUnicode_Type || it == &PyBytes_Type || it == Py_TYPE(Py_None)) continue;
       bool partner = false;
       Py_ssize_t pos2 = 0;
       PyObject* other;
       Py_hash_t hash2;
-      while (!partner && _PySet_NextEntry(expected, &pos2, &other, &hash2)) {
+      while (!partner && cpy::set_next_entry(expected, &pos2, &other, &hash2)) {
         if (hash2 != hash) continue;
         const int same = strict_equal(item, other);
         if (same < 0) return -1;

@@ -50,8 +50,14 @@ ProbeEvaluator::~ProbeEvaluator() {
   cpy::set_eval_frame(PyInterpreterState_Get(), reinterpret_cast<cpy::EvalFrameFn>(previous_));
 }
 
+namespace {
+// The frame the innermost handler was given, until it runs it normally.
+thread_local _PyInterpreterFrame* t_unrun = nullptr;
+}  // namespace
+
 PyObject* ProbeEvaluator::run_normally(PyThreadState* ts, _PyInterpreterFrame* frame) {
-  return _PyEval_EvalFrameDefault(ts, frame, 0);
+  if (t_unrun == frame) t_unrun = nullptr;
+  return cpy::eval_frame_default(ts, frame, 0);
 }
 
 PyObject* ProbeEvaluator::evaluate(PyThreadState* ts, _PyInterpreterFrame* frame, int throwflag) {
@@ -59,9 +65,15 @@ PyObject* ProbeEvaluator::evaluate(PyThreadState* ts, _PyInterpreterFrame* frame
   if (probe != nullptr && throwflag == 0 && cpy::frame_code(frame) == probe->target_ &&
       !cpy::frame_started(frame)) {
     ++probe->seen_;
-    return probe->on_frame_(ts, frame);
+    _PyInterpreterFrame* outer = t_unrun;
+    t_unrun = frame;
+    PyObject* result = probe->on_frame_(ts, frame);
+    const bool unrun = t_unrun == frame;
+    t_unrun = outer;
+    if (unrun) cpy::finish_unrun_frame(ts, frame);
+    return result;
   }
-  return _PyEval_EvalFrameDefault(ts, frame, throwflag);
+  return cpy::eval_frame_default(ts, frame, throwflag);
 }
 
 }  // namespace framecache::fctest

@@ -36,7 +36,9 @@ inline Py_ssize_t refcount(const py::handle& obj) { return Py_REFCNT(obj.ptr());
 // While alive, every unstarted frame of `target` is handed to `on_frame`
 // (with the GIL held) instead of being evaluated; other frames run through the
 // evaluator that was installed before. `on_frame` returns a new reference or
-// null with an exception set, like an evaluator.
+// null with an exception set, like an evaluator. A frame the handler does not
+// pass to run_normally is cleared and popped afterwards where the evaluator
+// would have (3.12+, cpy::finish_unrun_frame), as framecache's hook does.
 class ProbeEvaluator {
  public:
   using Handler = std::function<PyObject*(PyThreadState*, _PyInterpreterFrame*)>;

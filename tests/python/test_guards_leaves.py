@@ -567,7 +567,7 @@ def test_equals_match_rejects_nan() -> None:
 def iterator_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a test with the iterator guards reading C structs, then through methods."""
     if request.param == "struct":
-        assert GuardManager._iterator_struct_reads(), "the 3.11 iterator layout was not verified"
+        assert GuardManager._iterator_struct_reads(), "the iterator layout was not verified"
     previous = GuardManager._set_iterator_struct_reads(request.param == "struct")
     try:
         yield request.param

@@ -1101,7 +1101,9 @@ def test_threads_each_with_their_own_callback(mode: Mode) -> None:
     disabled_code = functions["disabled"].__code__
     inside = [disabled_code, positional_only.__code__, countdown.__code__]
     inside += [c for c in disabled_code.co_consts if isinstance(c, types.CodeType)]
-    assert len(inside) == 6
+    # square, the generator expression and (before 3.12) the list comprehension:
+    # 3.12 inlines list comprehensions into the function (PEP 709).
+    assert len(inside) == (6 if sys.version_info < (3, 12) else 5)
     assert not any(code is seen for code in inside for seen in outside.codes)
     assert copier.count(functions["copy"].__code__) == 1
     assert mine.count(functions["mine"].__code__) == (40 if mode.name == "none" else 1)
