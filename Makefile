@@ -157,7 +157,7 @@ fuzz:  ## Bounded fuzzing pass: FUZZ_SECONDS per harness (guards, callbacks); pr
 	mkdir -p build/fuzz
 	for h in guards callbacks; do \
 	  log=build/fuzz/fuzz_$$h.log; \
-	  $(PYTHON) tests/fuzz/fuzz_$$h.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	  $(PYTHON) tests/fuzz/fuzz.py $$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
 	    -artifact_prefix=build/fuzz/ -rss_limit_mb=4096 >$$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
 	  grep -E "^Done [0-9]+ runs" $$log | sed "s/^/fuzz_$$h: /" | grep . || { tail -n 20 $$log; exit 1; }; \
 	done

@@ -5,7 +5,7 @@ cell or free-variable layout, guard managers of the wrong kind, raise at every p
 reset the code (or everything) from inside the callback or a guard. Each call ends in a
 Python exception or a correct result (the original's, or the compiled code's when its
 entry was just made or its guards pass), and the runtime keeps working afterwards (see
-tests/python/fuzz_programs.py). The coverage-guided pass is tests/fuzz/fuzz_callbacks.py.
+tests/python/fuzz_programs.py). The coverage-guided pass is `tests/fuzz/fuzz.py callbacks`.
 """
 
 from __future__ import annotations

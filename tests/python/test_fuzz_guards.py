@@ -4,7 +4,7 @@ Every builder method of a guard node is called with wrong types, huge and negati
 and hostile objects (whose ``__eq__``, ``__hash__``, ``__getattr__``, ``__len__`` raise or
 mutate the value under check); the trees built are checked against hostile locals. Each
 case ends in a Python exception or a correct result (see tests/python/fuzz_programs.py).
-The coverage-guided pass over the same programs is tests/fuzz/fuzz_guards.py (make fuzz).
+The coverage-guided pass over the same programs is `tests/fuzz/fuzz.py guards` (make fuzz).
 """
 
 from __future__ import annotations

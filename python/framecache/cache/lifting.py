@@ -38,17 +38,12 @@ def wrapper_expr(source: Source, params: set[str]) -> str:
         return sources.python_expr(source)
     if root[0] != "G" or root[1] in params:
         raise NotPortable(f"{sources.render(source)} cannot be read from the compiled function")
-    out = str(root[1])
-    for step in source[1:]:
-        if step[0] == "attr":
-            out += f".{step[1]}"
-        elif step[0] == "item":
-            out += f"[{step[1]!r}]"
-        elif step[0] == "dict":
-            out += ".__dict__"
-        else:
-            raise NotPortable(f"{sources.render(source)} cannot be read from the compiled function")
-    return out
+    try:
+        return sources.steps_expr(str(root[1]), source)
+    except ValueError:
+        raise NotPortable(
+            f"{sources.render(source)} cannot be read from the compiled function"
+        ) from None
 
 
 def lift(capture: Capture, plan: GuardPlan) -> Lifted:

@@ -92,7 +92,15 @@ def python_expr(source: Source) -> str:
     root = source[0]
     if root[0] != "L":
         raise ValueError(f"{render(source)} is not rooted at a frame local")
-    out = str(root[1])
+    return steps_expr(str(root[1]), source)
+
+
+def steps_expr(base: str, source: Source) -> str:
+    """``base`` (an expression for ``source``'s root) followed by ``source``'s steps.
+
+    ValueError for a step no Python expression spells (anything but attr, item, dict).
+    """
+    out = base
     for step in source[1:]:
         if step[0] == "attr":
             out += f".{step[1]}"
