@@ -21,6 +21,7 @@ import hashlib
 import platform
 import sys
 import types
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,12 +80,20 @@ def feed_code(h: Any, code: types.CodeType, depth: int = 0) -> None:
     _feed(h, code.co_consts, depth + 1)
 
 
-@functools.lru_cache(maxsize=4096)
+# Weakly keyed: a strong cache (functools.lru_cache) kept every hashed code object alive,
+# and with it, through its co_extra slot, every cache entry and compiled graph of a dead
+# function. Code objects compare by content, so equal codes share one (equal) hash.
+_code_hashes: weakref.WeakKeyDictionary[types.CodeType, str] = weakref.WeakKeyDictionary()
+
+
 def code_hash(code: types.CodeType) -> str:
-    """Content hash of a code object (cached per code object, which is immutable)."""
-    h = hashlib.sha256()
-    feed_code(h, code)
-    return h.hexdigest()
+    """Content hash of a code object (cached while the code object lives; it is immutable)."""
+    cached = _code_hashes.get(code)
+    if cached is None:
+        h = hashlib.sha256()
+        feed_code(h, code)
+        cached = _code_hashes[code] = h.hexdigest()
+    return cached
 
 
 def value_hash(value: Any) -> str:
