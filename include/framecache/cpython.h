@@ -46,13 +46,10 @@
 #define Py_BUILD_CORE 1
 #define FRAMECACHE_DEFINED_BUILD_CORE
 #endif
-#include <internal/pycore_code.h>
-#include <internal/pycore_dict.h>
-#include <internal/pycore_frame.h>
-#ifdef FRAMECACHE_PY312_PLUS
 #ifdef FRAMECACHE_PY312
 // Two 3.12 headers that do not compile as C++ once Py_BUILD_CORE is on, both
-// pulled in by pycore_interp.h. pycore_atomic.h uses C11 <stdatomic.h> names
+// pulled in by pycore_dict.h and pycore_interp.h, so this comes before any
+// internal include. pycore_atomic.h uses C11 <stdatomic.h> names
 // when HAVE_STD_ATOMIC is set; without it, it uses the GCC builtins, which
 // C++ has (the layout is the same: a struct around the value). pycore_gc.h
 // defines an inline _PyGC_FINALIZED that the public macro of the same name
@@ -61,6 +58,10 @@
 #undef HAVE_STD_ATOMIC
 #undef _PyGC_FINALIZED
 #endif
+#include <internal/pycore_code.h>
+#include <internal/pycore_dict.h>
+#include <internal/pycore_frame.h>
+#ifdef FRAMECACHE_PY312_PLUS
 // The interpreter's sys.monitoring state (interp->monitors), 3.12+.
 #include <internal/pycore_interp.h>
 #endif
@@ -463,6 +464,16 @@ inline PyObject* tuple_iter_seq(PyObject* it) {
 // pycore_object.h, which does not compile as C++, hence the arithmetic here.
 // 3.12 keeps the same two words; 3.13 moves the values inline after the object
 // (_PyObject_InlineValues, the object's dict or values in one word).
+// Only the 3.11 layout is read: on 3.12 the word 3 before the object is a
+// tagged dict-or-values union (_PyDictOrValues) and on 3.13 the values are
+// inline after the object with a `valid` flag. There the getattr accessors
+// take PyObject_GetAttr for managed-dict instances (correct, slower), and the
+// two functions below are never called. Port them, then drop this flag.
+#ifdef FRAMECACHE_PY311
+inline constexpr bool kManagedDictReadable = true;
+#else
+inline constexpr bool kManagedDictReadable = false;
+#endif
 // Borrowed values array of a managed-dict instance, or null.
 inline PyObject** instance_values(PyObject* obj) {
   PyDictValues* values = *(reinterpret_cast<PyDictValues**>(obj) - 4);

@@ -83,6 +83,7 @@ bool InstanceAttrCache::specialise(PyTypeObject* t) {
   }
   if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG) || t->tp_version_tag == 0) return false;
   if (PyType_HasFeature(t, Py_TPFLAGS_MANAGED_DICT)) {
+    if (!cpy::kManagedDictReadable) return false;
     storage_ = Storage::kManaged;
     index_ = cpy::shared_keys_index(t, name);
   } else if (t->tp_dictoffset != 0) {
