@@ -63,6 +63,9 @@ PY_TEST_DEPS := "pybind11>=2.13" "pytest>=8" "hypothesis>=6" "pytest-xdist>=3"
 
 test-pythons: $(addprefix test-python-,$(EXTRA_PYTHONS))  ## ctest + torch-free pytest on each of EXTRA_PYTHONS
 
+# Precious: make would otherwise delete this pattern-rule stamp as an intermediate file,
+# and every later run would remake the venv and rebuild from scratch.
+.PRECIOUS: build/venv-%/ready
 build/venv-%/ready:
 	@py=$$(.ci/find-python $*) && echo "venv for $$py" && $$py -m venv --clear build/venv-$*
 	build/venv-$*/bin/python -m pip install -q $(PY_TEST_DEPS)
