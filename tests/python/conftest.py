@@ -7,6 +7,7 @@ the functions defined in these test files are intercepted normally.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -15,6 +16,7 @@ import textwrap
 import threading
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +89,31 @@ def fresh_framecache() -> Iterator[None]:
         framecache.set_recompile_limit(
             DEFAULT_RECOMPILE_LIMIT, accumulated=DEFAULT_ACCUMULATED_LIMIT
         )
+
+
+def run_json_script(
+    script: os.PathLike[str] | str, *args: str, timeout: float, env: dict[str, str] | None = None
+) -> dict:
+    """Runs a tests/stress script in a fresh interpreter and returns the JSON it prints.
+
+    The framecache under test comes first on the child's path; the child must print nothing
+    on stderr and exit 0 (its JSON is shown when it does not).
+    """
+    env = dict(os.environ if env is None else env)
+    root = str(Path(framecache.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.stderr == "", proc.stderr
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0, result
+    return result
 
 
 def is_function_code(code: types.CodeType) -> bool:

@@ -4,15 +4,12 @@ compiled codes are freed, over calls mixing hits, misses, recompiles and resets.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import framecache
+from conftest import run_json_script
 
 SOAK = Path(__file__).resolve().parent.parent / "stress" / "soak.py"
 SANITIZER = os.environ.get("FRAMECACHE_SANITIZER_BUILD") == "1"
@@ -24,20 +21,7 @@ def run_soak(*args: str, timeout: float) -> dict:
         # ASan keeps freed blocks in a quarantine (256 MB by default) to catch use after
         # free: resident memory grows until it is full. A small one keeps RSS meaningful.
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16"
-    root = str(Path(framecache.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(SOAK), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.stderr == "", proc.stderr
-    figures = json.loads(proc.stdout)
-    assert proc.returncode == 0, figures
-    return figures
+    return run_json_script(SOAK, *args, timeout=timeout, env=env)
 
 
 def check_figures(figures: dict, calls: int, growth_mb: float) -> None:

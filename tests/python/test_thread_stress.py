@@ -4,36 +4,19 @@ each result checked exactly: 0 crashes, 0 wrong results."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import framecache
+from conftest import run_json_script
 
 STRESS = Path(__file__).resolve().parent.parent / "stress" / "thread_stress.py"
 SANITIZER = os.environ.get("FRAMECACHE_SANITIZER_BUILD") == "1"
 
 
 def run_stress(*args: str, timeout: float) -> dict:
-    env = dict(os.environ)
-    root = str(Path(framecache.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(STRESS), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.stderr == "", proc.stderr
-    report = json.loads(proc.stdout)
-    assert proc.returncode == 0, report
-    return report
+    return run_json_script(STRESS, *args, timeout=timeout)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
