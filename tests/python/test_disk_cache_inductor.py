@@ -1,4 +1,5 @@
-"""Inductor warm starts: the second process loads the compiled artifact and builds no C++."""
+"""Inductor warm starts: the second process loads the compiled artifact, builds no C++
+and spawns no process (inductor's vector-ISA probes are answered from the entry)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from disk_cache_util import CALL_MLP, run, write_module
 pytestmark = pytest.mark.torch
 
 NO_CPP = """
-import subprocess
+import subprocess, sys
 _real_popen = subprocess.Popen.__init__
-COMPILERS = []
 
 def _spy(self, args, *a, **k):
     argv = args if isinstance(args, (list, tuple)) else [args]
@@ -19,22 +19,51 @@ def _spy(self, args, *a, **k):
     # Version probes (g++ --version) are not compiles; building or preprocessing is.
     builds = any(str(a) in ("-o", "-c", "-E", "-shared") for a in argv[1:])
     if is_compiler and builds:
-        COMPILERS.append(argv[0])
         raise AssertionError("a C++ compiler ran on a warm start: " + " ".join(map(str, argv)))
+    if str(argv[0]) == sys.executable:  # inductor's dlopen probe of a vector ISA
+        raise AssertionError("a Python was spawned on a warm start: " + " ".join(map(str, argv)))
     return _real_popen(self, args, *a, **k)
 
 subprocess.Popen.__init__ = _spy
 """
+
+CALL_BOTH = """
+c = framecache.compile(model_mod.f, backend="inductor", cache_dir={cache_dir!r})
+x = torch.arange(12.0).reshape(3, 4) - 5
+y = torch.ones(3, 4)
+torch.testing.assert_close(c(x, y), model_mod.f(x, y))
+m = framecache.compile(model_mod.mlp, backend="inductor", cache_dir={cache_dir!r})
+x = torch.randn(5, 8)
+torch.testing.assert_close(m(x), model_mod.mlp(x))
+print(json.dumps({{which: {{"compiles": s.compiles, "disk_hits": s.disk_hits}}
+                  for which, s in (("f", framecache.stats(model_mod.f)),
+                                   ("mlp", framecache.stats(m)))}}))
+"""
+
+
+def _inductor_dir(path) -> str:
+    return f"import os; os.environ['TORCHINDUCTOR_CACHE_DIR'] = {str(path)!r}\n"
 
 
 def test_inductor_warm_start_compiles_nothing(tmp_path):
     mod = write_module(tmp_path / "mod")
     cache = tmp_path / "cache"
     body = CALL_MLP.format(backend="inductor", cache_dir=str(cache))
-    env = f"import os; os.environ['TORCHINDUCTOR_CACHE_DIR'] = {str(tmp_path / 'ind1')!r}\n"
-    cold = run(mod, env + body)
+    cold = run(mod, _inductor_dir(tmp_path / "ind1") + body)
     assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
     # A fresh inductor cache: nothing may come from torch's own caches.
-    env = f"import os; os.environ['TORCHINDUCTOR_CACHE_DIR'] = {str(tmp_path / 'ind2')!r}\n"
-    warm = run(mod, env + NO_CPP + body, forbid_capture=True)
+    warm = run(mod, _inductor_dir(tmp_path / "ind2") + NO_CPP + body, forbid_capture=True)
+    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+
+
+def test_second_compile_of_a_process_warm_starts_without_probing(tmp_path):
+    # The cold process probes once, for its first compile; the entry of its second
+    # compile must still carry the answers and test libraries a warm process needs.
+    mod = write_module(tmp_path / "mod")
+    body = CALL_BOTH.format(cache_dir=str(tmp_path / "cache"))
+    cold = run(mod, _inductor_dir(tmp_path / "ind1") + body)
+    assert cold == {"f": {"compiles": 1, "disk_hits": 0}, "mlp": {"compiles": 1, "disk_hits": 0}}
+    # Only the MLP in the warm process: its entry alone must answer every probe.
+    only_mlp = CALL_MLP.format(backend="inductor", cache_dir=str(tmp_path / "cache"))
+    warm = run(mod, _inductor_dir(tmp_path / "ind2") + NO_CPP + only_mlp, forbid_capture=True)
     assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import vec_isa
 from .entry import UnpicklableArtifact
 
 log = logging.getLogger("framecache.cache")
@@ -43,13 +44,15 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     scratch = tempfile.mkdtemp(prefix="framecache-inductor-")
     try:
         with temporary_cache_dir(scratch), _no_precompiled_headers():
+            vec_isa.record()  # before compiling: the probes' test libraries land in scratch
             if fakes:
                 artifact = standalone_compile(
                     gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fakes[0].fake_mode
                 )
             else:
                 artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
-        libraries = _libraries(scratch)
+        libraries = {**vec_isa.test_libraries(), **_libraries(scratch)}
+        isas = vec_isa.recorded()
     except Exception as exc:
         log.info(
             "standalone_compile failed (%s: %s); compiling with compile_fx", type(exc).__name__, exc
@@ -59,7 +62,7 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
         return compile_fx(gm, inputs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _ArtifactCall(artifact, artifact.__call__, libraries)
+    return _ArtifactCall(artifact, artifact.__call__, libraries, isas)
 
 
 def _no_precompiled_headers() -> Any:
@@ -85,12 +88,19 @@ def _libraries(root: str) -> dict[str, bytes]:
 class _ArtifactCall:
     """The callable of a CompiledArtifact, with the artifact kept for saving."""
 
-    __slots__ = ("artifact", "fn", "libraries")
+    __slots__ = ("artifact", "fn", "isas", "libraries")
 
-    def __init__(self, artifact: Any, fn: Callable[..., Any], libraries: dict[str, bytes]) -> None:
+    def __init__(
+        self,
+        artifact: Any,
+        fn: Callable[..., Any],
+        libraries: dict[str, bytes],
+        isas: dict[str, bool] | None = None,
+    ) -> None:
         self.artifact = artifact
         self.fn = fn
         self.libraries = libraries
+        self.isas = isas
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
@@ -123,7 +133,7 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
             compiled.artifact.save(path=path, format="binary")
             with open(path, "rb") as fh:
                 saved = fh.read()
-            bundle = {"artifact": saved, "libraries": compiled.libraries}
+            bundle = {"artifact": saved, "libraries": compiled.libraries, "isas": compiled.isas}
             return "inductor", pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise UnpicklableArtifact(
@@ -143,31 +153,72 @@ def load_graph(data: bytes, module: bool = True) -> Any:
 
 
 def load_inductor(data: bytes, scratch_dir: str) -> Callable[..., Any]:
-    """A callable from a stored inductor bundle, compiling no C++.
+    """A callable from a stored inductor bundle, compiling no C++ and probing nothing.
 
     The bundled libraries go into inductor's cache directory first (where its loader
-    looks for them by content hash), then the CompiledArtifact is loaded.
+    looks for them by content hash). The vector-ISA probes recorded at compile are
+    replayed (vec_isa), then the artifact is loaded (_load_artifact).
     """
-    from torch._inductor import CompiledArtifact
+    bundle = pickle.loads(data)
+    _install_libraries(bundle["libraries"])
+    isas = bundle.get("isas")
+    vec_isa.replay(isas if isinstance(isas, dict) else None)
+    with _no_precompiled_headers():
+        return _load_artifact(bundle["artifact"], scratch_dir)
+
+
+def _install_libraries(libraries: dict[str, bytes]) -> None:
+    """Write the bundled libraries into inductor's cache directory (atomically, once)."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    bundle = pickle.loads(data)
     target = Path(cache_dir())
-    for rel, blob in bundle["libraries"].items():
-        path = target / rel
-        if ".." in Path(rel).parts or path.exists():
+    for rel, blob in libraries.items():
+        relative = Path(rel)
+        if relative.is_absolute() or ".." in relative.parts:
+            continue  # never outside the cache directory
+        path = target / relative
+        if path.exists():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".framecache-", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
         os.replace(tmp, path)
+
+
+def _load_artifact(saved: bytes, scratch_dir: str) -> Callable[..., Any]:
+    """The CompiledArtifact in ``saved`` (its binary format), loaded.
+
+    CompiledArtifact.load first asserts that the bytes' source hash of torch equals
+    this torch's, and computing that hash reads every source file of torch (about
+    150 ms). The entry's key already pins the torch version, so the artifact's AOTAutograd
+    cache key and bytes are read here and handed to the loader underneath. When the
+    format is not the one this code knows, the public loader runs instead.
+    """
+    parsed = None
+    try:
+        from torch._inductor.standalone_compile import CacheCompiledArtifact
+        from torch.utils._appending_byte_serializer import BytesReader
+
+        reader = BytesReader(saved)
+        if reader.read_bytes() == CacheCompiledArtifact.CACHE_HEADER:
+            reader.read_bytes()  # the source hash of the torch that saved it
+            key = reader.read_str()
+            artifact_bytes = reader.read_bytes()
+            if reader.is_finished() and hasattr(CacheCompiledArtifact, "_load_impl"):
+                parsed = (key, artifact_bytes)
+    except (ImportError, AttributeError, AssertionError, IndexError, ValueError) as exc:
+        log.debug("inductor artifact read through the public loader: %s", exc)
+    if parsed is not None:
+        torch.compiler.load_cache_artifacts(parsed[1])
+        return CacheCompiledArtifact._load_impl(contextlib.nullcontext(), parsed[0])
+    from torch._inductor import CompiledArtifact
+
     fd, path_str = tempfile.mkstemp(prefix=".inductor-", dir=scratch_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(bundle["artifact"])
-        with _no_precompiled_headers():
-            return CompiledArtifact.load(path=path_str, format="binary")
+            fh.write(saved)
+        return CompiledArtifact.load(path=path_str, format="binary")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path_str)
