@@ -46,6 +46,49 @@ def test_two_processes_warm_start_eager(tmp_path):
     assert hits.stat().st_size == 1  # one load recorded
 
 
+WARM_IMPORTS = """
+import sys
+c = framecache.compile(model_mod.mlp, backend="eager", cache_dir={cache_dir!r})
+x = torch.randn(5, 8)
+out = c(x)
+heavy = sorted(m for m in ("sympy", "torch._dynamo") if m in sys.modules)
+torch.testing.assert_close(out, model_mod.mlp(x))  # (torch.testing imports sympy itself)
+print(json.dumps({{"heavy": heavy, "disk_hits": framecache.stats(c).disk_hits}}))
+"""
+
+
+def test_warm_start_imports_neither_dynamo_nor_sympy(tmp_path):
+    # Capturing needs fake tensors and symbolic shapes (torch._dynamo and sympy: ~2 s of
+    # imports); a process whose calls all hit the disk cache must not pay for them.
+    mod = write_module(tmp_path / "mod")
+    cache = str(tmp_path / "cache")
+    assert run(mod, CALL_MLP.format(backend="eager", cache_dir=cache))["disk_stores"] == 1
+    warm = run(mod, WARM_IMPORTS.format(cache_dir=cache), forbid_capture=True)
+    assert warm == {"heavy": [], "disk_hits": 1}
+
+
+DYNAMIC = """
+def d(x):
+    return x.sum(0) * 2
+
+c = framecache.compile(d, cache_dir={cache_dir!r}, dynamic=True)
+x = torch.ones({rows}, 2)
+torch.testing.assert_close(c(x), x.sum(0) * 2)
+s = framecache.stats(d)
+print(json.dumps({{"compiles": s.compiles, "disk_hits": s.disk_hits}}))
+"""
+
+
+def test_dynamic_entry_warm_start_in_a_new_process(tmp_path):
+    mod = write_module(tmp_path / "mod")
+    cache = str(tmp_path / "cache")
+    cold = run(mod, DYNAMIC.format(cache_dir=cache, rows=3))
+    assert cold == {"compiles": 1, "disk_hits": 0}
+    # Another size: the stored symbolic shape guards are rebuilt and checked.
+    warm = run(mod, DYNAMIC.format(cache_dir=cache, rows=7), forbid_capture=True)
+    assert warm == {"compiles": 0, "disk_hits": 1}
+
+
 def test_module_warm_start_uses_this_process_parameters(tmp_path):
     mod = write_module(tmp_path / "mod")
     cache = tmp_path / "cache"

@@ -11,15 +11,17 @@ their metadata, not their identity.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..compiler import sources
-from ..compiler.capture import Capture
 from ..compiler.guard_plan import GuardPlan
 from ..compiler.sources import Source
 from .refs import NotPortable
+
+if TYPE_CHECKING:
+    from ..compiler.capture import Capture
 
 
 @dataclasses.dataclass

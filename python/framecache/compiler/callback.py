@@ -10,7 +10,7 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,9 +18,23 @@ from .. import _C, _events
 from ..stances import RecompileError, current_stance
 from . import backends, codegen, dynamic, guard_plan, logs, shape_guards, sources
 from . import stats as stats_mod
-from .capture import Capture, capture_frame
 from .errors import BackendCompileError, FullGraphError, Unsupported
 from .inputs import split_arguments
+
+if TYPE_CHECKING:
+    from .capture import Capture
+
+
+def capture_frame(*args: Any, **kwargs: Any) -> Capture:
+    """capture.capture_frame, imported on the first miss that captures.
+
+    Capturing needs fake tensors and symbolic shapes (which import sympy, ~0.4 s);
+    a process whose calls all hit the disk cache never imports them.
+    """
+    from .capture import capture_frame as capture
+
+    return capture(*args, **kwargs)
+
 
 _NOT_FUNCTION = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _compile_ids = itertools.count(1)

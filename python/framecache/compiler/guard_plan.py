@@ -10,17 +10,19 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..guards import RootGuardManager
 from . import sources
-from .capture import Capture
 from .errors import Unsupported
 from .inputs import CONSTANT_TYPES
 from .side_effects import code_reads
 from .sources import Source
+
+if TYPE_CHECKING:  # capture imports symbolic shapes (sympy): only a miss needs it
+    from .capture import Capture
 
 _MAX_DEPTH = 8
 # Hook dicts whose contents change what calling a module does.

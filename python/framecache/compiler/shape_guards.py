@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import sources
-from .capture import Capture
 from .sources import Source
+
+if TYPE_CHECKING:
+    from .capture import Capture
 
 
 def _torch_source(source: Source) -> Any:
