@@ -37,6 +37,7 @@ test: deps  ## Install what tests need, then run every test (ctest, pytest on 3.
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-pythons
 	$(MAKE) --no-print-directory sanitize-ci
+	$(MAKE) --no-print-directory sanitize-pythons
 	$(MAKE) --no-print-directory fuzz
 
 test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ctest
@@ -147,6 +148,14 @@ sanitize-ci:  ## CI: the sanitizer suite, then LeakSanitizer over the C++ tests;
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory sanitize && $(MAKE) --no-print-directory lsan-cpp; rc=$$?; \
 	echo "sanitize-ci: $$(( $$(date +%s) - start )) s (build + ctest + pytest + LSan)"; exit $$rc
+
+# The sanitizer suite on the other supported Pythons, each against its venv (see
+# test-pythons): their internals differ (each version's _PyInterpreterFrame layout; dict
+# watchers instead of dict versions from 3.12), so 3.11's clean run does not vouch for them.
+sanitize-pythons: $(addprefix sanitize-python-,$(EXTRA_PYTHONS))  ## ASan+UBSan ctest + torch-free pytest on each of EXTRA_PYTHONS
+
+sanitize-python-%: build/venv-%/ready  ## e.g. sanitize-python-3.13
+	$(MAKE) --no-print-directory sanitize PYTHON=$(CURDIR)/build/venv-$*/bin/python SAN_DIR=build/asan-$*
 
 lsan-cpp:  ## LeakSanitizer over the C++ test binary of the sanitizer build (after `sanitize`)
 	$(LSAN_ENV) $(SAN_DIR)/tests/cpp/framecache_cpp_tests --gtest_brief=1
