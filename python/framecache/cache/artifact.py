@@ -52,7 +52,7 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
             else:
                 artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
         libraries = {**vec_isa.test_libraries(), **_libraries(scratch)}
-        isas = vec_isa.recorded()
+        probe_answers = vec_isa.recorded()
     except Exception as exc:
         log.info(
             "standalone_compile failed (%s: %s); compiling with compile_fx", type(exc).__name__, exc
@@ -62,7 +62,7 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
         return compile_fx(gm, inputs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _ArtifactCall(artifact, artifact.__call__, libraries, isas)
+    return _ArtifactCall(artifact, artifact.__call__, libraries, probe_answers)
 
 
 def _no_precompiled_headers() -> Any:
@@ -88,19 +88,19 @@ def _libraries(root: str) -> dict[str, bytes]:
 class _ArtifactCall:
     """The callable of a CompiledArtifact, with the artifact kept for saving."""
 
-    __slots__ = ("artifact", "fn", "isas", "libraries")
+    __slots__ = ("artifact", "fn", "libraries", "probe_answers")
 
     def __init__(
         self,
         artifact: Any,
         fn: Callable[..., Any],
         libraries: dict[str, bytes],
-        isas: dict[str, bool] | None = None,
+        probe_answers: dict[str, bool] | None = None,
     ) -> None:
         self.artifact = artifact
         self.fn = fn
         self.libraries = libraries
-        self.isas = isas
+        self.probe_answers = probe_answers
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
@@ -133,7 +133,11 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
             compiled.artifact.save(path=path, format="binary")
             with open(path, "rb") as fh:
                 saved = fh.read()
-            bundle = {"artifact": saved, "libraries": compiled.libraries, "isas": compiled.isas}
+            bundle = {
+                "artifact": saved,
+                "libraries": compiled.libraries,
+                "probe_answers": compiled.probe_answers,
+            }
             return "inductor", pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise UnpicklableArtifact(
@@ -161,8 +165,8 @@ def load_inductor(data: bytes, scratch_dir: str) -> Callable[..., Any]:
     """
     bundle = pickle.loads(data)
     _install_libraries(bundle["libraries"])
-    isas = bundle.get("isas")
-    vec_isa.replay(isas if isinstance(isas, dict) else None)
+    probe_answers = bundle.get("probe_answers")
+    vec_isa.replay(probe_answers if isinstance(probe_answers, dict) else None)
     with _no_precompiled_headers():
         return _load_artifact(bundle["artifact"], scratch_dir)
 
