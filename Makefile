@@ -2,7 +2,9 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PYBIND11_DIR = $(shell $(PYTHON) -c "import pybind11; print(pybind11.get_cmake_dir())")
+# pybind11's CMake directory, asked by the shell when a recipe runs, not by make when it reads
+# this file: on a fresh machine pybind11 is not installed yet then (`install` and `deps` do it).
+PYBIND11_DIR = $$($(PYTHON) -m pybind11 --cmakedir)
 JOBS ?= 2
 # Strict flags for every build the tests use (CI's flags).
 STRICT := -DFRAMECACHE_WERROR=ON -DFRAMECACHE_ASSERTIONS=ON
@@ -42,7 +44,7 @@ test: deps  ## Install what tests need, then run every test (ctest, pytest on 3.
 
 test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ctest
 	cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
-	  -DFRAMECACHE_BUILD_TESTS=ON -Dpybind11_DIR=$(PYBIND11_DIR)
+	  -DFRAMECACHE_BUILD_TESTS=ON -Dpybind11_DIR="$(PYBIND11_DIR)"
 	cmake --build build/test -j $(JOBS)
 	ctest --test-dir build/test --output-on-failure -j $(JOBS)
 
@@ -84,7 +86,7 @@ test-python-%: build/venv-%/ready  ## e.g. test-python-3.12: strict build, ctest
 
 dev:  ## Incremental build staged in build/dev/pkg (use PYTHONPATH=build/dev/pkg)
 	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
-	  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/dev/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
+	  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/dev/pkg -Dpybind11_DIR="$(PYBIND11_DIR)"
 	cmake --build build/dev -j $(JOBS)
 
 bench: install  ## Run the Python benchmarks (runtime overhead, guard lookup vs torch)
@@ -93,8 +95,8 @@ bench: install  ## Run the Python benchmarks (runtime overhead, guard lookup vs 
 # The guard benchmarks need a Release build with the torch part; it is staged in
 # build/rel/pkg (nothing is installed), then guard_lookup.py (framecache vs torch, both
 # views) and the Google Benchmark of single leaves and accessors run on it.
-REL := -G Ninja -DCMAKE_BUILD_TYPE=Release -DFRAMECACHE_BUILD_BENCHMARKS=ON \
-  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/rel/pkg -Dpybind11_DIR=$(PYBIND11_DIR)
+REL = -G Ninja -DCMAKE_BUILD_TYPE=Release -DFRAMECACHE_BUILD_BENCHMARKS=ON \
+  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/rel/pkg -Dpybind11_DIR="$(PYBIND11_DIR)"
 bench-guards:  ## Release build, then guard_lookup.py vs torch and the C++ guard microbenchmarks
 	cmake -S . -B build/rel $(REL)
 	cmake --build build/rel -j $(JOBS)
@@ -125,7 +127,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 SAN_DIR ?= build/asan
 sanitize:  ## Build with ASan+UBSan, run ctest and pytest under them
 	cmake -S . -B $(SAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug $(STRICT) -DFRAMECACHE_SANITIZE=ON \
-	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/$(SAN_DIR)/pkg -Dpybind11_DIR=$(PYBIND11_DIR) \
+	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/$(SAN_DIR)/pkg -Dpybind11_DIR="$(PYBIND11_DIR)" \
 	  -DPython_EXECUTABLE=$$($(PYTHON) -c "import sys; print(sys.executable)")
 	cmake --build $(SAN_DIR) -j $(JOBS)
 	$(SAN_ENV) ctest --test-dir $(SAN_DIR) --output-on-failure -j $(JOBS)
