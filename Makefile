@@ -33,26 +33,43 @@ deps:  ## Install what the tests need: GoogleTest (apt) and Python test packages
 	  "ruff>=0.6" "pytest-benchmark>=4" "pytest-xdist>=3" $(TORCH)
 	$(PIP) install -q --only-binary=atheris "atheris==3.0.0"  # the last release with a cp311 wheel
 
-# One line per suite (other suites add their own line).
-test: deps  ## Install what tests need, then run every test (ctest, pytest on 3.11-3.13, sanitizers, fuzzing)
-	$(MAKE) --no-print-directory test-cpp
-	$(MAKE) --no-print-directory test-py
-	$(MAKE) --no-print-directory test-pythons
-	$(MAKE) --no-print-directory sanitize-ci
-	$(MAKE) --no-print-directory sanitize-pythons
-	$(MAKE) --no-print-directory fuzz
+# One line per suite (other suites add their own line). Each stage runs under .ci/stage,
+# which logs its wall and CPU time to build/stage-times.tsv; .ci/run prints the table.
+# One C++ build per Python and kind: test-py installs from test-cpp's build, and every
+# pytest run spreads over PYTEST_JOBS workers (see .ci/pytest-passes).
+STAGE := .ci/stage
+test:  ## Install what tests need, then run every test (ctest, pytest on 3.11-3.13, sanitizers, fuzzing)
+	@mkdir -p build && rm -f $${FRAMECACHE_STAGE_LOG:-build/stage-times.tsv}
+	$(STAGE) deps $(MAKE) --no-print-directory deps
+	$(STAGE) test-cpp $(MAKE) --no-print-directory test-cpp
+	$(STAGE) test-py $(MAKE) --no-print-directory test-py
+	$(STAGE) test-pythons $(MAKE) --no-print-directory test-pythons
+	$(STAGE) sanitize-ci $(MAKE) --no-print-directory sanitize-ci
+	$(STAGE) sanitize-pythons $(MAKE) --no-print-directory sanitize-pythons
+	$(STAGE) fuzz $(MAKE) --no-print-directory fuzz
 
+# pytest's workers (pytest-xdist) in every pytest run of the test targets; 1 runs serially.
+PYTEST_JOBS ?= 2
+
+# build/test serves both test-cpp and test-py: RelWithDebInfo, strict, with the C++ tests.
 test-cpp:  ## Build with -Werror and assertions, run the GoogleTest suite via ctest
 	cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
-	  -DFRAMECACHE_BUILD_TESTS=ON -Dpybind11_DIR="$(PYBIND11_DIR)"
-	cmake --build build/test -j $(JOBS)
-	ctest --test-dir build/test --output-on-failure -j $(JOBS)
+	  -DFRAMECACHE_BUILD_TESTS=ON -Dpybind11_DIR="$(PYBIND11_DIR)" \
+	  -DPython_EXECUTABLE="$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	$(STAGE) test-cpp:build cmake --build build/test -j $(JOBS)
+	$(STAGE) test-cpp:ctest ctest --test-dir build/test --output-on-failure -j $(JOBS)
 
-# No build isolation: torch (installed by `deps`) must be importable at build time for
-# the optional framecache._torch_C fast path to be built and tested.
-test-py:  ## pip install with -Werror and assertions, run pytest
-	$(PIP) install -q --no-build-isolation $(PIP_STRICT) .
-	$(PYTHON) -m pytest tests/python
+# The install users run (pip, scikit-build-core, the wheel's files, the pytest11 entry
+# point), from test-cpp's build directory: scikit-build-core configures build/test with the
+# same flags, so after test-cpp it compiles nothing (alone, it builds everything there).
+# No build isolation: torch (installed by `deps`) must be importable at build time for the
+# optional framecache._torch_C fast path to be built and tested. `make install` is the
+# plain Release install.
+PIP_TEST := --no-build-isolation $(PIP_STRICT) -Cbuild-dir=build/test -Ccmake.build-type=RelWithDebInfo \
+  -Ccmake.define.FRAMECACHE_BUILD_TESTS=ON
+test-py:  ## pip install (test-cpp's build) with -Werror and assertions, run pytest
+	$(STAGE) test-py:pip-install $(PIP) install -q $(PIP_TEST) .
+	$(STAGE) test-py:pytest .ci/pytest-passes "" $(PYTHON) tests/python
 
 # The other supported Pythons (3.12, 3.13). torch==2.13.0 ships a CPU wheel for 3.11
 # only here; for these an install would pull a multi-GB CUDA build, so they run the
@@ -78,11 +95,11 @@ test-python-%: build/venv-%/ready  ## e.g. test-python-3.12: strict build, ctest
 	cmake -S . -B build/py$* -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 $(STRICT) \
 	  -DFRAMECACHE_PCH=ON -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/build/py$*/pkg \
 	  -DPython_EXECUTABLE=$(CURDIR)/build/venv-$*/bin/python \
-	  -Dpybind11_DIR=$$(build/venv-$*/bin/python -c "import pybind11; print(pybind11.get_cmake_dir())")
-	cmake --build build/py$* -j $(JOBS)
-	ctest --test-dir build/py$* --output-on-failure -j $(JOBS)
-	PYTHONPATH=$(CURDIR)/build/py$*/pkg build/venv-$*/bin/python -m pytest tests/python \
-	  -p no:cacheprovider -m "not torch"
+	  -Dpybind11_DIR="$$(build/venv-$*/bin/python -m pybind11 --cmakedir)"
+	$(STAGE) test-python-$*:build cmake --build build/py$* -j $(JOBS)
+	$(STAGE) test-python-$*:ctest ctest --test-dir build/py$* --output-on-failure -j $(JOBS)
+	PYTHONPATH=$(CURDIR)/build/py$*/pkg $(STAGE) test-python-$*:pytest \
+	  .ci/pytest-passes "not torch" build/venv-$*/bin/python tests/python -p no:cacheprovider
 
 dev:  ## Incremental build staged in build/dev/pkg (use PYTHONPATH=build/dev/pkg)
 	cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(STRICT) \
@@ -124,15 +141,21 @@ UBSAN_LIB = $(shell $(CXX) -print-file-name=libubsan.so)
 SAN_ENV := ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONMALLOC=malloc
 # Another Python: make sanitize PYTHON=build/venv-3.12/bin/python SAN_DIR=build/asan-3.12
+# -g1 (line tables) is enough for the sanitizers' symbolized stacks and builds faster than
+# -g; the precompiled pybind11 header spares each source its parse (test-cpp's build keeps
+# every source compiling on its own includes).
 SAN_DIR ?= build/asan
+SAN_STEP = $(STAGE) $(notdir $(SAN_DIR))
 sanitize:  ## Build with ASan+UBSan, run ctest and pytest under them
-	cmake -S . -B $(SAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug $(STRICT) -DFRAMECACHE_SANITIZE=ON \
-	  -DFRAMECACHE_BUILD_TESTS=ON -DFRAMECACHE_STAGE_DIR=$(CURDIR)/$(SAN_DIR)/pkg -Dpybind11_DIR="$(PYBIND11_DIR)" \
-	  -DPython_EXECUTABLE=$$($(PYTHON) -c "import sys; print(sys.executable)")
-	cmake --build $(SAN_DIR) -j $(JOBS)
-	$(SAN_ENV) ctest --test-dir $(SAN_DIR) --output-on-failure -j $(JOBS)
-	LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" $(SAN_ENV) FRAMECACHE_SANITIZER_BUILD=1 \
-	  PYTHONPATH=$(CURDIR)/$(SAN_DIR)/pkg $(PYTHON) -m pytest tests/python -p no:cacheprovider -m "not torch"
+	cmake -S . -B $(SAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O0 -g1" $(STRICT) \
+	  -DFRAMECACHE_SANITIZE=ON -DFRAMECACHE_PCH=ON -DFRAMECACHE_BUILD_TESTS=ON \
+	  -DFRAMECACHE_STAGE_DIR=$(CURDIR)/$(SAN_DIR)/pkg -Dpybind11_DIR="$(PYBIND11_DIR)" \
+	  -DPython_EXECUTABLE="$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	$(SAN_STEP):build cmake --build $(SAN_DIR) -j $(JOBS)
+	$(SAN_ENV) $(SAN_STEP):ctest ctest --test-dir $(SAN_DIR) --output-on-failure -j $(JOBS)
+	PYTEST_LD_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" $(SAN_ENV) FRAMECACHE_SANITIZER_BUILD=1 \
+	  PYTHONPATH=$(CURDIR)/$(SAN_DIR)/pkg $(SAN_STEP):pytest \
+	  .ci/pytest-passes "not torch" $(PYTHON) tests/python -p no:cacheprovider
 
 # CI's sanitizer pass: `sanitize` (ctest + torch-free pytest under ASan + UBSan), then
 # LeakSanitizer over the C++ test binary, timed. LSan runs with a short allocation stack
@@ -160,21 +183,27 @@ sanitize-python-%: build/venv-%/ready  ## e.g. sanitize-python-3.13
 	$(MAKE) --no-print-directory sanitize PYTHON=$(CURDIR)/build/venv-$*/bin/python SAN_DIR=build/asan-$*
 
 lsan-cpp:  ## LeakSanitizer over the C++ test binary of the sanitizer build (after `sanitize`)
-	$(LSAN_ENV) $(SAN_DIR)/tests/cpp/framecache_cpp_tests --gtest_brief=1
+	$(LSAN_ENV) $(SAN_STEP):lsan $(SAN_DIR)/tests/cpp/framecache_cpp_tests --gtest_brief=1
 
 # A bounded coverage-guided pass (atheris) over the guard builder and the callback
 # protocol, against the framecache Python imports (the installed one in CI; locally
 # PYTHONPATH=build/dev/pkg). Each harness prints how many inputs it tried (libFuzzer's
 # "Done N runs"); a crash or a wrong result stops it, the input saved as build/fuzz/crash-*.
+# The two harnesses run side by side, one core each.
 FUZZ_SECONDS ?= 60
-fuzz:  ## Bounded fuzzing pass: FUZZ_SECONDS per harness (guards, callbacks); prints input counts
-	mkdir -p build/fuzz
-	for h in guards callbacks; do \
-	  log=build/fuzz/fuzz_$$h.log; \
+fuzz:  ## Bounded fuzzing pass: FUZZ_SECONDS per harness (guards, callbacks, side by side); prints input counts
+	@mkdir -p build/fuzz
+	@pids=""; for h in guards callbacks; do \
+	  echo "fuzz_$$h: $(FUZZ_SECONDS) s, log build/fuzz/fuzz_$$h.log"; \
 	  $(PYTHON) tests/fuzz/fuzz.py $$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
-	    -artifact_prefix=build/fuzz/ -rss_limit_mb=4096 >$$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
-	  grep -E "^Done [0-9]+ runs" $$log | sed "s/^/fuzz_$$h: /" | grep . || { tail -n 20 $$log; exit 1; }; \
-	done
+	    -artifact_prefix=build/fuzz/ -rss_limit_mb=4096 >build/fuzz/fuzz_$$h.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	rc=0; set -- $$pids; for h in guards callbacks; do \
+	  log=build/fuzz/fuzz_$$h.log; \
+	  if ! wait $$1; then echo "fuzz_$$h failed:"; tail -n 60 $$log; rc=1; \
+	  elif ! grep -E "^Done [0-9]+ runs" $$log | sed "s/^/fuzz_$$h: /" | grep .; then tail -n 20 $$log; rc=1; fi; \
+	  shift; \
+	done; exit $$rc
 
 soak:  ## Leak soak: 1,000,000 calls each with a plain callback and with framecache.compile (eager)
 	$(PYTHON) tests/stress/soak.py --backend callback --calls 1000000

@@ -46,10 +46,16 @@ TORCH_ONLY_MODULES = frozenset(
 )
 
 
+def deselects_torch(markexpr: str) -> bool:
+    """True when the -m expression is ``not torch`` or a conjunction with ``not torch`` in it
+    (``not torch and not serial``: the torch-free runs of .ci/pytest-passes)."""
+    return "not torch" in (part.strip() for part in markexpr.split(" and "))
+
+
 def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) -> bool | None:
     if collection_path.name not in TORCH_ONLY_MODULES:
         return None
-    if config.getoption("markexpr") != "not torch":
+    if not deselects_torch(config.getoption("markexpr")):
         return None
     return importlib.util.find_spec("torch") is None or None
 
