@@ -13,7 +13,10 @@ JOBS ?= 2
 # Strict flags for every build the tests use (CI's flags).
 STRICT := -DFRAMECACHE_WERROR=ON -DFRAMECACHE_ASSERTIONS=ON
 PIP_STRICT := -Ccmake.define.FRAMECACHE_WERROR=ON -Ccmake.define.FRAMECACHE_ASSERTIONS=ON
-TORCH := torch==2.13.0
+# The torch CI tests against (test-py checks that it is the one imported); the supported
+# range is declared in pyproject.toml.
+TORCH_VERSION := 2.13.0
+TORCH := torch==$(TORCH_VERSION)
 
 .PHONY: help install demo deps test test-cpp test-py test-pythons dev bench bench-cpp bench-guards lint format sanitize clean
 .PHONY: sanitize-ci lsan-cpp fuzz soak stress
@@ -73,6 +76,8 @@ PIP_TEST := --no-build-isolation $(PIP_STRICT) -Cbuild-dir=build/test -Ccmake.bu
   -Ccmake.define.FRAMECACHE_BUILD_TESTS=ON
 test-py:  ## pip install (test-cpp's build) with -Werror and assertions, run pytest
 	$(STAGE) test-py:pip-install $(PIP) install -q $(PIP_TEST) .
+	$(PYTHON) -c "import torch, framecache; v = torch.__version__.split('+')[0]; \
+	  assert v == '$(TORCH_VERSION)', f'CI tests torch $(TORCH_VERSION), found {v}'; print('torch', torch.__version__)"
 	$(STAGE) test-py:pytest .ci/pytest-passes "" $(PYTHON) tests/python
 
 # The other supported Pythons (3.12, 3.13). torch==2.13.0 ships a CPU wheel for 3.11
