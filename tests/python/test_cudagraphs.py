@@ -265,6 +265,20 @@ def test_input_mutation_runs_without_graphs_and_mutates(backend):
 
 @pytest.mark.cuda
 @needs_cuda
+def test_recording_under_inference_mode_replays_under_no_grad():
+    """Guards see grad mode only: the static buffers must not be inference tensors."""
+    compiled = framecache.compile(lambda x: x.cos() + 1, backend="inductor", cudagraphs=True)
+    x = torch.randn(8, device="cuda")
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), x.cos() + 1)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x * 2), (x * 2).cos() + 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x * 3), (x * 3).cos() + 1)
+
+
+@pytest.mark.cuda
+@needs_cuda
 def test_parameter_moved_in_memory_records_again():
     torch.manual_seed(0)
     model = MLP(16, 2).cuda().eval()

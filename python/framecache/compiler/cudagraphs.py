@@ -224,6 +224,14 @@ class _Recording:
     """One CUDA graph with its static inputs and outputs, and its generated replay code."""
 
     def __init__(self, runner: _Runner, args: Sequence[Any]) -> None:
+        # Guards key on grad mode, not on inference mode: a recording made under
+        # torch.inference_mode() replays under torch.no_grad() too, so its buffers must be
+        # normal tensors (an inference tensor refuses copy_ outside inference mode).
+        grad = torch.is_grad_enabled()
+        with torch.inference_mode(False), torch.set_grad_enabled(grad):
+            self._record(runner, args)
+
+    def _record(self, runner: _Runner, args: Sequence[Any]) -> None:
         n = runner.num_frame_inputs
         frame = args[:n]
         self.static_inputs = [
