@@ -10,7 +10,9 @@ from __future__ import annotations
 
 # First: raises a clear ImportError on an interpreter the compiled core cannot serve.
 from . import _interpreter  # noqa: F401  # isort: skip
-from . import guards
+import sys as _sys
+
+from . import _C, guards
 from ._C import (
     CacheEntry,
     CallbackResult,
@@ -25,7 +27,6 @@ from ._C import (
     get_lru,
     get_recompile_limits,
     hook_installed,
-    reset,
     reset_code,
     set_code_strategy,
     set_eval_frame,
@@ -38,6 +39,15 @@ from .stances import RecompileError, stance
 from .testing import RecompileBudgetExceeded, expect_recompiles
 
 __version__ = "0.1.0"
+
+
+def reset() -> None:
+    """Drop every code object's cache entries and frame state, and any CUDA graph recordings."""
+    _C.reset()
+    graphs = _sys.modules.get("framecache.compiler.cudagraphs")
+    if graphs is not None:  # loaded only when some compile used cudagraphs=True
+        graphs.release_all()
+
 
 # framecache.compile and its tools need torch: imported on first use, so that the
 # runtime and guards work without torch installed.

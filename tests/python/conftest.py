@@ -38,6 +38,7 @@ TORCH_ONLY_MODULES = frozenset(
         "test_compile_correctness.py",
         "test_compile_dynamic.py",
         "test_compile_soundness.py",
+        "test_cudagraphs.py",
         "test_disk_cache.py",
         "test_disk_cache_corrupt.py",
         "test_disk_cache_eviction.py",

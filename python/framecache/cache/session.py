@@ -88,6 +88,8 @@ class DiskCache:
         self.directory = directory
         self.backend_name = backend_name
         self.size = size
+        # framecache.compile(cudagraphs=True): wraps each loaded callable in CUDA graphs.
+        self.wrap_compiled: Callable[..., Any] | None = None
 
     @property
     def store(self) -> Store | None:
@@ -122,7 +124,7 @@ class DiskCache:
                 disk_corrupt(counters, exc.reason)
                 store.remove(k, entry_id)
                 continue
-            loaded = self._load(stored, code, f_locals, f_globals, args, backend)
+            loaded = self._load(stored, code, f_locals, f_globals, args, backend, counters)
             if loaded is not None:
                 store.record_hit(k, entry_id)
                 disk_hit(counters)
@@ -138,6 +140,7 @@ class DiskCache:
         f_globals: dict[str, Any],
         args: Any,
         backend: Callable[..., Any],
+        counters: CodeStats,
     ) -> Any:
         from ..compiler import guard_plan, shape_guards
 
@@ -165,6 +168,11 @@ class DiskCache:
                 exc,
             )
             return None
+        if self.wrap_compiled is not None:  # cudagraphs=True: recorded on the first call
+            graph_args = (stored.call_args, args, f_globals, f_locals, counters)
+            compiled, _ = self.wrap_compiled(
+                compiled, *graph_args, None, stored.dynamic != "static"
+            )
         return _guarded(code, stored, compiled, guard_manager)
 
     def _compiled(

@@ -79,6 +79,9 @@ def compile(
     fullgraph: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    cudagraphs: bool | None = None,
+    cudagraph_clone_outputs: bool = True,
 ) -> Callable[[F], F]: ...
 @overload
 def compile(
@@ -89,6 +92,9 @@ def compile(
     fullgraph: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    cudagraphs: bool | None = None,
+    cudagraph_clone_outputs: bool = True,
 ) -> F: ...
 def compile(
     fn_or_module: Any = None,
@@ -98,6 +104,9 @@ def compile(
     fullgraph: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    cudagraphs: bool | None = None,
+    cudagraph_clone_outputs: bool = True,
 ) -> Any:
     """Compile a function or an nn.Module into torch.fx graphs run by ``backend``.
 
@@ -119,17 +128,49 @@ def compile(
             again (see framecache/cache/). ``False`` turns it off for this function.
         cache_dir: the disk cache's directory; default ``$FRAMECACHE_CACHE_DIR``, else
             ``$XDG_CACHE_HOME/framecache`` (``~/.cache/framecache``).
+        mode: ``None``/``"default"``, or ``"reduce-overhead"`` as torch.compile spells it,
+            which turns ``cudagraphs`` on (the backend stays the one given).
+        cudagraphs: record each compiled entry into a CUDA graph on its first call and
+            replay it on hits (inputs copied into static buffers, outputs cloned). Entries
+            that cannot be graphed (CPU tensors, autograd recording, mutated inputs,
+            dynamic shapes past 8 sizes) run without graphs; ``stats(fn)`` and ``explain``
+            say why. See framecache/compiler/cudagraphs.py.
+        cudagraph_clone_outputs: ``False`` hands back the recording's static outputs
+            without a copy: faster, but the next call of the same entry overwrites them.
     """
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path, got {type(cache_dir).__name__}")
+    graphs = _cudagraphs_option(mode, cudagraphs)
     context = CompileContext(
-        backend=backend, dynamic=dynamic, fullgraph=fullgraph, cache=cache, cache_dir=cache_dir
+        backend=backend,
+        dynamic=dynamic,
+        fullgraph=fullgraph,
+        cache=cache,
+        cache_dir=cache_dir,
+        cudagraphs=graphs,
+        cudagraph_clone_outputs=cudagraph_clone_outputs,
     )
     if fn_or_module is None:
         return functools.partial(_wrap, context=context)
     return _wrap(fn_or_module, context=context)
+
+
+_MODES = (None, "default", "reduce-overhead")
+
+
+def _cudagraphs_option(mode: str | None, cudagraphs: bool | None) -> bool:
+    """Whether CUDA graphs are on, from ``mode`` and ``cudagraphs`` (which must agree)."""
+    if mode not in _MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {list(_MODES)}")
+    if cudagraphs is not None and not isinstance(cudagraphs, bool):
+        raise TypeError(f"cudagraphs must be a bool, got {type(cudagraphs).__name__}")
+    if mode == "reduce-overhead":
+        if cudagraphs is False:
+            raise ValueError('mode="reduce-overhead" means cudagraphs=True; drop one of them')
+        return True
+    return bool(cudagraphs)
 
 
 def _wrap(fn_or_module: Any, *, context: CompileContext) -> Any:

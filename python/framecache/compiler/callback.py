@@ -56,6 +56,8 @@ class CompileRecord:
     dynamic: str
     reason: str | None = None
     recompile_reasons: list[str] = field(default_factory=list)
+    # With cudagraphs=True: "cudagraphs ..." or "no cudagraphs: <reason>".
+    cudagraphs: str | None = None
 
 
 class CompileContext:
@@ -69,6 +71,8 @@ class CompileContext:
         record: bool = False,
         cache: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
+        cudagraphs: bool = False,
+        cudagraph_clone_outputs: bool = True,
     ) -> None:
         if dynamic not in (None, True, False):
             raise TypeError(f"dynamic must be None, True or False, got {dynamic!r}")
@@ -78,12 +82,23 @@ class CompileContext:
         self.dynamic = dynamic
         self.fullgraph = fullgraph
         self.records: list[CompileRecord] | None = [] if record else None
+        if not isinstance(cudagraphs, bool):
+            raise TypeError(f"cudagraphs must be a bool, got {type(cudagraphs).__name__}")
+        if not isinstance(cudagraph_clone_outputs, bool):
+            raise TypeError(
+                "cudagraph_clone_outputs must be a bool, "
+                f"got {type(cudagraph_clone_outputs).__name__}"
+            )
+        self.cudagraphs = cudagraphs
+        self.cudagraph_clone_outputs = cudagraph_clone_outputs
         # The disk cache (framecache/cache): None when off for this function.
         self.disk: Any = None
         if cache and not record:
             from ..cache import session
 
             self.disk = session.DiskCache(cache_dir, self.backend_name, None)
+            if cudagraphs:
+                self.disk.wrap_compiled = self._graphed
             if self.backend_name == "inductor":
                 from ..cache.artifact import inductor_standalone
 
@@ -161,6 +176,18 @@ class CompileContext:
             compiled_capture, extra_args, lifted = self.disk.lift(capture, plan, counters)
         compiled = self._run_backend(code, compiled_capture)
         call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
+        graph_note = None
+        if self.cudagraphs:
+            compiled, graph_note = self._graphed(
+                compiled,
+                call_args,
+                args,
+                frame.f_globals,
+                f_locals,
+                counters,
+                compiled_capture.gm,
+                capture.is_dynamic,
+            )
         new_code = codegen.wrapper_code(code, call_args, compiled, capture.out_spec)
         try:
             root = guard_plan.materialize(plan)
@@ -189,6 +216,8 @@ class CompileContext:
         annotation = f"{self.backend_name}; " + (
             dynamic.changed_dims_reason(capture.dynamic_dims) or "static"
         )
+        if graph_note is not None:
+            annotation += f"; {graph_note}"
         if logs.graph.isEnabledFor(10):
             logs.graph.debug(
                 "graph of %s (compile %d):\n%s", _where(code), compile_id, capture.gm.code
@@ -212,12 +241,48 @@ class CompileContext:
                     list(plan.globals_read),
                     annotation,
                     recompile_reasons=reasons,
+                    cudagraphs=graph_note,
                 )
             )
         guarded = _C.GuardedCode(
             new_code, guard_manager, compile_id=compile_id, trace_annotation=annotation
         )
         return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
+
+    def _graphed(
+        self,
+        compiled: Callable[..., Any],
+        call_args: Sequence[str],
+        args: Any,
+        f_globals: dict[str, Any],
+        f_locals: dict[str, Any],
+        counters: stats_mod.CodeStats,
+        gm: torch.fx.GraphModule | None = None,
+        is_dynamic: bool = False,
+    ) -> tuple[Callable[..., Any], str]:
+        """``compiled`` recorded into CUDA graphs on its first call (or why not)."""
+        from . import cudagraphs
+
+        n = len(args.tensors)
+        inputs = list(args.tensors)
+        if len(call_args) > n:
+            # Module state lifted into inputs by the disk cache: expressions we wrote.
+            scope = dict(f_globals)
+            scope.update(f_locals)
+            inputs += [eval(expr, scope) for expr in call_args[n:]]
+        if self.records is not None:  # explain(): say what would happen, record nothing
+            reason = cudagraphs.refusal(inputs, list(call_args), gm)
+            return compiled, "cudagraphs" if reason is None else f"no cudagraphs: {reason}"
+        return cudagraphs.graphed(
+            compiled,
+            inputs=inputs,
+            labels=list(call_args),
+            num_frame_inputs=n,
+            gm=gm,
+            dynamic=is_dynamic,
+            clone_outputs=self.cudagraph_clone_outputs,
+            counters=counters,
+        )
 
     def _run_backend(self, code: types.CodeType, capture: Capture) -> Callable[..., Any]:
         example_inputs: Sequence[Any] = (

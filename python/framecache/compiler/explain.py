@@ -20,6 +20,11 @@ class ExplainOutput:
     records: list[CompileRecord]
 
     @property
+    def cudagraphs(self) -> list[str | None]:
+        """Per captured graph, with cudagraphs=True: whether it would be recorded, or why not."""
+        return [r.cudagraphs for r in self.records if r.graph is not None]
+
+    @property
     def graph_count(self) -> int:
         return len(self.graphs)
 
@@ -32,6 +37,8 @@ class ExplainOutput:
                 lines.append(f"\n{where}: not captured: {record.reason}")
                 continue
             lines.append(f"\n{where}: captured ({record.dynamic})")
+            if record.cudagraphs is not None:
+                lines.append(f"  {record.cudagraphs}")
             lines.append("  graph:")
             lines.extend("    " + line for line in record.graph.code.strip().splitlines())
             lines.append("  guards:")
@@ -47,7 +54,8 @@ def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainOutput:
     Nothing it compiles stays cached: the code objects it touched are reset afterwards.
     """
     original = getattr(fn, "_framecache_original", fn)
-    context = CompileContext(backend="eager", record=True)
+    graphs = getattr(getattr(fn, "_framecache_context", None), "cudagraphs", False)
+    context = CompileContext(backend="eager", record=True, cudagraphs=graphs)
     previous = _C.set_eval_frame(context)
     try:
         original(*args, **kwargs)

@@ -26,6 +26,9 @@ class CodeStats:
     disk_stores: int = 0
     disk_bypasses: int = 0
     disk_reasons: list[str] = field(default_factory=list)
+    # CUDA graphs (cudagraphs=True): graphs recorded, and why an entry runs without them.
+    cudagraph_recordings: int = 0
+    cudagraph_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +124,8 @@ class Stats:
     disk_stores: int = 0
     disk_bypasses: int = 0
     disk_reasons: tuple[str, ...] = ()
+    cudagraph_recordings: int = 0
+    cudagraph_reasons: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         lines = [
@@ -133,6 +138,9 @@ class Stats:
                 f"{self.disk_stores} stores, {self.disk_bypasses} bypasses"
             )
             lines += [f"  disk {r}" for r in self.disk_reasons]
+        if self.cudagraph_recordings or self.cudagraph_reasons:
+            lines.append(f"  cudagraphs: {self.cudagraph_recordings} recordings")
+            lines += [f"  without cudagraphs: {r}" for r in self.cudagraph_reasons]
         lines += [f"  recompiled: {r}" for r in self.recompile_reasons]
         lines += [f"  not compiled: {r}" for r in self.fallback_reasons]
         return "\n".join(lines)
@@ -185,4 +193,6 @@ def stats(obj: Any = _PROCESS_WIDE) -> Any:
         disk_stores=counters.disk_stores,
         disk_bypasses=counters.disk_bypasses,
         disk_reasons=tuple(counters.disk_reasons),
+        cudagraph_recordings=counters.cudagraph_recordings,
+        cudagraph_reasons=tuple(counters.cudagraph_reasons),
     )
