@@ -3,7 +3,9 @@
     python benchmarks/guard_lookup.py [--quick] [--json PATH] [--python-reader] [--clock wall]
     python benchmarks/guard_lookup.py --no-torch [--quick] [--json PATH]
 
-It needs a framecache built with its torch part (cmake, or pip --no-build-isolation).
+It needs framecache's C++ tensor reader, framecache._torch_C: prebuilt when torch was
+importable at build time, else compiled against the running torch on first use (any
+``pip install``; ``python -m framecache doctor`` says which, docs/torch_fast_path.md).
 ``--no-torch`` times framecache's side alone, on torch-free cases (bn, cn, d, e below),
 for interpreters where torch==2.13.0 cannot be installed (CPython 3.12 and 3.13 here).
 
@@ -871,9 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_torch and not args.python_reader and not fc_guards.torch_fast_path_enabled():
         print(
             "guard_lookup: framecache's torch part is not in use "
-            f"({fc_guards.torch_fast_path_status()}); build framecache with torch importable "
-            "(cmake, or pip install --no-build-isolation .), or pass --python-reader to time "
-            "the Python reader on purpose",
+            f"({fc_guards.torch_fast_path_status()}); see python -m framecache doctor and "
+            "docs/torch_fast_path.md, or pass --python-reader to time the Python reader on "
+            "purpose",
             file=sys.stderr,
         )
         return 2
