@@ -5,10 +5,10 @@ Python reader that the switch ``set_torch_fast_path(False)`` forces.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,9 +55,8 @@ class Subclass(torch.Tensor):
 
 
 def test_fast_part_is_built_and_loaded() -> None:
-    # The torch tests run against a build that had torch (cmake, or pip with
-    # --no-build-isolation): the C++ reader must be there and in use.
-    assert importlib.util.find_spec("framecache._torch_C") is not None
+    # Prebuilt (cmake, pip --no-build-isolation) or compiled on first use (any
+    # other install): the C++ reader must be there and in use.
     root = RootGuardManager()
     root.local("x").tensor_match(torch.zeros(1))
     assert _guards.torch_fast_path_status().startswith("on: C++ reader for torch ")
@@ -103,8 +102,11 @@ def test_fast_part_refuses_another_torch_version() -> None:
     )
     assert result.returncode == 0, result.stderr
     status, enabled, checks, warned = result.stdout.strip().splitlines()
-    assert status.startswith("off: the prebuilt one failed to import (")
-    assert "but torch 0.0.1 is running" in status
+    if list(Path(framecache.__file__).parent.glob("_torch_C*")):
+        assert status.startswith("off: the prebuilt one failed to import (")
+        assert "but torch 0.0.1 is running" in status
+    else:  # an install that compiles the torch part on first use
+        assert status.startswith("off: not built with the package")
     assert "FRAMECACHE_TORCH_PART=0 forbids building it" in status
     assert "read through Python" in status
     assert enabled == "False"
