@@ -3,7 +3,9 @@
     python benchmarks/guard_lookup.py [--quick] [--json PATH] [--python-reader] [--clock wall]
     python benchmarks/guard_lookup.py --no-torch [--quick] [--json PATH]
 
-It needs a framecache built with its torch part (cmake, or pip --no-build-isolation).
+It needs framecache's C++ tensor reader, framecache._torch_C: prebuilt when torch was
+importable at build time, else compiled against the running torch on first use (any
+``pip install``; ``python -m framecache doctor`` says which, docs/torch_fast_path.md).
 ``--no-torch`` times framecache's side alone, on torch-free cases (bn, cn, d, e below),
 for interpreters where torch==2.13.0 cannot be installed (CPython 3.12 and 3.13 here).
 
@@ -24,8 +26,9 @@ check
 
 Cases:
     a. 100 tensor arguments, each with TENSOR_MATCH, plus NO_TENSOR_ALIASING over them
-       (which torch's compiler installs for several tensor inputs); a1 is the same
-       without the aliasing guard.
+       (which torch's compiler installs for several tensor inputs) and the ambient state
+       (framecache's GLOBAL_STATE; torch's GLOBAL_STATE, TORCH_FUNCTION_MODE_STACK and
+       DEFAULT_DEVICE, as in d1); a1 is the same with TENSOR_MATCH alone.
     b. 10 cache entries on one code object where only the last passes; each entry
        guards L['n'] (TYPE_MATCH int, EQUALS_MATCH k) and L['x'] (TENSOR_MATCH), and
        the 9 failing ones fail on EQUALS_MATCH. framecache puts a new entry first and
@@ -36,6 +39,15 @@ Cases:
     c. A model-like tree L['self'].layers[i].<attr>: 36 layers x 14 attributes each
        (4 tensors with TENSOR_MATCH, 10 Python values with EQUALS_MATCH or NONE_MATCH),
        with TYPE_MATCH on self, the list (and its LENGTH_CHECK) and each layer.
+    m. A 36-layer torch.nn.Module as torch.compile guards it, through the modules'
+       dicts: L['self'].__dict__['_modules']['layers'].__dict__['_modules'][str(i)] is
+       layer i, with TYPE_MATCH, TENSOR_MATCH on weight and bias (reached through
+       __dict__['_parameters']) and EQUALS_MATCH on 12 int attributes (in __dict__).
+       framecache marks every dict node DICT_VERSION (an unchanged dict's int items are
+       skipped at once; its tensors are still read, since their metadata can change in
+       place without the dict changing); torch's tree gets torch.compile's recursive
+       dict-tag marking (GuardManagerWrapper.find_tag_safe_roots), which skips a whole
+       layer, its tensors' TENSOR_MATCH included, while the layer's dicts are unchanged.
     d. A single TYPE_MATCH on an int argument.
     d1. The same plus torch's ambient state: framecache's GLOBAL_STATE; on torch's side
         GLOBAL_STATE, TORCH_FUNCTION_MODE_STACK and DEFAULT_DEVICE (together what
@@ -181,6 +193,7 @@ def _fc_value_match(node: Any, value: object) -> None:
 
 
 def tensors_framecache(names: Sequence[str], tensors: Sequence[torch.Tensor], alias: bool) -> Any:
+    """TENSOR_MATCH on each, plus (alias) NO_TENSOR_ALIASING and the ambient state."""
     root = RootGuardManager()
     nodes = []
     for name, t in zip(names, tensors, strict=True):
@@ -189,6 +202,7 @@ def tensors_framecache(names: Sequence[str], tensors: Sequence[torch.Tensor], al
         nodes.append(node)
     if alias:
         root.no_tensor_aliasing(nodes)
+        root.global_state()
     return root
 
 
@@ -201,6 +215,119 @@ def tensors_torch(names: Sequence[str], tensors: Sequence[torch.Tensor], alias: 
         nodes.append(node)
     if alias:
         torch_guards.install_no_tensor_aliasing_guard(nodes, list(names), ["no aliasing"], None)
+        _torch_ambient_state(root)
+    return root
+
+
+# --- the module tree (case m) ---------------------------------------------------------------
+
+MODULE_INTS = tuple(f"a{k}" for k in range(12))
+
+
+def module_stack() -> Any:
+    """A 36-layer nn.Module: each layer a weight, a bias and 12 int attributes."""
+
+    class BenchLayer(torch.nn.Module):
+        def __init__(self, i: int) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(8, 8))
+            self.bias = torch.nn.Parameter(torch.randn(8))
+            for k, name in enumerate(MODULE_INTS):
+                setattr(self, name, i + k)
+
+    class BenchStack(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList([BenchLayer(i) for i in range(36)])
+
+    return BenchStack()
+
+
+def _fc_modules(node: Any) -> Any:
+    """node.__dict__['_modules'], both dicts DICT_VERSION."""
+    return node.obj_dict().dict_version().dict_item("_modules").dict_version()
+
+
+def module_framecache(stack: Any) -> Any:
+    root = RootGuardManager()
+    self_node = root.local("self")
+    self_node.type_match(type(stack))
+    layers = _fc_modules(self_node).dict_item("layers")
+    layers.type_match(type(stack.layers))
+    modules = _fc_modules(layers)
+    for i, layer in enumerate(stack.layers):
+        node = modules.dict_item(str(i))
+        node.type_match(type(layer))
+        attrs = node.obj_dict().dict_version()
+        params = attrs.dict_item("_parameters").dict_version()
+        params.dict_item("weight").tensor_match(layer.weight)
+        params.dict_item("bias").tensor_match(layer.bias)
+        for name in MODULE_INTS:
+            attrs.dict_item(name).equals_match(getattr(layer, name))
+    return root
+
+
+def _torch_modules(node: Any, source: str, value: Any) -> Any:
+    d = node.get_generic_dict_manager(
+        source=f"{source}.__dict__", example_value=value.__dict__, guard_manager_enum=_TORCH_NODE
+    )
+    return d.dict_getitem_manager(
+        key="_modules",
+        source=f"{source}._modules",
+        example_value=value._modules,
+        guard_manager_enum=_TORCH_NODE,
+    )
+
+
+def module_torch(stack: Any) -> Any:
+    from torch._dynamo.guards import GuardManagerWrapper
+
+    root = torch_guards.RootGuardManager()
+    self_node = _torch_local(root, "self", 0, stack)
+    _torch_type_match(self_node, type(stack))
+    layers = _torch_modules(self_node, "L['self']", stack).dict_getitem_manager(
+        key="layers",
+        source="L['self'].layers",
+        example_value=stack.layers,
+        guard_manager_enum=_TORCH_NODE,
+    )
+    _torch_type_match(layers, type(stack.layers))
+    modules = _torch_modules(layers, "L['self'].layers", stack.layers)
+    for i, layer in enumerate(stack.layers):
+        source = f"L['self'].layers[{i}]"
+        node = modules.dict_getitem_manager(
+            key=str(i), source=source, example_value=layer, guard_manager_enum=_TORCH_NODE
+        )
+        _torch_type_match(node, type(layer))
+        attrs = node.get_generic_dict_manager(
+            source=f"{source}.__dict__",
+            example_value=layer.__dict__,
+            guard_manager_enum=_TORCH_NODE,
+        )
+        params = attrs.dict_getitem_manager(
+            key="_parameters",
+            source=f"{source}._parameters",
+            example_value=layer._parameters,
+            guard_manager_enum=_TORCH_NODE,
+        )
+        for name in ("weight", "bias"):
+            t = getattr(layer, name)
+            child = params.dict_getitem_manager(
+                key=name, source=f"{source}.{name}", example_value=t, guard_manager_enum=_TORCH_NODE
+            )
+            _torch_tensor_match(child, f"{source}.{name}", t)
+        for name in MODULE_INTS:
+            value = getattr(layer, name)
+            child = attrs.dict_getitem_manager(
+                key=name,
+                source=f"{source}.{name}",
+                example_value=value,
+                guard_manager_enum=_TORCH_NODE,
+            )
+            _torch_value_match(child, value)
+    # What torch.compile does when it finalizes a tree: mark the subtrees that its
+    # recursive dict-tag matching may skip (nn.Module layers here).
+    GuardManagerWrapper(root).find_tag_safe_roots()
     return root
 
 
@@ -294,12 +421,17 @@ def int_torch(global_state: bool) -> Any:
     root = torch_guards.RootGuardManager()
     _torch_type_match(_torch_local(root, "n", 0, 3), int)
     if global_state:
-        root.add_global_state_guard(torch_guards.GlobalStateGuard(), ["global state"], None)
-        root.add_torch_function_mode_stack_guard(
-            _get_current_function_mode_stack(), ["mode stack"], None
-        )
-        root.add_default_device_guard(["default device"], None)
+        _torch_ambient_state(root)
     return root
+
+
+def _torch_ambient_state(root: Any) -> None:
+    """torch's guards on what framecache's GLOBAL_STATE covers."""
+    root.add_global_state_guard(torch_guards.GlobalStateGuard(), ["global state"], None)
+    root.add_torch_function_mode_stack_guard(
+        _get_current_function_mode_stack(), ["mode stack"], None
+    )
+    root.add_default_device_guard(["default device"], None)
 
 
 # --- cache entries through each runtime's hook -------------------------------------------
@@ -513,7 +645,7 @@ def build_cases() -> list[Case]:
     names = [sys.intern(f"x{i}") for i in range(100)]
     tensors = [torch.randn(4, 8) for _ in names]
     for key, alias in (("a", True), ("a1", False)):
-        title = "100 tensor args, TENSOR_MATCH" + (" + NO_TENSOR_ALIASING" if alias else "")
+        title = "100 tensor args, TENSOR_MATCH" + (" + aliasing + ambient" if alias else "")
         cases.append(
             Case(
                 key,
@@ -548,6 +680,18 @@ def build_cases() -> list[Case]:
             [model_framecache(model)],
             [model_torch(model)],
             [(model,)],
+        )
+    )
+    stack = module_stack()
+    cases.append(
+        Case(
+            "m",
+            "nn.Module 36 layers: TYPE, 2 TENSOR, 12 EQUALS each",
+            ["self"],
+            (stack,),
+            [module_framecache(stack)],
+            [module_torch(stack)],
+            [(stack,)],
         )
     )
     for key, state, title in (
@@ -698,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cases",
         default=None,
-        help="comma-separated case keys (default a,a1,b,c,d,d1,e; bn,cn,d,e with --no-torch)",
+        help="comma-separated case keys (default a,a1,b,c,m,d,d1,e; bn,cn,d,e with --no-torch)",
     )
     parser.add_argument(
         "--clock",
@@ -710,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     global _clock
     _clock = time.thread_time_ns if args.clock == "cpu" else time.perf_counter_ns
     repeats = 7 if args.quick else args.repeats
-    default_cases = "bn,cn,d,e" if args.no_torch else "a,a1,b,c,d,d1,e"
+    default_cases = "bn,cn,d,e" if args.no_torch else "a,a1,b,c,m,d,d1,e"
     wanted = set((args.cases or default_cases).split(","))
     if torch is None and not args.no_torch:
         print("guard_lookup: torch is not importable; pass --no-torch", file=sys.stderr)
@@ -729,9 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_torch and not args.python_reader and not fc_guards.torch_fast_path_enabled():
         print(
             "guard_lookup: framecache's torch part is not in use "
-            f"({fc_guards.torch_fast_path_status()}); build framecache with torch importable "
-            "(cmake, or pip install --no-build-isolation .), or pass --python-reader to time "
-            "the Python reader on purpose",
+            f"({fc_guards.torch_fast_path_status()}); see python -m framecache doctor and "
+            "docs/torch_fast_path.md, or pass --python-reader to time the Python reader on "
+            "purpose",
             file=sys.stderr,
         )
         return 2

@@ -9,6 +9,9 @@ Commands (each a subcommand with its own ``--help``):
   and the guards profiled are those of the cache entry ``fn(*args, **kwargs)`` hits.
 * ``cache info|list|clear|prune``: the disk cache of framecache.compile (see
   framecache/cache/cli.py).
+* ``doctor``: the Python, framecache and torch this process runs with, and whether
+  tensor guards use the C++ reader (and why not); exit status 1 when torch is
+  importable but the C++ reader is off.
 """
 
 from __future__ import annotations
@@ -56,6 +59,44 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def doctor_report() -> tuple[list[str], bool]:
+    """The lines ``doctor`` prints, and whether the setup is healthy.
+
+    Imports torch when it is installed and builds one tensor guard, which loads (or,
+    once per torch install, compiles) the C++ tensor reader.
+    """
+    import importlib.util
+    import os
+    import platform
+
+    import framecache
+
+    from ._C import guards
+
+    lines = [
+        f"python      {platform.python_version()} ({sys.executable})",
+        f"framecache  {framecache.__version__} ({os.path.dirname(framecache.__file__)})",
+    ]
+    if importlib.util.find_spec("torch") is None:
+        lines.append("torch       not installed (tensor guards and framecache.compile need it)")
+        lines.append("fast path   off: torch is not installed")
+        return lines, True
+    import torch
+
+    from .guards import RootGuardManager
+
+    RootGuardManager().local("x").tensor_match(torch.zeros(1))
+    lines.append(f"torch       {torch.__version__} ({os.path.dirname(torch.__file__)})")
+    lines.append(f"fast path   {guards.torch_fast_path_status()}")
+    return lines, guards.torch_fast_path_enabled()
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    lines, healthy = doctor_report()
+    print("\n".join(lines))
+    return 0 if healthy else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subparser per command."""
     parser = argparse.ArgumentParser(
@@ -72,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("target", metavar="module:function")
     profile.set_defaults(run=_profile)
+    doctor = commands.add_parser(
+        "doctor",
+        help="say which Python and torch framecache runs with, and if its C++ tensor path is on",
+    )
+    doctor.set_defaults(run=_doctor)
     from .cache import cli as cache_cli
 
     cache_cli.add_parser(commands)

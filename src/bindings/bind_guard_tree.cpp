@@ -229,6 +229,12 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
            "checked again; mutable items are always checked.")
       .def_property_readonly("dict_versioned", &GuardManager::dict_versioned,
                              "True once dict_version() was called on this node.")
+      .def_property_readonly(
+          "dict_version_reruns", &GuardManager::dict_version_reruns,
+          "How many of this DICT_VERSION node's accessors the next check of the dict last "
+          "seen, unchanged, runs again (mutable items such as tensors), skipping the rest at "
+          "once; -1 when there is nothing to skip (no pass yet, the dict changed, a guard "
+          "was added).")
       .def("__str__", [](const GuardManager& g) {
         std::string out;
         g.render(out, 0);
@@ -280,6 +286,9 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
            py::arg("f_locals"), py::arg("f_globals") = py::none(),
            "Every guard's result, with a readable reason for each failure.")
       .def("local_names", [](const PyRoot& r) { return r.local_names(); })
+      .def("tensor_pass_size", [](PyRoot& r) { return r.tensor_pass_size(); },
+           "How many frame locals check() reads in its flat tensor pass (nodes holding only "
+           "TENSOR_MATCH and at most one relational member) rather than by walking them.")
       .def("__str__", &RootGuardManager::render_tree)
       .def("__repr__", [](const PyRoot& r) {
         return "<RootGuardManager (" + std::to_string(r.num_guards()) + " guards)>";

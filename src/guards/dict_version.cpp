@@ -21,12 +21,40 @@ inline bool memo_hit(uint64_t memo_tag, uint64_t memo_structure, uint64_t tag, u
 
 bool is_immutable_value(PyObject* value) { return is_immutable_constant(value); }
 
+int64_t GuardManager::dict_version_reruns() const {
+  if (node_memo_tag_ == 0 || node_memo_structure_ != root_->structure_version()) return -1;
+  return static_cast<int64_t>(node_memo_rerun_.size());
+}
+
 bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   for (const auto& leaf : leaves_) {
     if (!leaf->check(value)) return false;
   }
   const bool exact = value != nullptr && PyDict_CheckExact(value);
   const uint64_t structure = root_->structure_version();
+  const uint64_t tag = exact ? cpy::dict_version(value) : 0;
+  // The node-level memo: the dict is the one a whole pass succeeded on, with
+  // the same contents, so every item that pass memoised is still the same
+  // immutable object; only the others run (tensors, whose metadata can change
+  // in place without the dict changing). A rerun that changes the dict (it ran
+  // Python) voids the shortcut, and the node is walked in full.
+  // Only the sole checker of the tree uses or records it: a check that
+  // overlaps (a guard ran Python and another thread checked this tree) never
+  // replaces node_memo_rerun_ while the first iterates over it.
+  const bool sole = root_->active_checks() == 1;
+  if (sole && tag != 0 && tag == node_memo_tag_ && structure == node_memo_structure_) {
+    for (const uint32_t i : node_memo_rerun_) {
+      if (!accessors_[i]->check(value, in)) {
+        // Drop the memo rather than reorder under it: the indices would shift.
+        node_memo_tag_ = 0;
+        note_accessor_failure(i);
+        return false;
+      }
+    }
+    if (cpy::dict_version(value) == tag) return true;
+  }
+  node_memo_tag_ = 0;
+  std::vector<uint32_t> rerun;
   const size_t n = accessors_.size();
   for (size_t i = 0; i < n; ++i) {
     GuardAccessor& acc = *accessors_[i];
@@ -35,10 +63,11 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
         note_accessor_failure(i);
         return false;
       }
+      rerun.push_back(static_cast<uint32_t>(i));
       continue;
     }
-    const uint64_t tag = cpy::dict_version(value);
-    if (memo_hit(acc.memo_dict_tag_, acc.memo_structure_, tag, structure)) continue;
+    const uint64_t now = cpy::dict_version(value);
+    if (memo_hit(acc.memo_dict_tag_, acc.memo_structure_, now, structure)) continue;
     // The accessor's own check, inlined to keep the item for what follows.
     Ref item = acc.fetch(value, in);
     if (!item) {
@@ -50,11 +79,21 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
       note_accessor_failure(i);
       return false;
     }
-    if (cpy::dict_version(value) == tag && is_immutable_value(item.get()) &&
+    if (cpy::dict_version(value) == now && is_immutable_value(item.get()) &&
         acc.child().subtree_depends_only_on_value()) {
-      acc.memo_dict_tag_ = tag;
+      acc.memo_dict_tag_ = now;
       acc.memo_structure_ = structure;
+    } else {
+      rerun.push_back(static_cast<uint32_t>(i));
     }
+  }
+  // Every item passed; if the dict kept its tag throughout, the items not in
+  // `rerun` are memoised under that tag, and the next pass may skip them all
+  // at once. (The order of accessors_ is fixed while no check fails.)
+  if (sole && root_->active_checks() == 1 && tag != 0 && cpy::dict_version(value) == tag) {
+    node_memo_rerun_ = std::move(rerun);
+    node_memo_tag_ = tag;
+    node_memo_structure_ = structure;
   }
   return true;
 }

@@ -2,6 +2,8 @@
 #include "framecache/guards/root_guard_manager.h"
 
 #include "framecache/guards/accessors_frame.h"
+#include "framecache/guards/leaf_guards_relational.h"
+#include "framecache/guards/leaf_guards_tensor.h"
 
 namespace framecache::guards {
 
@@ -24,10 +26,90 @@ RootGuardManager::~RootGuardManager() = default;
 
 int RootGuardManager::check_root(const FrameInputs& in) {
   ActiveCheck scope(active_checks_);
-  const bool passed = check(nullptr, in);
+  // The structure cannot change while any check is in progress (check_mutable),
+  // so a stale plan is only ever replaced when nobody is iterating over it.
+  if (tensor_pass_version_ != structure_version_) plan_tensor_pass();
+  const bool passed = tensor_pass_.empty() ? check(nullptr, in) : check_with_tensor_pass(in);
   if (!relational_.empty()) reset_relational();
   if (passed) return 1;
   return PyErr_Occurred() ? -1 : 0;
+}
+
+// --- the tensor pass -------------------------------------------------------------
+//
+// A tree for a function of many tensors is a root with one FrameLocalAccessor
+// per tensor, each leading to a node with TENSOR_MATCH and one member of a
+// NO_TENSOR_ALIASING relation. The generic walk pays, per tensor, a virtual
+// fetch, a node walk with its loops and a virtual call per leaf; the pass
+// below reads each local and calls the two guards directly (TensorMatch is
+// final, so its check is not dispatched). It gives the same answer as the
+// walk: the same guards, on the same values, in the same leaf order; only
+// the order among accessors differs (tensors first), which the walk itself
+// changes at will (fail-fast reordering). Verbose checks keep the walk.
+
+void RootGuardManager::plan_tensor_pass() {
+  tensor_pass_.clear();
+  for (auto& acc_ptr : accessors_) {
+    GuardAccessor& acc = *acc_ptr;
+    acc.in_tensor_pass_ = false;
+    auto* local = dynamic_cast<FrameLocalAccessor*>(&acc);
+    const GuardManager& child = acc.child();
+    if (local == nullptr || !child.accessors().empty() || child.dict_versioned()) continue;
+    const auto& leaves = child.leaves();
+    if (leaves.empty() || leaves.size() > 2) continue;
+    auto* match = dynamic_cast<TensorMatch*>(leaves[0].get());
+    if (match == nullptr) continue;
+    RelationMember* member = nullptr;
+    if (leaves.size() == 2) {
+      member = dynamic_cast<RelationMember*>(leaves[1].get());
+      if (member == nullptr) continue;
+    }
+    acc.in_tensor_pass_ = true;
+    tensor_pass_.push_back({&acc, local->id(), local->name(), match,
+                            member ? &member->relation() : nullptr, member ? member->member() : 0});
+  }
+  tensor_pass_version_ = structure_version_;
+}
+
+size_t RootGuardManager::tensor_pass_size() {
+  if (tensor_pass_version_ != structure_version_ && active_checks_ == 0) plan_tensor_pass();
+  return tensor_pass_.size();
+}
+
+bool RootGuardManager::check_with_tensor_pass(const FrameInputs& in) {
+  for (const auto& leaf : leaves_) {
+    if (!leaf->check(nullptr)) return false;
+  }
+  for (const TensorPassItem& t : tensor_pass_) {
+    PyObject* raw = local_value(in, t.local_id, t.name);
+    if (raw == nullptr) {
+      // Unbound, an error, or a non-dict mapping of locals: the accessor's own
+      // check says which, exactly as the walk would.
+      if (PyErr_Occurred() && consume_check_error()) return false;
+      if (!t.accessor->check(nullptr, in)) {
+        ++t.accessor->fail_count_;
+        return false;
+      }
+      continue;
+    }
+    // Held for the two guards: the Python reader of tensors runs Python.
+    Ref value = Ref::borrow(raw);
+    if (!t.match->check(value.get()) ||
+        (t.relation != nullptr && !t.relation->see(t.member, value.get()))) {
+      ++t.accessor->fail_count_;
+      return false;
+    }
+  }
+  const size_t n = accessors_.size();
+  for (size_t i = 0; i < n; ++i) {
+    GuardAccessor& acc = *accessors_[i];
+    if (acc.in_tensor_pass_) continue;
+    if (!acc.check(nullptr, in)) {
+      note_accessor_failure(i);
+      return false;
+    }
+  }
+  return true;
 }
 
 void RootGuardManager::register_relational(RelationalGuard* guard) {

@@ -38,6 +38,7 @@ const FcTorchApi* g_loaded_api = nullptr;  // loaded, whether enabled or not
 bool g_fast_enabled = true;
 std::string g_status = "not loaded yet (no torch guard has been built)";
 
+
 Ref attr(PyObject* obj, const char* name) { return Ref::steal(PyObject_GetAttrString(obj, name)); }
 
 Ref call0(const Ref& fn) { return Ref::steal(PyObject_CallNoArgs(fn.get())); }
@@ -122,38 +123,93 @@ bool init_python_torch(PythonTorch& p, Ref& version) {
   return true;
 }
 
-// Loads framecache._torch_C and checks its table. Never fails: an absent or
-// unusable fast part leaves the Python reader in force, and says why.
-void load_fast_part(PyObject* torch_version) {
-  Ref mod = Ref::steal(PyImport_ImportModule("framecache._torch_C"));
-  if (!mod) {
-    if (PyErr_ExceptionMatches(PyExc_ModuleNotFoundError)) {
-      g_status = "not built (framecache was built without torch); using the Python reader";
-    } else {
-      PyObject *type, *value, *tb;
-      PyErr_Fetch(&type, &value, &tb);
-      Ref v = Ref::steal(value), t = Ref::steal(type), b = Ref::steal(tb);
-      Ref text = v ? Ref::steal(PyObject_Str(v.get())) : Ref();
-      const char* s = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
-      g_status = std::string("refused: framecache._torch_C failed to import (") +
-                 (s ? s : "unknown error") + "); using the Python reader";
+// The text of the pending exception (cleared), for status lines.
+std::string take_error_text() {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  Ref v = Ref::steal(value), t = Ref::steal(type), b = Ref::steal(tb);
+  Ref text = v ? Ref::steal(PyObject_Str(v.get())) : Ref();
+  const char* s = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+  std::string out = s ? s : "unknown error";
+  PyErr_Clear();
+  return out;
+}
+
+// Reads a few probe tensors with both readers and compares every field: a
+// table that disagrees with Python on any of them is not used. Returns an
+// empty string when they agree, else what differed. The probes cover inline
+// and out-of-line sizes (ndim 2 and 7), a strided view with a storage offset,
+// requires_grad on a leaf and on a non-leaf, and another dtype.
+std::string validate_api(const FcTorchApi* api) {
+  static const char* const kProbes =
+      "import torch\n"
+      "a = torch.zeros(3, 5)\n"
+      "w = torch.ones(2, 3, requires_grad=True)\n"
+      "probes = [a, a.t()[1:], torch.zeros(1, 2, 1, 3, 1, 2, 2, dtype=torch.float16),\n"
+      "          w, w * 2, torch.arange(10, dtype=torch.int64)[2::3]]\n";
+  Ref ns = Ref::steal(PyDict_New());
+  if (!ns) return take_error_text();
+  Ref builtins = Ref::borrow(PyEval_GetBuiltins());
+  if (PyDict_SetItemString(ns.get(), "__builtins__", builtins.get()) < 0) return take_error_text();
+  Ref ran = Ref::steal(PyRun_String(kProbes, Py_file_input, ns.get(), ns.get()));
+  if (!ran) return "the probe tensors could not be made: " + take_error_text();
+  PyObject* probes = PyDict_GetItemString(ns.get(), "probes");  // borrowed
+  if (probes == nullptr || !PyList_Check(probes)) return "no probe tensors";
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(probes); ++i) {
+    PyObject* t = PyList_GET_ITEM(probes, i);  // borrowed
+    FcTensorMeta fast{};
+    TensorMetadata slow;
+    if (api->read_tensor(t, &fast) != 0) return "reading a probe failed: " + take_error_text();
+    if (!read_tensor_slow(t, slow)) return "the Python reader failed: " + take_error_text();
+    const FcTensorMeta& m = slow.meta;
+    bool same = fast.dispatch_keys == m.dispatch_keys && fast.dtype == m.dtype &&
+                fast.device_type == m.device_type && fast.device_index == m.device_index &&
+                fast.requires_grad == m.requires_grad && fast.ndim == m.ndim;
+    for (int64_t d = 0; same && d < m.ndim; ++d) {
+      same = fast.sizes[d] == m.sizes[d] && fast.strides[d] == m.strides[d];
     }
-    PyErr_Clear();
+    if (!same) return "probe tensor " + std::to_string(i) + " reads differently than in Python";
+  }
+  return "";
+}
+
+// Loads framecache._torch_C for the running torch through
+// framecache._torch_build (prebuilt, cached, or compiled now) and checks its
+// table. Never fails: an unusable fast part leaves the Python reader in force,
+// and says why in the status and in one RuntimeWarning.
+void load_fast_part(PyObject* torch_version) {
+  auto refuse = [](std::string why) {
+    g_status = "off: " + why + "; tensor guards read through Python (about 7 us per TENSOR_MATCH instead of tens of ns)";
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    const std::string text = "framecache: the C++ tensor reader is " + g_status;
+    // Once per process (this runs once); an error from the warning (a filter
+    // turning warnings into errors) must not fail the guard being built.
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, text.c_str(), 1) < 0) PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+  };
+  Ref builder = Ref::steal(PyImport_ImportModule("framecache._torch_build"));
+  Ref mod = builder ? Ref::steal(PyObject_CallMethod(builder.get(), "load", nullptr)) : Ref();
+  if (!mod) {
+    refuse(take_error_text());
     return;
   }
+  Ref origin = builder ? attr(builder.get(), "origin") : Ref();
+  const char* origin_text = origin && PyUnicode_Check(origin.get()) ? PyUnicode_AsUTF8(origin.get())
+                                                                    : nullptr;
+  PyErr_Clear();
   Ref capsule = attr(mod.get(), "_api");
   auto* api = capsule ? static_cast<const FcTorchApi*>(
                             PyCapsule_GetPointer(capsule.get(), FRAMECACHE_TORCH_API_CAPSULE))
                       : nullptr;
   if (api == nullptr) {
     PyErr_Clear();
-    g_status = "refused: framecache._torch_C has no API capsule; using the Python reader";
+    refuse("framecache._torch_C has no API capsule");
     return;
   }
   if (api->version != FRAMECACHE_TORCH_API_VERSION || api->struct_size != sizeof(FcTorchApi)) {
-    g_status =
-        "refused: framecache._torch_C was built for another framecache version; using the "
-        "Python reader";
+    refuse("framecache._torch_C was built for another framecache version");
     return;
   }
   const char* running = PyUnicode_AsUTF8(torch_version);
@@ -162,13 +218,18 @@ void load_fast_part(PyObject* torch_version) {
     running = "?";
   }
   if (std::strcmp(running, api->torch_version) != 0) {
-    g_status = std::string("refused: framecache._torch_C was built against torch ") +
-               api->torch_version + " but torch " + running +
-               " is running; using the Python reader";
+    refuse(std::string("framecache._torch_C was built against torch ") + api->torch_version +
+           " but torch " + running + " is running");
+    return;
+  }
+  const std::string mismatch = validate_api(api);
+  if (!mismatch.empty()) {
+    refuse("framecache._torch_C disagrees with torch's Python view (" + mismatch + ")");
     return;
   }
   g_loaded_api = api;
-  g_status = std::string("loaded (built against torch ") + api->torch_version + ")";
+  g_status = std::string("on: C++ reader for torch ") + api->torch_version + " (" +
+             (origin_text ? origin_text : "loaded") + ")";
 }
 
 void refresh_active() { detail::active_api = g_fast_enabled ? g_loaded_api : nullptr; }

@@ -65,9 +65,20 @@ void set_error_from_current_exception() {
   }
 }
 
+// torch.dtype objects by ScalarType, filled on first use (with the GIL held);
+// torch keeps them for the life of the process. Saves a call into
+// libtorch_python per tensor read.
+std::array<PyObject*, static_cast<size_t>(c10::ScalarType::NumOptions)> g_dtypes{};
+
 PyObject* dtype_object(c10::ScalarType t) {
+  const auto i = static_cast<size_t>(t);
+  if (i < g_dtypes.size() && g_dtypes[i] != nullptr) return g_dtypes[i];
   PyObject* d = reinterpret_cast<PyObject*>(torch::getTHPDtype(t));
-  if (d == nullptr) PyErr_SetString(PyExc_ValueError, "dtype without a torch.dtype object");
+  if (d == nullptr) {
+    PyErr_SetString(PyExc_ValueError, "dtype without a torch.dtype object");
+    return nullptr;
+  }
+  if (i < g_dtypes.size()) g_dtypes[i] = d;
   return d;
 }
 

@@ -478,6 +478,7 @@ def builder_methods() -> list[str]:
         "children",
         "fail_counts",
         "local_names",
+        "tensor_pass_size",
         "source",
         "dict_versioned",
     }

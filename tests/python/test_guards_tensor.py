@@ -5,10 +5,10 @@ Python reader that the switch ``set_torch_fast_path(False)`` forces.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,12 +55,11 @@ class Subclass(torch.Tensor):
 
 
 def test_fast_part_is_built_and_loaded() -> None:
-    # The torch tests run against a build that had torch (cmake, or pip with
-    # --no-build-isolation): the C++ reader must be there and in use.
-    assert importlib.util.find_spec("framecache._torch_C") is not None
+    # Prebuilt (cmake, pip --no-build-isolation) or compiled on first use (any
+    # other install): the C++ reader must be there and in use.
     root = RootGuardManager()
     root.local("x").tensor_match(torch.zeros(1))
-    assert _guards.torch_fast_path_status().startswith("loaded (built against torch ")
+    assert _guards.torch_fast_path_status().startswith("on: C++ reader for torch ")
     assert torch.__version__ in _guards.torch_fast_path_status()
     assert _guards.torch_fast_path_enabled()
 
@@ -79,27 +78,40 @@ def test_switch_reports_and_restores() -> None:
 
 def test_fast_part_refuses_another_torch_version() -> None:
     # _torch_C is only valid with the torch it was compiled against: against
-    # another version the core falls back to the Python reader, and says why.
+    # another version (and with building a matching one forbidden) the core falls
+    # back to the Python reader, says why, and warns once.
     result = run_python(
         """
+        import os, warnings
+        os.environ["FRAMECACHE_TORCH_PART"] = "0"
         import torch
         torch.__version__ = "0.0.1"
         from framecache._C import guards as G
         from framecache.guards import RootGuardManager
-        root = RootGuardManager()
-        root.local("x").tensor_match(torch.zeros(2, 3))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            root = RootGuardManager()
+            root.local("x").tensor_match(torch.zeros(2, 3))
+            root.local("y").tensor_match(torch.zeros(2, 3))
         print(G.torch_fast_path_status())
         print(G.torch_fast_path_enabled())
-        print(root.check({"x": torch.ones(2, 3)}), root.check({"x": torch.ones(3, 3)}))
+        print(root.check({"x": torch.ones(2, 3), "y": torch.ones(2, 3)}),
+              root.check({"x": torch.ones(3, 3), "y": torch.ones(2, 3)}))
+        print(len([w for w in caught if "C++ tensor reader" in str(w.message)]))
         """
     )
     assert result.returncode == 0, result.stderr
-    status, enabled, checks = result.stdout.strip().splitlines()
-    assert status.startswith("refused: framecache._torch_C failed to import (")
-    assert "but torch 0.0.1 is running" in status
-    assert status.endswith("using the Python reader")
+    status, enabled, checks, warned = result.stdout.strip().splitlines()
+    if list(Path(framecache.__file__).parent.glob("_torch_C*")):
+        assert status.startswith("off: the prebuilt one failed to import (")
+        assert "but torch 0.0.1 is running" in status
+    else:  # an install that compiles the torch part on first use
+        assert status.startswith("off: not built with the package")
+    assert "FRAMECACHE_TORCH_PART=0 forbids building it" in status
+    assert "read through Python" in status
     assert enabled == "False"
     assert checks == "True False"
+    assert warned == "1"
 
 
 def test_import_framecache_does_not_import_torch() -> None:
@@ -645,3 +657,118 @@ def test_module_attributes_through_the_attr_fast_path() -> None:
     assert root2.check({"m": other})
     del other.weight  # gone from _parameters: __getattr__ raises
     assert not root2.check({"m": other})
+
+
+# --- DICT_VERSION over a module tree -----------------------------------------------------
+
+
+def module_tree(lin: torch.nn.Linear) -> tuple[RootGuardManager, Any, Any]:
+    """The tree of one layer as a module's dicts reach it: attributes, then parameters."""
+    root = RootGuardManager()
+    node = root.local("layer")
+    node.type_match(torch.nn.Linear)
+    attrs = node.obj_dict().dict_version()
+    attrs.dict_item("in_features").equals_match(lin.in_features)
+    attrs.dict_item("out_features").equals_match(lin.out_features)
+    attrs.dict_item("training").equals_match(lin.training)
+    params = attrs.dict_item("_parameters").dict_version()
+    params.dict_item("weight").tensor_match(lin.weight)
+    params.dict_item("bias").tensor_match(lin.bias)
+    buffers = attrs.dict_item("_buffers").dict_version()
+    buffers.dict_item("scale").tensor_match(lin.scale)
+    return root, attrs, params
+
+
+def test_dict_version_skips_a_module_s_values_but_still_reads_its_tensors() -> None:
+    # A tensor's metadata changes in place without its dict changing: the memo of
+    # an unchanged module dict skips the int attributes, never the tensors.
+    lin = torch.nn.Linear(3, 2)
+    lin.register_buffer("scale", torch.ones(4))
+    root, attrs, params = module_tree(lin)
+    for _ in range(3):
+        assert root.check({"layer": lin})
+    assert attrs.dict_version_reruns == 2  # the _parameters and _buffers dicts
+    assert params.dict_version_reruns == 2  # weight and bias
+    lin.scale.resize_(5)
+    assert not root.check({"layer": lin})
+    lin.scale.resize_(4)
+    assert root.check({"layer": lin})
+    lin.weight.requires_grad_(False)
+    assert not root.check({"layer": lin})
+    lin.weight.requires_grad_(True)
+    assert root.check({"layer": lin})
+    with torch.no_grad():
+        lin.bias.data = torch.zeros(2, dtype=torch.float64)
+    assert not root.check({"layer": lin})
+    lin.bias = torch.nn.Parameter(torch.zeros(2))
+    assert root.check({"layer": lin})
+    lin.in_features = 4
+    assert not root.check({"layer": lin})
+    lin.in_features = 3
+    assert root.check({"layer": lin})
+    lin.eval()
+    assert not root.check({"layer": lin})
+    lin.train()
+    assert root.check({"layer": lin})
+    assert attrs.dict_version_reruns == 2
+
+
+# --- the root's tensor pass ------------------------------------------------------------------
+
+
+def test_tensor_pass_gives_the_walk_s_answers() -> None:
+    xs = [torch.zeros(2, 3), torch.ones(4), torch.zeros(1, 2, dtype=torch.float64)]
+    root = RootGuardManager()
+    nodes = []
+    for i, t in enumerate(xs):
+        node = root.local(f"x{i}")
+        node.tensor_match(t)
+        nodes.append(node)
+    root.no_tensor_aliasing(nodes)
+    root.local("n").type_match(int)
+    root.global_state()
+    assert root.tensor_pass_size() == 3
+    good = {"x0": xs[0], "x1": xs[1], "x2": xs[2], "n": 1}
+    assert root.check(good)
+    assert root.check({**good, "x0": torch.ones(2, 3)})
+    assert not root.check({**good, "x1": torch.ones(5)})
+    assert not root.check({**good, "x2": xs[0]})  # wrong metadata
+    assert not root.check({**good, "x2": xs[2].t()})  # wrong strides
+    assert not root.check({**good, "n": "1"})
+    assert not root.check({k: v for k, v in good.items() if k != "x1"})  # unbound
+    # Aliasing: the same tensor under two names fails, and the relation is reset after.
+    y = torch.zeros(4)
+    alias_root = RootGuardManager()
+    a, b = alias_root.local("a"), alias_root.local("b")
+    a.tensor_match(y)
+    b.tensor_match(y)
+    alias_root.no_tensor_aliasing([a, b])
+    assert alias_root.tensor_pass_size() == 2
+    assert not alias_root.check({"a": y, "b": y})
+    assert alias_root.check({"a": y, "b": torch.zeros(4)})
+    assert not alias_root.check({"a": y, "b": y})
+    info = alias_root.check_verbose({"a": y, "b": y})
+    assert info.failures == ["L['b']: L['a'] and L['b'] are the same tensor"]
+    # A failing tensor counts as a failure of its accessor, as in the walk.
+    assert sum(alias_root.fail_counts()) >= 2
+    with torch.inference_mode():
+        assert not alias_root.check({"a": torch.zeros(4), "b": torch.zeros(4)})
+
+
+def test_tensor_pass_takes_only_plain_tensor_nodes() -> None:
+    t = torch.zeros(3)
+    root = RootGuardManager()
+    root.local("a").tensor_match(t)
+    assert root.tensor_pass_size() == 1
+    root.local("b").tensor_match(t)
+    root.local("b").not_none()  # a third kind of leaf: walked
+    root.local("c").tensor_match(t)
+    root.local("c").tensor_size(0).equals_match(3)  # an accessor below: walked
+    assert root.tensor_pass_size() == 1
+    assert root.check({"a": t, "b": t, "c": t})
+    assert not root.check({"a": t, "b": t, "c": torch.zeros(4)})
+    # Adding a guard to a node in the pass takes it out of the pass.
+    root.local("a").not_none()
+    assert root.tensor_pass_size() == 0
+    assert root.check({"a": t, "b": t, "c": t})
+    assert not root.check({"a": None, "b": t, "c": t})

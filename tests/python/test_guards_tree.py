@@ -529,6 +529,113 @@ def test_dict_version_needs_an_exact_dict() -> None:
     assert not root.local("cfg").dict_item("a").dict_versioned
 
 
+def memo_tree(n: int = 12) -> tuple[RootGuardManager, GuardManager, Counter, dict[str, Any]]:
+    """A dict node over n int items and one list item that a LAMBDA guard watches."""
+    root = RootGuardManager()
+    cfg = root.local("cfg").dict_version()
+    for i in range(n):
+        cfg.dict_item(f"a{i}").equals_match(i)
+    counter = Counter()
+    cfg.dict_item("layers").lambda_guard(counter)
+    d: dict[str, Any] = {f"a{i}": i for i in range(n)}
+    d["layers"] = [1]
+    return root, cfg, counter, d
+
+
+def test_dict_version_node_memo_skips_the_immutable_items_at_once() -> None:
+    root, cfg, counter, d = memo_tree()
+    assert cfg.dict_version_reruns == -1
+    assert root.check({"cfg": d})
+    # The next pass over the same unchanged dict runs only the mutable item.
+    assert cfg.dict_version_reruns == 1
+    for n in range(2, 6):
+        assert root.check({"cfg": d})
+        assert counter.calls == n
+        assert cfg.dict_version_reruns == 1
+    d["a3"] = 4
+    assert not root.check({"cfg": d})
+    assert cfg.dict_version_reruns == -1
+    d["a3"] = 3
+    assert root.check({"cfg": d})
+    assert cfg.dict_version_reruns == 1
+    # Another dict with the same contents has another tag: walked in full.
+    assert not root.check({"cfg": {**d, "a0": 7}})
+    assert root.check({"cfg": dict(d)})
+
+
+def test_dict_version_node_memo_reruns_mutable_items_and_fails_with_them() -> None:
+    root, cfg, counter, d = memo_tree(3)
+    assert root.check({"cfg": d})
+    assert root.check({"cfg": d})
+    assert counter.calls == 2
+    failing = [False]
+    cfg.dict_item("layers").lambda_guard(lambda v: not failing[0])
+    # Adding a guard dropped the memo; it is learned again.
+    assert cfg.dict_version_reruns == -1
+    assert root.check({"cfg": d})
+    assert cfg.dict_version_reruns == 1
+    failing[0] = True
+    assert not root.check({"cfg": d})
+    assert cfg.dict_version_reruns == -1
+    failing[0] = False
+    assert root.check({"cfg": d})
+
+
+def test_dict_version_node_memo_when_a_rerun_changes_the_dict() -> None:
+    # A mutable item's guard runs Python that breaks an item the memo would skip:
+    # the node notices the dict changed under it and walks it in full.
+    root = RootGuardManager()
+    cfg = root.local("cfg").dict_version()
+    cfg.dict_item("a0").equals_match(0)
+    calls = [0]
+
+    def tamper(value: object) -> bool:
+        calls[0] += 1
+        if calls[0] == 2:
+            d["a0"] = 99
+        return True
+
+    cfg.dict_item("layers").lambda_guard(tamper)
+    d: dict[str, Any] = {"a0": 0, "layers": []}
+    assert root.check({"cfg": d})
+    assert cfg.dict_version_reruns == 1
+    assert not root.check({"cfg": d})
+    d["a0"] = 0
+    assert root.check({"cfg": d})
+
+
+def test_dict_version_node_memo_on_an_instance_dict() -> None:
+    class Layer:
+        def __init__(self) -> None:
+            self.width = 8
+            self.name = "l0"
+            self.items: list[int] = []
+
+    layer = Layer()
+    root = RootGuardManager()
+    node = root.local("layer")
+    node.type_match(Layer)
+    attrs = node.obj_dict().dict_version()
+    attrs.dict_item("width").equals_match(8)
+    attrs.dict_item("name").equals_match("l0")
+    attrs.dict_item("items").length_check(0)
+    for _ in range(3):
+        assert root.check({"layer": layer})
+    if sys.version_info < (3, 13):
+        # 3.13 keeps an instance's attributes in inline values that its __dict__
+        # shares and stores to them without notifying: such dicts get no tag.
+        assert attrs.dict_version_reruns == 1
+    layer.items.append(1)  # the dict is unchanged, its list item is not
+    assert not root.check({"layer": layer})
+    layer.items.clear()
+    assert root.check({"layer": layer})
+    layer.width = 9
+    assert not root.check({"layer": layer})
+    layer.width = 8
+    assert root.check({"layer": layer})
+    assert not root.check({"layer": Layer.__new__(Layer)})
+
+
 def test_dict_version_on_a_type_dict() -> None:
     class Model:
         LIMIT = 3

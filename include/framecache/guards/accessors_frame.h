@@ -17,6 +17,7 @@ class FrameLocalAccessor final : public GuardAccessor {
   std::string explain_fetch_failure(PyObject* parent, const FrameInputs& in) override;
   std::string describe() const override;
   size_t id() const { return id_; }
+  PyObject* name() const { return name_.get(); }  // borrowed interned str
 
  private:
   Ref name_;  // str

@@ -21,8 +21,20 @@
 // checked (by Python a guard ran) is not remembered. Each accessor keeps its
 // own tag, so checks that overlap in several threads cannot mix them up.
 //
-// 3.12 deprecates ma_version_tag in favour of dict watchers; this file is the
-// one to port.
+// A whole node at once: when a pass over a DICT_VERSION node succeeds and the
+// dict kept one tag throughout, the node remembers that tag and the accessors
+// it could not memoise (mutable items, tensors above all: a tensor's sizes,
+// dtype or requires_grad change in place without its dict changing, so its
+// TENSOR_MATCH runs on every check). The next check that finds the same tag
+// runs only those, then rereads the tag: if a rerun changed the dict (it ran
+// Python), the node is walked in full. A module tree guarded through its
+// dicts (__dict__, _parameters, _modules) thus costs, per unchanged layer, a
+// few tag reads and its tensors' reads. Only the tree's sole checker uses or
+// records the node memo (RootGuardManager::active_checks() == 1).
+//
+// 3.12 deprecates ma_version_tag in favour of dict watchers (dict_watch.h);
+// 3.13 instance dicts that share an object's inline values get no tag, and
+// are walked every time (cpython.h).
 #pragma once
 
 #include <Python.h>

@@ -117,6 +117,7 @@ class GuardAccessor {
 
  private:
   friend class GuardManager;
+  friend class RootGuardManager;
   std::string key_;
   std::unique_ptr<GuardManager> child_;
   uint64_t fail_count_ = 0;
@@ -125,6 +126,9 @@ class GuardAccessor {
   // structure version then; 0 when there is nothing to reuse.
   uint64_t memo_dict_tag_ = 0;
   uint64_t memo_structure_ = 0;
+  // Checked by the root's tensor pass rather than by the generic walk (see
+  // RootGuardManager::plan_tensor_pass).
+  bool in_tensor_pass_ = false;
 };
 
 class GuardManager {
@@ -164,6 +168,11 @@ class GuardManager {
   // True if every leaf in this subtree depends only on its value (cached per
   // structure version of the tree).
   bool subtree_depends_only_on_value() const;
+  // The node-level DICT_VERSION memo, for tests and tools: how many accessors
+  // the next check of the same unchanged dict runs (the others are skipped),
+  // or -1 when there is no memo (no passing check yet, the dict changed, a
+  // guard was added, or the dict has no tag).
+  int64_t dict_version_reruns() const;
 
  protected:
   // Called with the index of an accessor whose subtree just failed.
@@ -186,6 +195,13 @@ class GuardManager {
   bool dict_versioned_ = false;
   mutable uint64_t value_only_structure_ = 0;  // structure version of the cached answer
   mutable bool value_only_ = false;
+  // The node-level DICT_VERSION memo (dict_version.h): the dict's tag and the
+  // tree's structure version when a whole pass over this node succeeded, and
+  // the accessors that pass could not memoise (mutable items such as tensors,
+  // unstable accessors), which must run again even while the tag is unchanged.
+  uint64_t node_memo_tag_ = 0;
+  uint64_t node_memo_structure_ = 0;
+  std::vector<uint32_t> node_memo_rerun_;
 };
 
 }  // namespace framecache::guards

@@ -118,6 +118,8 @@ class RelationMember final : public RelationalGuard {
   std::string describe() const override { return relation_->describe(); }
   const char* kind() const override { return relation_->kind(); }
   void reset_state() override { relation_->reset(); }
+  Relation& relation() const { return *relation_; }
+  size_t member() const { return member_; }
 
  private:
   std::shared_ptr<Relation> relation_;

@@ -12,6 +12,9 @@
 
 namespace framecache::guards {
 
+class TensorMatch;
+class Relation;
+
 struct GuardDebugInfo {
   bool result = true;
   std::vector<std::string> failures;
@@ -47,11 +50,29 @@ class RootGuardManager : public GuardManager {
   // at 1 so that 0 can mean "never".
   uint64_t structure_version() const { return structure_version_; }
   std::string render_tree() const;
+  // How many frame locals the tensor pass checks (for tests and tools).
+  size_t tensor_pass_size();
 
  private:
   friend class GuardManager;
   friend class CheckScope;
   void reset_relational();
+  // The tensor pass: frame locals whose node holds only TENSOR_MATCH (and
+  // optionally one relational member such as NO_TENSOR_ALIASING) are checked
+  // in one flat loop, before the other accessors, with no per-node walk.
+  // Planned lazily for each structure version.
+  struct TensorPassItem {
+    GuardAccessor* accessor;  // the FrameLocalAccessor (owned by accessors_)
+    size_t local_id;
+    PyObject* name;          // borrowed from the accessor
+    TensorMatch* match;      // owned by the child node
+    Relation* relation;      // null, or the relation of the node's second leaf
+    size_t member;
+  };
+  void plan_tensor_pass();
+  bool check_with_tensor_pass(const FrameInputs& in);
+  std::vector<TensorPassItem> tensor_pass_;
+  uint64_t tensor_pass_version_ = 0;
   std::vector<RelationalGuard*> relational_;
   std::vector<std::string> local_names_;
   uint64_t local_names_version_ = 0;

@@ -42,10 +42,19 @@ class DiskStats:
     corrupt: int = 0
     reasons: list[str] = field(default_factory=list)
 
+    @property
+    def torch_fast_path(self) -> str:
+        """Whether tensor guards read through the C++ reader, for which torch, or why not.
+
+        "on: C++ reader for torch <version> (<where it came from>)" or "off: <why>; ...".
+        """
+        return _C.guards.torch_fast_path_status()
+
     def __str__(self) -> str:
         lines = [
             f"disk cache: {self.hits} hits, {self.misses} misses, {self.stores} stores, "
-            f"{self.bypasses} bypasses, {self.corrupt} corrupt entries"
+            f"{self.bypasses} bypasses, {self.corrupt} corrupt entries",
+            f"tensor guards: {self.torch_fast_path}",
         ]
         lines += [f"  {r}" for r in self.reasons]
         return "\n".join(lines)
