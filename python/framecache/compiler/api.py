@@ -79,6 +79,7 @@ def compile(
     fullgraph: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    remote: str | bool | None = None,
 ) -> Callable[[F], F]: ...
 @overload
 def compile(
@@ -89,6 +90,7 @@ def compile(
     fullgraph: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    remote: str | bool | None = None,
 ) -> F: ...
 def compile(
     fn_or_module: Any = None,
@@ -98,6 +100,7 @@ def compile(
     fullgraph: bool = False,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    remote: str | bool | None = None,
 ) -> Any:
     """Compile a function or an nn.Module into torch.fx graphs run by ``backend``.
 
@@ -119,14 +122,25 @@ def compile(
             again (see framecache/cache/). ``False`` turns it off for this function.
         cache_dir: the disk cache's directory; default ``$FRAMECACHE_CACHE_DIR``, else
             ``$XDG_CACHE_HOME/framecache`` (``~/.cache/framecache``).
+        remote: a shared store under the disk cache, ``"redis://host:port/db"``: a local
+            miss asks it, a compile writes to both (docs/remote_cache.md). Default
+            ``$FRAMECACHE_REMOTE``; ``False`` turns it off for this function.
     """
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path, got {type(cache_dir).__name__}")
+    if remote is not None and remote is not False and not isinstance(remote, str):
+        raise TypeError(f"remote must be a redis:// URL or False, got {type(remote).__name__}")
+    if isinstance(remote, str):
+        from ..cache.remote import check_url
+
+        check_url(remote)
     context = CompileContext(
         backend=backend, dynamic=dynamic, fullgraph=fullgraph, cache=cache, cache_dir=cache_dir
     )
+    if context.disk is not None:
+        context.disk.use_remote(remote)
     if fn_or_module is None:
         return functools.partial(_wrap, context=context)
     return _wrap(fn_or_module, context=context)

@@ -38,6 +38,8 @@ class DiskStats:
     bypasses: int = 0
     corrupt: int = 0
     reasons: list[str] = field(default_factory=list)
+    # The remote store's counters (cache/remote.py RemoteStats), once one is used.
+    remote: Any = None
 
     def __str__(self) -> str:
         lines = [
@@ -45,6 +47,8 @@ class DiskStats:
             f"{self.bypasses} bypasses, {self.corrupt} corrupt entries"
         ]
         lines += [f"  {r}" for r in self.reasons]
+        if self.remote is not None:
+            lines.append(str(self.remote))
         return "\n".join(lines)
 
 
