@@ -348,7 +348,7 @@ class RemoteStore:
     def warn_once(self, message: str) -> None:
         import warnings
 
-        log.warning("%s", message)
+        log.info("%s", message)  # every time; the warning below once
         with self._lock:
             if self._warned:
                 return
