@@ -14,7 +14,8 @@ Per backend:
   in a temporary directory); the sample asserts it captured and compiled nothing.
 
 The remote timeout is 2 s instead of 100 ms, so that a loaded machine does not turn a hit
-into a timeout. Every sample has a fresh inductor cache directory, so nothing comes from torch's caches.
+into a timeout. Every sample has a fresh inductor cache directory, so nothing comes from
+torch's caches.
 The three kinds alternate, so load changes hit them alike; figures are medians.
 Run: ``python benchmarks/remote_cache.py [--json PATH] [--repeats N] [--backends eager,inductor]``.
 """
