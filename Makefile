@@ -33,11 +33,11 @@ install:  ## pip install the package (with its compiled core)
 demo: install  ## Install, then run the demo: the hook compiling and caching a function
 	$(PYTHON) -m framecache
 
-deps:  ## Install what the tests need: GoogleTest (apt) and Python test packages (pip)
-	@if [ ! -f /usr/include/gtest/gtest.h ] || [ ! -f /usr/include/benchmark/benchmark.h ]; then \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libgtest-dev libbenchmark-dev; fi
+deps:  ## Install what the tests need: GoogleTest, redis-server (apt) and Python test packages (pip)
+	@if [ ! -f /usr/include/gtest/gtest.h ] || [ ! -f /usr/include/benchmark/benchmark.h ] || ! command -v redis-server >/dev/null; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libgtest-dev libbenchmark-dev redis-server; fi
 	$(PIP) install -q "pybind11>=2.13" "scikit-build-core>=0.10" cmake ninja "pytest>=8" "hypothesis>=6" \
-	  "ruff>=0.6" "pytest-benchmark>=4" "pytest-xdist>=3" $(TORCH)
+	  "ruff>=0.6" "pytest-benchmark>=4" "pytest-xdist>=3" "redis>=5" $(TORCH)
 	$(PIP) install -q --only-binary=atheris "atheris==3.0.0"  # the last release with a cp311 wheel
 
 # One line per suite (other suites add their own line). Each stage runs under .ci/stage,

@@ -45,6 +45,7 @@ KNOWN: dict[str, list[str]] = {
     "guard_lookup": ["--quick"],
     "compile_overhead": ["--repeats", "3", "--calls", "2000", "--skip-first-call"],
     "warm_start": ["--repeats", "1", "--backends", "eager"],
+    "remote_cache": ["--repeats", "1", "--backends", "eager"],
 }
 NOT_BENCHMARKS = {"run_all", "compare"}
 

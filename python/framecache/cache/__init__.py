@@ -17,6 +17,8 @@ Modules, one concept each:
 * ``eviction``: least-recently-used eviction under the cap.
 * ``session``: the compiler's miss path (lookup before capture, store after).
 * ``cli``: ``python -m framecache cache info|list|clear|prune``.
+* ``remote``, ``remote_cli``: the shared store on Redis under the local cache
+  (``$FRAMECACHE_REMOTE``), and ``cache push|pull``.
 
 Importing this package imports torch only through the modules that need it.
 """

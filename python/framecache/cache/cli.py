@@ -4,6 +4,9 @@
 * ``list``: one line per entry: key, function, backend, size, hit count, last use.
 * ``clear``: remove every entry (entries being written are left alone).
 * ``prune [--max-size SIZE]``: evict least-recently-used entries down to the cap.
+* ``push`` / ``pull``: copy entries from the local cache to the remote store, or back
+  (``--remote URL``, else ``$FRAMECACHE_REMOTE``; see remote.py). ``info`` also shows the
+  remote store, whether it answers, and its counters.
 
 None of them imports torch.
 """
@@ -52,6 +55,9 @@ def info(args: argparse.Namespace) -> int:
     print(f"hits:      {sum(e.hits for e in entries)}")
     if entries:
         print(f"last use:  {_when(max(e.last_use for e in entries))}")
+    from . import remote_cli
+
+    remote_cli.info(args)
     return 0
 
 
@@ -95,7 +101,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     cache = commands.add_parser(
         "cache",
         help="inspect or clean the disk cache",
-        description="The disk cache of framecache.compile: info, list, clear, prune.",
+        description="The disk cache of framecache.compile: info, list, clear, prune, push, pull.",
     )
     cache.add_argument(
         "--dir",
@@ -109,6 +115,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("prune", help="evict least-recently-used entries down to the cap")
     p.add_argument("--max-size", help="the cap (e.g. 512M; default $FRAMECACHE_CACHE_SIZE or 1G)")
     p.set_defaults(run=prune)
+    from . import remote_cli
+
+    remote_cli.add_parsers(cache, sub)
 
 
 __all__ = ["add_parser", "clear", "info", "list_", "prune"]

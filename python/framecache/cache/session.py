@@ -11,6 +11,9 @@ On a miss of the in-memory cache it calls
 * ``lift(...)`` after capture: the graph takes its parameters as inputs (lifting.py).
 * ``store(...)`` after the backend compiled: the entry is written, or the store is
   bypassed with a logged reason when the guards or the artifact are not portable.
+
+With a remote store (remote.py), a local miss asks it, its entry goes through the same
+checks and is written locally when it holds; a compile's entry is written to both.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from ..compiler.stats import CodeStats, disk_bypass, disk_corrupt, disk_hit, disk_miss, disk_store
 from . import entry as entry_mod
 from . import eviction, key, location, portable
+from . import remote as remote_mod
 from .entry import CorruptEntry, Entry, UnpicklableArtifact
 from .refs import NotPortable
 from .store import Store
@@ -84,12 +88,32 @@ class Pending:
 class DiskCache:
     """The disk cache of one framecache.compile'd function (or module)."""
 
-    def __init__(self, directory: str | Path | None, backend_name: str, size: int | None) -> None:
+    def __init__(
+        self,
+        directory: str | Path | None,
+        backend_name: str,
+        size: int | None,
+        remote: str | bool | None = None,
+    ) -> None:
         self.directory = directory
         self.backend_name = backend_name
         self.size = size
         # framecache.compile(cudagraphs=True): wraps each loaded callable in CUDA graphs.
         self.wrap_compiled: Callable[..., Any] | None = None
+        self.remote_url = remote  # a URL; None: $FRAMECACHE_REMOTE; False: no remote store
+
+    @property
+    def remote(self) -> remote_mod.RemoteStore | None:
+        if self.remote_url is False:
+            return None
+        return remote_mod.store_for(self.remote_url if isinstance(self.remote_url, str) else None)
+
+    def use_remote(self, remote: str | bool | None) -> None:
+        """Set the remote store and import its client now, not in the first call."""
+        self.remote_url = remote
+        store = self.remote
+        if store is not None:
+            store.prepare()
 
     @property
     def store(self) -> Store | None:
@@ -129,6 +153,20 @@ class DiskCache:
                 store.record_hit(k, entry_id)
                 disk_hit(counters)
                 return loaded, None
+        remote = self.remote
+        if remote is not None:  # the local miss asks the remote store (remote.py)
+            found = remote_mod.lookup(
+                remote,
+                k,
+                lambda data: self._load(
+                    entry_mod.loads(data), code, f_locals, f_globals, args, backend
+                ),
+            )
+            if found is not None:
+                if store.write(k, found[1], found[2]):
+                    eviction.evict(store, self.size or location.size_limit())
+                disk_hit(counters)
+                return found[0], None
         disk_miss(counters)
         return None, Pending(k, signature)
 
@@ -262,6 +300,9 @@ class DiskCache:
         entry_id = hashlib.sha256(repr((guards, parts)).encode()).hexdigest()[:32]
         store.write(pending.key, entry_id, data)
         disk_store(counters)
+        remote = self.remote
+        if remote is not None:
+            remote.put(pending.key, entry_id, data, after_miss=True)
         if store.usable:
             limit = self.size if self.size is not None else location.size_limit()
             eviction.evict(store, limit)

@@ -82,6 +82,7 @@ def compile(
     mode: str | None = None,
     cudagraphs: bool | None = None,
     cudagraph_clone_outputs: bool = True,
+    remote: str | bool | None = None,
 ) -> Callable[[F], F]: ...
 @overload
 def compile(
@@ -95,6 +96,7 @@ def compile(
     mode: str | None = None,
     cudagraphs: bool | None = None,
     cudagraph_clone_outputs: bool = True,
+    remote: str | bool | None = None,
 ) -> F: ...
 def compile(
     fn_or_module: Any = None,
@@ -107,6 +109,7 @@ def compile(
     mode: str | None = None,
     cudagraphs: bool | None = None,
     cudagraph_clone_outputs: bool = True,
+    remote: str | bool | None = None,
 ) -> Any:
     """Compile a function or an nn.Module into torch.fx graphs run by ``backend``.
 
@@ -137,12 +140,21 @@ def compile(
             say why. See framecache/compiler/cudagraphs.py.
         cudagraph_clone_outputs: ``False`` hands back the recording's static outputs
             without a copy: faster, but the next call of the same entry overwrites them.
+        remote: a shared store under the disk cache, ``"redis://host:port/db"``: a local
+            miss asks it, a compile writes to both (docs/remote_cache.md). Default
+            ``$FRAMECACHE_REMOTE``; ``False`` turns it off for this function.
     """
     if not isinstance(cache, bool):
         raise TypeError(f"cache must be a bool, got {type(cache).__name__}")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path, got {type(cache_dir).__name__}")
     graphs = _cudagraphs_option(mode, cudagraphs)
+    if remote is not None and remote is not False and not isinstance(remote, str):
+        raise TypeError(f"remote must be a redis:// URL or False, got {type(remote).__name__}")
+    if isinstance(remote, str):
+        from ..cache.remote import check_url
+
+        check_url(remote)
     context = CompileContext(
         backend=backend,
         dynamic=dynamic,
@@ -152,6 +164,8 @@ def compile(
         cudagraphs=graphs,
         cudagraph_clone_outputs=cudagraph_clone_outputs,
     )
+    if context.disk is not None:
+        context.disk.use_remote(remote)
     if fn_or_module is None:
         return functools.partial(_wrap, context=context)
     return _wrap(fn_or_module, context=context)

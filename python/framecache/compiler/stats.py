@@ -41,6 +41,8 @@ class DiskStats:
     bypasses: int = 0
     corrupt: int = 0
     reasons: list[str] = field(default_factory=list)
+    # The remote store's counters (cache/remote.py RemoteStats), once one is used.
+    remote: Any = None
 
     @property
     def torch_fast_path(self) -> str:
@@ -57,6 +59,8 @@ class DiskStats:
             f"tensor guards: {self.torch_fast_path}",
         ]
         lines += [f"  {r}" for r in self.reasons]
+        if self.remote is not None:
+            lines.append(str(self.remote))
         return "\n".join(lines)
 
 
