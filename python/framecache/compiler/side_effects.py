@@ -14,6 +14,9 @@ Two checks, both conservative (when in doubt, the frame is not captured):
   user code must be on an allow-list (torch, math, pure builtins, read-only methods),
   and a mutating method of a list/dict/set must act on a container the calling frame
   built itself.
+
+The monitor also runs a line trace function in user frames (``sys.settrace``, during the
+capture only) for whoever records what the capture reads (compiler/reads.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import sys
 import sysconfig
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,8 +235,14 @@ class ExecutedCode:
 class SideEffectMonitor:
     """Watches a capture: records user code executed and every side effect found."""
 
-    def __init__(self, top_code: types.CodeType, tensor_args: set[str]) -> None:
+    def __init__(
+        self,
+        top_code: types.CodeType,
+        tensor_args: set[str],
+        on_line: Callable[[types.FrameType], None] | None = None,
+    ) -> None:
         self.top_code = top_code
+        self._on_line = on_line
         self.tensor_args = tensor_args
         self.violations: list[str] = []
         self.executed: dict[types.CodeType, ExecutedCode] = {}
@@ -265,9 +274,7 @@ class SideEffectMonitor:
             return False
         return not is_library_code(code)
 
-    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
-        if event != "call" and event != "c_call":
-            return
+    def _is_user(self, frame: types.FrameType) -> bool:
         code = frame.f_code
         user = self._user_code.get(code)
         if user is None:
@@ -275,7 +282,24 @@ class SideEffectMonitor:
             if not code.co_filename.startswith("<"):
                 # Only file-less code depends on its caller; the rest is decided once.
                 self._user_code[code] = user
-        if not user:
+        return user
+
+    def _trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        """The global trace function: user frames get the line tracer, others nothing."""
+        if event == "call" and self._is_user(frame):
+            return self._line
+        return None
+
+    def _line(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            self._on_line(frame)  # type: ignore[misc]
+        return self._line
+
+    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if event != "call" and event != "c_call":
+            return
+        code = frame.f_code
+        if not self._is_user(frame):
             return
         # Both events come before anything runs (the frame's first instruction, the C
         # call), so raising here stops the capture before the side effect happens.
@@ -353,12 +377,17 @@ class SideEffectMonitor:
 
     @contextmanager
     def watching(self) -> Iterator[SideEffectMonitor]:
-        """Install the profile function for the duration of a capture."""
+        """Install the profile (and line trace) functions for the duration of a capture."""
         previous = sys.getprofile()
+        previous_trace = sys.gettrace()
         sys.setprofile(self._profile)
+        if self._on_line is not None:
+            sys.settrace(self._trace)
         try:
             yield self
         finally:
+            if self._on_line is not None:
+                sys.settrace(previous_trace)
             sys.setprofile(previous)
 
 
