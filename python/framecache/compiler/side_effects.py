@@ -16,7 +16,8 @@ Two checks, both conservative (when in doubt, the frame is not captured):
   built itself.
 
 The monitor also runs a line trace function in user frames (``sys.settrace``, during the
-capture only) for whoever records what the capture reads (compiler/reads.py).
+capture only, and only while a user frame runs) for whoever records what the capture
+reads (compiler/reads.py).
 """
 
 from __future__ import annotations
@@ -243,6 +244,7 @@ class SideEffectMonitor:
     ) -> None:
         self.top_code = top_code
         self._on_line = on_line
+        self._tracing = False
         self.tensor_args = tensor_args
         self.violations: list[str] = []
         self.executed: dict[types.CodeType, ExecutedCode] = {}
@@ -295,11 +297,43 @@ class SideEffectMonitor:
             self._on_line(frame)  # type: ignore[misc]
         return self._line
 
+    def _set_tracing(self, on: bool) -> None:
+        """The line tracer is on only while a user frame runs.
+
+        A global trace function costs a Python call (and a locals dict) for every frame
+        that starts while it is set, torch's included; the profile function (which runs
+        for every call and return anyway) turns it on when control enters user code and
+        off when it enters library code.
+        """
+        if on != self._tracing:
+            self._tracing = on
+            sys.settrace(self._trace if on else None)
+
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "return":
+            if self._on_line is not None:
+                # Inlined: this runs on every return of every frame during a capture.
+                back = frame.f_back
+                if back is None:
+                    want = False
+                else:
+                    want = self._user_code.get(back.f_code)
+                    if want is None:
+                        want = self._is_user(back)
+                if want is not self._tracing:
+                    self._set_tracing(want)
+            return
         if event != "call" and event != "c_call":
             return
         code = frame.f_code
-        if not self._is_user(frame):
+        if event == "call" and self._on_line is not None:
+            user = self._is_user(frame)
+            if user:
+                frame.f_trace = self._line
+            self._set_tracing(user)
+            if not user:
+                return
+        elif not self._is_user(frame):
             return
         # Both events come before anything runs (the frame's first instruction, the C
         # call), so raising here stops the capture before the side effect happens.
@@ -380,15 +414,14 @@ class SideEffectMonitor:
         """Install the profile (and line trace) functions for the duration of a capture."""
         previous = sys.getprofile()
         previous_trace = sys.gettrace()
+        self._tracing = previous_trace is self._trace
         sys.setprofile(self._profile)
-        if self._on_line is not None:
-            sys.settrace(self._trace)
         try:
             yield self
         finally:
+            sys.setprofile(previous)
             if self._on_line is not None:
                 sys.settrace(previous_trace)
-            sys.setprofile(previous)
 
 
 __all__ = [
