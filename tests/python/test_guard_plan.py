@@ -300,3 +300,45 @@ def test_tied_submodules_stay_tied():
     tied.b = torch.nn.Linear(3, 3)  # no longer the same module
     torch.testing.assert_close(compiled(x), tied(x))
     assert framecache.stats(compiled).compiles == 2
+
+
+def _scaled_by(k):
+    def decorate(fn):
+        def wrapper(self, x):
+            return fn(self, x) * k
+
+        return wrapper
+
+    return decorate
+
+
+@pytest.mark.torch
+@pytest.mark.usefixtures("_fresh")
+def test_a_decorated_method_of_a_submodule_has_its_cells_guarded_through_its_class():
+    import torch
+
+    class Inner(torch.nn.Module):
+        @_scaled_by(3.0)
+        def forward(self, x):
+            return x + 1
+
+    class Outer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Inner()
+
+        def forward(self, x):
+            return self.inner(x) * 2
+
+    outer = Outer()
+    x = torch.ones(2)
+    out = framecache.explain(outer, x)
+    assert out.graph_count == 1, out
+    text = "\n".join(out.guards[0])
+    assert "type(L['self'].__dict__['_modules']['inner']).forward" in text, text
+    compiled = framecache.compile(outer, cache=False)
+    torch.testing.assert_close(compiled(x), outer(x))
+    # Rebinding the class's forward to another wrapper (other cells) is a recompile.
+    Inner.forward = _scaled_by(5.0)(lambda self, x: x + 1)
+    torch.testing.assert_close(compiled(x), outer(x))
+    assert framecache.stats(compiled).compiles == 2
