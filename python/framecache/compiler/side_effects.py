@@ -146,12 +146,20 @@ def _instructions(code: types.CodeType) -> list[dis.Instruction]:
 
 
 def fresh_locals(code: types.CodeType) -> set[str]:
-    """Locals that only ever hold containers built by this code itself."""
+    """Locals that only ever hold containers built by this code itself.
+
+    A ``**kwargs`` parameter is one: every call makes a new dict for it.
+    """
     instrs = _instructions(code)
     n_args = code.co_argcount + code.co_kwonlyargcount
-    n_args += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
+    varargs = bool(code.co_flags & 0x04)
+    n_args += varargs + bool(code.co_flags & 0x08)
     args = set(code.co_varnames[:n_args])
     candidates: dict[str, bool] = {}
+    if code.co_flags & 0x08:
+        varkw = code.co_varnames[code.co_argcount + code.co_kwonlyargcount + varargs]
+        args.discard(varkw)
+        candidates[varkw] = True
     for k, ins in enumerate(instrs):
         if ins.opname == "STORE_FAST":
             ok = k > 0 and instrs[k - 1].opname in _FRESH_PRODUCERS
