@@ -88,11 +88,12 @@ bool check_code_compatible(PyCodeObject* original, PyObject* code_obj) {
 }
 
 CacheEntry::CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_manager,
-                       PyObject* compile_id, std::string trace_annotation)
+                       PyObject* compile_id, std::string trace_annotation, uint64_t tag)
     : code_(Ref::borrow(code)),
       guard_manager_(Ref::borrow(guard_manager)),
       compile_id_(Ref::borrow(compile_id)),
-      trace_annotation_(std::move(trace_annotation)) {
+      trace_annotation_(std::move(trace_annotation)),
+      tag_(tag) {
   py::handle gm(guard_manager);
   if (py::isinstance<guards::RootGuardManager>(gm)) {
     root_ = gm.cast<guards::RootGuardManager*>();
@@ -104,6 +105,21 @@ CacheEntry::CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_m
 }
 
 CacheEntry::~CacheEntry() { entries_with_function().erase(this); }
+
+void CacheEntry::record_identity(cpy::Frame* frame, const std::vector<std::string>& names) {
+  const std::vector<int32_t> slots = compute_slot_map(cpy::frame_code(frame), names);
+  for (int32_t slot : slots) {
+    PyObject* value = frame_local_value(frame, slot);  // borrowed
+    if (value != nullptr) identity_.emplace_back(slot, guards::ObjectIdentity(value));
+  }
+}
+
+bool CacheEntry::same_identity(cpy::Frame* frame) const {
+  for (const auto& [slot, object] : identity_) {
+    if (!object.is(frame_local_value(frame, slot))) return false;
+  }
+  return true;
+}
 
 void CacheEntry::refresh_slots(PyCodeObject* original) {
   slots_ = compute_slot_map(original, root_->local_names());

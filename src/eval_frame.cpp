@@ -35,6 +35,7 @@
 #include "framecache/callback_types.h"
 #include "framecache/extra_state.h"
 #include "framecache/runtime_config.h"
+#include "framecache/stack_guard.h"
 #include "framecache/thread_state.h"
 
 namespace framecache {
@@ -119,9 +120,11 @@ PyObject* run_entry(ThreadState* st, PyThreadState* ts, cpy::Frame* frame, Cache
   return entry.run(ts, frame);
 }
 
-// Finds the first entry whose guards pass. 0 (hit in *out, or miss), or -1
-// with an error set.
-int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, Shared<CacheEntry>* out) {
+// Finds the first entry of options tag `tag` whose guards pass (entries of
+// other tags are skipped before their guards run). 0 (hit in *out, or miss),
+// or -1 with an error set.
+int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, uint64_t tag,
+           Shared<CacheEntry>* out) {
   if (es.entries().empty()) return 0;
   SuspendScope suspend(st);
   // A guard that runs Python can change this list (reset_code, another
@@ -131,6 +134,7 @@ int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, Shared<CacheEntry
     const uint64_t generation = es.generation();
     bool changed = false;
     for (size_t i = 0; i < es.entries().size(); ++i) {
+      if (es.entries()[i]->tag() != tag) continue;
       Shared<CacheEntry> entry = es.entries()[i];
       const int passed = entry->check(frame);
       if (passed < 0) return -1;
@@ -160,25 +164,22 @@ std::string code_location(PyCodeObject* code) {
   return std::string(name) + " (" + file + ":" + std::to_string(code->co_firstlineno) + ")";
 }
 
-// Gives the recompile-limit warning: once per code for its own limit, once
-// in all for the accumulated limit (past it every code that misses runs
-// RUN_ONLY, most of them code the callback would never have compiled: one
-// warning per code would be noise). 0, or -1 when the warning was turned
-// into an exception.
-int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated) {
+// Gives the recompile-limit warning, once per code (either limit), listing
+// why each of `entries` (those the limit counted) failed on this frame. 0, or
+// -1 when the warning was turned into an exception.
+int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated,
+                         const std::vector<Shared<CacheEntry>>& entries) {
   auto& cfg = runtime_config();
-  bool& warned = accumulated ? cfg.accumulated_limit_warned : es.limit_warned;
-  if (warned) return 0;
-  warned = true;
+  if (es.limit_warned) return 0;
+  es.limit_warned = true;
   std::string msg = "framecache: " + code_location(cpy::frame_code(frame)) + " reached the " +
                     (accumulated ? "accumulated recompile limit (" +
                                        std::to_string(cfg.accumulated_recompile_limit) +
-                                       " compiles across all code)"
+                                       " entries on this code)"
                                  : "recompile limit (" + std::to_string(cfg.recompile_limit) +
                                        " compiles)") +
                     "; it now runs its cached entries or the original code, without compiling.";
   size_t index = 0;
-  std::vector<Shared<CacheEntry>> entries(es.entries().begin(), es.entries().end());
   ThreadState* st = thread_state_peek();
   for (auto& entry : entries) {
     std::vector<std::string> reasons;
@@ -199,11 +200,14 @@ int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated) {
 
 // Builds the entry a callback returned, after checking it fits the frame.
 // Null with an error set if it does not.
-Shared<CacheEntry> make_entry(PyCodeObject* original, const GuardedCode& gc) {
+Shared<CacheEntry> make_entry(PyCodeObject* original, const GuardedCode& gc, uint64_t tag,
+                              cpy::Frame* frame) {
   if (!check_code_compatible(original, gc.code.ptr())) return Shared<CacheEntry>();
   try {
-    return Shared<CacheEntry>(new CacheEntry(original, gc.code.ptr(), gc.guard_manager.ptr(),
-                                             gc.compile_id.ptr(), gc.trace_annotation));
+    Shared<CacheEntry> entry(new CacheEntry(original, gc.code.ptr(), gc.guard_manager.ptr(),
+                                            gc.compile_id.ptr(), gc.trace_annotation, tag));
+    entry->record_identity(frame, gc.identity_locals);
+    return entry;
   } catch (py::error_already_set& e) {
     e.restore();
   } catch (const std::exception& e) {
@@ -212,15 +216,56 @@ Shared<CacheEntry> make_entry(PyCodeObject* original, const GuardedCode& gc) {
   return Shared<CacheEntry>();
 }
 
+// Makes the code run RUN_ONLY under `tag` from now on.
+void stop_compiling(ExtraState& es, uint64_t tag) {
+  FrameExecStrategy s = es.strategy_for(tag);
+  s.cur_action = strongest(s.cur_action, FrameAction::RUN_ONLY);
+  es.set_strategy(tag, s);
+}
+
+// The recompile limits, dynamo's way. The accumulated limit caps the entries
+// one code object has (every tag); past it the code runs RUN_ONLY. The
+// recompile limit counts the entries of this frame's tag whose
+// identity-guarded locals are this frame's objects (CacheEntry::same_identity):
+// a first compile for another instance of a class is not a recompile. Past it
+// this frame runs without compiling; when the entries that pin no object are
+// enough on their own, every frame is past it and the code runs RUN_ONLY
+// under this tag. True when the frame must not compile (-1 in *error when the
+// warning became an exception).
+bool over_recompile_limits(ExtraState& es, cpy::Frame* frame, uint64_t tag, int* error) {
+  const auto& cfg = runtime_config();
+  *error = 0;
+  if (es.compiles >= cfg.accumulated_recompile_limit) {
+    stop_compiling(es, tag);
+    std::vector<Shared<CacheEntry>> all(es.entries().begin(), es.entries().end());
+    *error = warn_recompile_limit(es, frame, true, all);
+    return true;
+  }
+  std::vector<Shared<CacheEntry>> counted;
+  int64_t unpinned = 0;
+  for (const auto& entry : es.entries()) {
+    if (entry->tag() != tag || !entry->same_identity(frame)) continue;
+    counted.push_back(entry);
+    if (!entry->has_identity()) ++unpinned;
+  }
+  if (static_cast<int64_t>(counted.size()) < cfg.recompile_limit) return false;
+  if (unpinned >= cfg.recompile_limit) stop_compiling(es, tag);
+  *error = warn_recompile_limit(es, frame, false, counted);
+  return true;
+}
+
 PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
                       Shared<ExtraState> es, FrameAction recursive) {
   PyCodeObject* code = cpy::frame_code(frame);
   auto& cfg = runtime_config();
-  const bool over_code = es->compiles >= cfg.recompile_limit;
-  const bool over_all = cfg.accumulated_compiles >= cfg.accumulated_recompile_limit;
-  if (over_code || over_all) {
-    es->strategy.cur_action = strongest(es->strategy.cur_action, FrameAction::RUN_ONLY);
-    if (warn_recompile_limit(*es, frame, !over_code) < 0) return nullptr;
+  // While the interpreter finalizes, nothing compiles: module globals (the
+  // callback's, framecache's own) may be cleared and imports fail. Cached
+  // entries still ran in lookup; the frame runs as it would without the hook.
+  if (cpy::interpreter_finalizing()) return run_normally(st, ts, frame, recursive);
+  const uint64_t tag = st->tag;
+  int limit_error = 0;
+  if (over_recompile_limits(*es, frame, tag, &limit_error)) {
+    if (limit_error < 0) return nullptr;
     return run_normally(st, ts, frame, recursive);
   }
 
@@ -234,9 +279,16 @@ PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
   Ref first;
   try {
     view_obj = Ref::steal(py::cast(view, py::return_value_policy::take_ownership).release().ptr());
-    first = Ref::steal(es->entries().empty()
-                           ? Py_NewRef(Py_None)
-                           : py::cast(CacheEntryView{es->entries().front()}).release().ptr());
+    // The first entry of this tag: the one whose guard failures explain a recompile.
+    Shared<CacheEntry> first_entry;
+    for (const auto& entry : es->entries()) {
+      if (entry->tag() == tag) {
+        first_entry = entry;
+        break;
+      }
+    }
+    first = Ref::steal(first_entry ? py::cast(CacheEntryView{first_entry}).release().ptr()
+                                   : Py_NewRef(Py_None));
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
@@ -248,7 +300,17 @@ PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
     result = Ref::steal(PyObject_Vectorcall(callback.get(), args, 3, nullptr));
   }
   view->invalidate();
-  if (!result) return nullptr;
+  if (!result) {
+    // A RecursionError the callback hit (its frames run on top of the user's,
+    // and each costs C stack): the frame was not compiled, so it runs as it
+    // would without the hook. If the recursion is real, it raises its own
+    // RecursionError in the user's frames, with the user's traceback.
+    if (PyErr_ExceptionMatches(PyExc_RecursionError)) {
+      PyErr_Clear();
+      return run_normally(st, ts, frame, recursive);
+    }
+    return nullptr;
+  }
 
   if (result.get() == Py_None) return run_normally(st, ts, frame, recursive);
   // A type check that reads no attribute: py::isinstance would ask the
@@ -265,19 +327,19 @@ PyObject* handle_miss(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
   const auto& cr = result_h.cast<const CallbackResult&>();
   Shared<CacheEntry> entry;
   if (!cr.guarded_code.is_none()) {
-    entry = make_entry(code, cr.guarded_code.cast<const GuardedCode&>());
+    entry = make_entry(code, cr.guarded_code.cast<const GuardedCode&>(), tag, frame);
     if (!entry) return nullptr;
   }
   // The callback may have reset this code: commit to its current state.
   ExtraState* current = extra_state_ensure(code);
   if (current == nullptr) return nullptr;
   Shared<ExtraState> target(current);
-  FrameExecStrategy strategy = cr.strategy.value_or(target->strategy);
-  if (cr.strategy && cr.apply_to_code) target->strategy = *cr.strategy;
+  FrameExecStrategy strategy = cr.strategy.value_or(target->strategy_for(tag));
+  if (cr.strategy && cr.apply_to_code) target->set_strategy(tag, *cr.strategy);
   if (!entry) return run_normally(st, ts, frame, strategy.recursive_action);
   target->add_front(entry);
   ++target->compiles;
-  ++cfg.accumulated_compiles;
+  ++cfg.accumulated_compiles;  // for information only
   return run_entry(st, ts, frame, *entry, strongest(recursive, strategy.recursive_action));
 }
 
@@ -286,13 +348,15 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
   ExtraState* raw = extra_state_ensure(code);
   if (raw == nullptr) return nullptr;
   Shared<ExtraState> es(raw);
-  FrameAction action = strongest(es->strategy.cur_action, st->cap);
+  const uint64_t tag = st->tag;
+  const FrameExecStrategy strategy = es->strategy_for(tag);
+  FrameAction action = strongest(strategy.cur_action, st->cap);
   if (st->mode == EvalMode::kRunOnly) action = strongest(action, FrameAction::RUN_ONLY);
-  const FrameAction recursive = es->strategy.recursive_action;
+  const FrameAction recursive = strategy.recursive_action;
   if (action == FrameAction::SKIP) return run_normally(st, ts, frame, recursive);
 
   Shared<CacheEntry> hit;
-  if (lookup(st, *es, frame, &hit) < 0) return nullptr;
+  if (lookup(st, *es, frame, tag, &hit) < 0) return nullptr;
   if (hit) return run_entry(st, ts, frame, *hit, recursive);
   if (action == FrameAction::RUN_ONLY) return run_normally(st, ts, frame, recursive);
   return handle_miss(st, ts, frame, std::move(es), recursive);
@@ -320,16 +384,31 @@ PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
   return unrun.finish(result);
 }
 
+// A frame the C stack has no room for (stack_guard.h): RecursionError, the
+// frame never runs. Always null. Resumed generators and throw() are not
+// refused: their frames have started and are finished by their owner.
+PyObject* refuse_frame(PyThreadState* ts, cpy::Frame* frame) {
+  stack::raise_exhausted();
+  if constexpr (cpy::kHookFinishesUnrunFrames) cpy::finish_unrun_frame(ts, frame);
+  return nullptr;
+}
+
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous != nullptr && frame == t_passing_on) {
     return cpy::eval_frame_default(ts, frame, throwflag);
   }
   ThreadState* st = thread_state_peek();
-  if (st == nullptr) return run_previous(ts, frame, throwflag);
+  if (st == nullptr) {
+    if (stack::low() && throwflag == 0 && !cpy::frame_started(frame)) {
+      return refuse_frame(ts, frame);
+    }
+    return run_previous(ts, frame, throwflag);
+  }
   if (st->bypass != nullptr && st->bypass == cpy::frame_code(frame)) {
     st->bypass = nullptr;
     return run_previous(ts, frame, throwflag);
   }
+  if (stack::low() && throwflag == 0 && !cpy::frame_started(frame)) return refuse_frame(ts, frame);
   if (st->mode == EvalMode::kOff || st->suspended != 0 || throwflag != 0 ||
       st->cap == FrameAction::SKIP || cpy::frame_started(frame) ||
       cpy::tracing_active(ts, cpy::frame_code(frame))) {
@@ -371,7 +450,7 @@ void note_mode_change(EvalMode before, EvalMode after) noexcept {
 
 int active_thread_count() noexcept { return g_active_threads; }
 
-Ref set_eval_frame_callback(PyObject* callback) {
+Ref set_eval_frame_callback(PyObject* callback, uint64_t tag) {
   EvalMode mode;
   if (callback == Py_None) {
     mode = EvalMode::kOff;
@@ -390,6 +469,7 @@ Ref set_eval_frame_callback(PyObject* callback) {
   if (st == nullptr) return Ref();
   Ref previous = std::move(st->callback);
   st->callback = Ref::borrow(callback);
+  st->tag = tag;
   const EvalMode before = st->mode;
   st->mode = mode;
   note_mode_change(before, mode);
@@ -399,6 +479,11 @@ Ref set_eval_frame_callback(PyObject* callback) {
 Ref get_eval_frame_callback() {
   ThreadState* st = thread_state_peek();
   return Ref::borrow(st ? st->callback.get() : Py_None);
+}
+
+uint64_t get_eval_frame_tag() {
+  ThreadState* st = thread_state_peek();
+  return st ? st->tag : 0;
 }
 
 bool hook_installed() {

@@ -74,6 +74,20 @@ void ExtraState::move_to_front(CacheEntry* entry) {
   ++generation_;
 }
 
+void ExtraState::set_strategy(uint64_t tag, const FrameExecStrategy& s) {
+  if (tag == 0) {
+    strategy = s;
+    return;
+  }
+  for (auto& [t, existing] : tagged_strategies_) {
+    if (t == tag) {
+      existing = s;
+      return;
+    }
+  }
+  tagged_strategies_.emplace_back(tag, s);
+}
+
 void ExtraState::clear_entries() {
   // Move the list out first: destroying entries can run Python (a guard
   // manager's __del__) that looks at this state again.
@@ -133,7 +147,6 @@ void extra_state_reset_all() {
     if (s->attached()) extra_state_reset(s->code());
   }
   runtime_config().accumulated_compiles = 0;
-  runtime_config().accumulated_limit_warned = false;
 }
 
 size_t extra_state_count() { return registry().size(); }

@@ -67,6 +67,34 @@ std::vector<int32_t> compute_slot_map(PyCodeObject* co, const std::vector<std::s
   return slots;
 }
 
+PyObject* frame_local_value(cpy::Frame* frame, int32_t slot) {
+  if (slot == guards::kAbsent) return nullptr;
+  PyCodeObject* co = cpy::frame_code(frame);
+  if (!(co->co_flags & CO_OPTIMIZED)) return nullptr;
+  const bool started = cpy::frame_started(frame);
+  if (slot <= guards::kClosureBase) {
+    const int index = guards::kClosureBase - slot;
+    const int free_start = cpy::code_nlocalsplus(co) - cpy::code_nfreevars(co);
+    PyObject* cell = nullptr;  // borrowed
+    // Before COPY_FREE_VARS runs, free variables are only in the closure.
+    if (!started) {
+      PyObject* closure = cpy::frame_closure(frame);
+      if (closure != nullptr && index < PyTuple_GET_SIZE(closure)) {
+        cell = PyTuple_GET_ITEM(closure, index);
+      }
+    } else {
+      cell = cpy::frame_fast_locals(frame)[free_start + index];
+    }
+    return cell != nullptr && PyCell_Check(cell) ? PyCell_GET(cell) : nullptr;
+  }
+  PyObject* value = cpy::frame_fast_locals(frame)[slot];
+  // Cells hold their contents only once MAKE_CELL has run.
+  if (value != nullptr && started && cpy::code_slot_is_cell(co, slot) && PyCell_Check(value)) {
+    value = PyCell_GET(value);
+  }
+  return value;
+}
+
 guards::FrameInputs frame_inputs(cpy::Frame* frame, const std::vector<int32_t>& slots) {
   guards::FrameInputs in;
   in.globals = cpy::frame_globals(frame);

@@ -6,8 +6,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "framecache/guards/object_identity.h"
 #include "framecache/ref.h"
 
 struct _PyInterpreterFrame;
@@ -26,8 +28,10 @@ class CacheEntry : public Counted {
   // All arguments borrowed. `code` must be a code object whose argument, cell
   // and free-variable layout fits `original` (see check_code_compatible).
   // `guard_manager` is a RootGuardManager or any object with check(f_locals).
+  // `tag` is the options tag of the callback that compiled it (see
+  // ThreadState::tag): lookup considers the entry only under that tag.
   CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_manager, PyObject* compile_id,
-             std::string trace_annotation);
+             std::string trace_annotation, uint64_t tag = 0);
   ~CacheEntry() override;
 
   // Runs the guards on an unstarted frame of the original code: 1 pass,
@@ -48,6 +52,20 @@ class CacheEntry : public Counted {
   const std::string& trace_annotation() const { return trace_annotation_; }
   uint64_t hits() const { return hits_; }
   void record_hit() { ++hits_; }
+  uint64_t tag() const { return tag_; }
+
+  // Identity-guarded locals: the frame locals whose identity this entry's
+  // guards pin (GuardedCode.identity_locals), remembered as the objects
+  // `frame` (borrowed, a frame of the original code) holds now, weakly where
+  // possible. The recompile limit counts only the entries whose remembered
+  // objects are the ones a new frame holds (same_identity), so that one
+  // compile per instance of a class is not a recompile. Names the code does
+  // not have, or that are unbound in `frame`, are ignored.
+  void record_identity(_PyInterpreterFrame* frame, const std::vector<std::string>& names);
+  // True if every remembered object is alive and is what `frame` (borrowed)
+  // holds in its place; true for an entry that remembers none.
+  bool same_identity(_PyInterpreterFrame* frame) const;
+  bool has_identity() const { return !identity_.empty(); }
 
  private:
   // The function object to call: reuses one per entry when the original has
@@ -63,6 +81,8 @@ class CacheEntry : public Counted {
   Ref compile_id_;
   std::string trace_annotation_;
   uint64_t hits_ = 0;
+  uint64_t tag_ = 0;
+  std::vector<std::pair<int32_t, guards::ObjectIdentity>> identity_;  // slot, object
   std::vector<int32_t> slots_;
   uint64_t slots_version_ = 0;
   Ref cached_function_;

@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "framecache/cache_entry.h"
 #include "framecache/frame_exec_strategy.h"
@@ -24,6 +25,9 @@ struct GuardedCode {
   py::object guard_manager;  // RootGuardManager or an object with check(f_locals)
   py::object compile_id;     // any object (None by default)
   std::string trace_annotation;
+  // Frame locals whose identity guard_manager pins (an ID_MATCH on `self`):
+  // the recompile limit counts only the entries made for the same objects.
+  std::vector<std::string> identity_locals;
 };
 
 struct CallbackResult {

@@ -282,6 +282,19 @@ inline bool tracing_active(PyThreadState* ts, PyCodeObject* code) {
 #endif
 }
 
+// True once the interpreter has started finalizing (Py_FinalizeEx past its
+// atexit handlers): module globals may already be cleared and sys.meta_path
+// is None, so the hook compiles nothing then. 3.13 made the function public
+// as Py_IsFinalizing; 3.11 and 3.12 export it as _Py_IsFinalizing. The 3.11/3.12
+// branch goes with their support.
+inline bool interpreter_finalizing() {
+#ifdef FRAMECACHE_PY313
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
+
 // --- code objects ---------------------------------------------------------
 inline int code_nlocalsplus(PyCodeObject* co) { return co->co_nlocalsplus; }
 inline int code_nfreevars(PyCodeObject* co) { return co->co_nfreevars; }

@@ -13,6 +13,7 @@
 #include <Python.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "framecache/cache_entry.h"
@@ -40,8 +41,25 @@ class ExtraState : public Counted {
   // survive recompiles.
   PyObject* frame_state() const { return frame_state_.get(); }
 
+  // The code's own strategy: set_code_strategy, framecache's skipped
+  // prefixes, and callbacks of options tag 0.
   FrameExecStrategy strategy;
-  // Entries this code compiled since it was last reset.
+  // The strategy in force for frames under options tag `tag`: what a callback
+  // of that tag set with apply_to_code (a fallback of one framecache.compile
+  // wrapper does not decide for a wrapper with other options), else
+  // `strategy`.
+  const FrameExecStrategy& strategy_for(uint64_t tag) const {
+    if (tag != 0) {
+      for (const auto& [t, s] : tagged_strategies_) {
+        if (t == tag) return s;
+      }
+    }
+    return strategy;
+  }
+  // Sets strategy_for(tag).
+  void set_strategy(uint64_t tag, const FrameExecStrategy& s);
+  // Entries this code compiled since it was last reset (every tag): the
+  // accumulated recompile limit caps it.
   int64_t compiles = 0;
   // The recompile-limit warning was given for this code.
   bool limit_warned = false;
@@ -53,6 +71,7 @@ class ExtraState : public Counted {
   std::vector<Shared<CacheEntry>> entries_;
   uint64_t generation_ = 0;
   Ref frame_state_;
+  std::vector<std::pair<uint64_t, FrameExecStrategy>> tagged_strategies_;
 };
 
 // Requests the co_extra index (once per process). 0, or -1 with an error set.

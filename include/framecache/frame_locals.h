@@ -23,6 +23,11 @@ Ref frame_locals_dict(_PyInterpreterFrame* frame);
 // encoding in guards/frame_inputs.h.
 std::vector<int32_t> compute_slot_map(PyCodeObject* code, const std::vector<std::string>& names);
 
+// The value of one local of `frame` (borrowed) by its encoded slot from
+// compute_slot_map: a cell's or free variable's contents, whether or not the
+// frame has started. Borrowed; null if unbound or kAbsent. Sets no error.
+PyObject* frame_local_value(_PyInterpreterFrame* frame, int32_t slot);
+
 // A FrameInputs view of `frame` (borrowed) using a slot map from
 // compute_slot_map for the frame's code. Module and class frames use the
 // dict path with their locals mapping.

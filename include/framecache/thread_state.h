@@ -9,6 +9,8 @@
 
 #include <Python.h>
 
+#include <cstdint>
+
 #include "framecache/frame_exec_strategy.h"
 #include "framecache/ref.h"
 
@@ -28,6 +30,11 @@ struct ThreadState {
 
   Ref callback = Ref::borrow(Py_None);  // None, False or a callable
   EvalMode mode = EvalMode::kOff;
+  // The options tag of the callback in force (0: untagged). Entries compiled
+  // under one tag are looked up only under the same tag, so two
+  // framecache.compile wrappers of one function with different options
+  // (backend, dynamic, fullgraph) never run each other's code.
+  uint64_t tag = 0;
   // The strongest recursive_action of the frames being evaluated on this
   // thread: callees do at most this much.
   FrameAction cap = FrameAction::DEFAULT;

@@ -18,7 +18,12 @@ Callback = Callable[..., Any]
 
 
 class RecompileLimitWarning(RuntimeWarning):
-    """A code object reached its recompile limit and now runs without compiling."""
+    """A code object reached a recompile limit (see ``set_recompile_limit``).
+
+    Past ``limit`` (entries compiled for the same identity-guarded objects) the frame runs
+    without compiling; past ``accumulated`` (entries of the code in all) the code does.
+    Given once per code object.
+    """
 
 
 _C._set_recompile_warning_category(RecompileLimitWarning)
@@ -61,14 +66,18 @@ class optimize:
     def __init__(self, callback: Callback | bool | None) -> None:
         _check_callback(callback)
         self._callback = callback
-        self._saved: list[object] = []
+        # (callback, options tag) pairs to restore: the tag of a framecache.compile'd
+        # call this scope sits in comes back with its callback.
+        self._saved: list[tuple[object, int]] = []
 
     def __enter__(self) -> optimize:
-        self._saved.append(_C.set_eval_frame(self._callback))
+        tag = _C.get_eval_frame_tag()
+        self._saved.append((_C.set_eval_frame(self._callback), tag))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _C.set_eval_frame(self._saved.pop())
+        callback, tag = self._saved.pop()
+        _C.set_eval_frame(callback, tag)
 
     def __call__(self, fn: F) -> F:
         if not callable(fn):
@@ -77,11 +86,12 @@ class optimize:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            tag = _C.get_eval_frame_tag()
             previous = _C.set_eval_frame(callback)
             try:
                 return fn(*args, **kwargs)
             finally:
-                _C.set_eval_frame(previous)
+                _C.set_eval_frame(previous, tag)
 
         return wrapper  # type: ignore[return-value]
 
@@ -89,11 +99,12 @@ class optimize:
 @contextmanager
 def run_only() -> Iterator[None]:
     """Use cached entries but never compile, for the duration of a ``with`` block."""
-    previous = _C.set_eval_frame(False)
+    tag = _C.get_eval_frame_tag()
+    previous = _C.set_eval_frame(False, tag)  # the entries of the scope it is in
     try:
         yield
     finally:
-        _C.set_eval_frame(previous)
+        _C.set_eval_frame(previous, tag)
 
 
 def disable(fn: F) -> F:

@@ -3,6 +3,12 @@
 Installing framecache is enough; without the entry point (a source tree on PYTHONPATH),
 load it with ``-p framecache.pytest_plugin``. It gives:
 
+* isolation by default: the test session gets a private, empty cache directory
+  (``FRAMECACHE_CACHE_DIR`` points at it from configuration to the end of the session;
+  one per pytest-xdist worker, removed afterwards), so tests never write the user's
+  real disk cache and entries left by an earlier run never turn a compile into a disk
+  hit. Opt into the real cache with the ini option ``framecache_real_cache = true`` or
+  the flag ``--framecache-real-cache``.
 * the fixture ``framecache_isolated``: a fresh, private cache directory for the test
   (``FRAMECACHE_CACHE_DIR`` points at it while the test runs; the fixture's value is its
   ``pathlib.Path``), and every code object's cache entries dropped after the test
@@ -21,6 +27,8 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
 
 import pytest
@@ -37,6 +45,14 @@ _MARKER_HELP = (
 )
 
 
+_REAL_CACHE_HELP = (
+    "use the real framecache disk cache ($FRAMECACHE_CACHE_DIR, else "
+    "~/.cache/framecache) instead of a private directory for the test session"
+)
+# The session's private directory and the FRAMECACHE_CACHE_DIR it replaced.
+_SESSION_DIR = pytest.StashKey[tuple[pathlib.Path, "str | None"]]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "framecache_isolate",
@@ -44,10 +60,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="give every test a private framecache cache directory and reset framecache after it",
     )
+    parser.addini("framecache_real_cache", type="bool", default=False, help=_REAL_CACHE_HELP)
+    parser.getgroup("framecache").addoption(
+        "--framecache-real-cache",
+        action="store_true",
+        default=False,
+        dest="framecache_real_cache",
+        help=_REAL_CACHE_HELP,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_HELP)
+    if config.getoption("framecache_real_cache") or config.getini("framecache_real_cache"):
+        return
+    # mkdtemp makes it 0700, which the disk cache requires; a fresh name per session
+    # (and per xdist worker, each configuring its own) means nothing from an earlier run.
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"framecache-session-{worker_id()}-"))
+    config.stash[_SESSION_DIR] = (directory, os.environ.get(_ENV))
+    os.environ[_ENV] = str(directory)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_SESSION_DIR, None)
+    if state is None:
+        return
+    directory, previous = state
+    del config.stash[_SESSION_DIR]
+    if previous is None:
+        os.environ.pop(_ENV, None)
+    else:
+        os.environ[_ENV] = previous
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def worker_id() -> str:

@@ -3,8 +3,10 @@
 // conversion) so that a cached call pays as little as possible.
 //
 //  - _C._call_with_callback(callback, fn, *args, **kwargs): one call.
-//  - _C.CompiledFunction(fn, callback, stance_var, default_stance, resolve):
-//    the object framecache.compile returns for a function. Calling it reads
+//  - _C.CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0):
+//    the object framecache.compile returns for a function (and an
+//    OptimizedModule calls). `tag` is the options tag of its compile options:
+//    entries compiled through it carry it and only they are looked up. Calling it reads
 //    the stance (a contextvars.ContextVar) in C; when the stance is
 //    `default_stance` it installs `callback`, otherwise `resolve(callback)`
 //    (Python: framecache.stances.active_callback) says what to install. It
@@ -22,14 +24,15 @@ namespace {
 // Calls fn(*args, **kwnames) with this thread's callback set to `callback`,
 // restoring the previous one afterwards, also when fn raised. All arguments
 // borrowed; returns a new reference or null with an error set.
-PyObject* call_under(PyObject* callback, PyObject* fn, PyObject* const* args, Py_ssize_t nargs,
-                     PyObject* kwnames) {
-  Ref previous = set_eval_frame_callback(callback);
+PyObject* call_under(PyObject* callback, uint64_t tag, PyObject* fn, PyObject* const* args,
+                     Py_ssize_t nargs, PyObject* kwnames) {
+  const uint64_t previous_tag = get_eval_frame_tag();
+  Ref previous = set_eval_frame_callback(callback, tag);
   if (!previous) return nullptr;
   PyObject* result = PyObject_Vectorcall(fn, args, static_cast<size_t>(nargs), kwnames);
   PyObject *type, *value, *tb;
   PyErr_Fetch(&type, &value, &tb);
-  Ref restored = set_eval_frame_callback(previous.get());
+  Ref restored = set_eval_frame_callback(previous.get(), previous_tag);
   if (!restored) {
     // previous was valid when it was installed, so this cannot fail; keep fn's error if any.
     if (type != nullptr) PyErr_Clear();
@@ -46,7 +49,7 @@ PyObject* call_with_callback(PyObject*, PyObject* const* args, Py_ssize_t nargsf
     PyErr_SetString(PyExc_TypeError, "_call_with_callback(callback, fn, *args, **kwargs)");
     return nullptr;
   }
-  return call_under(args[0], args[1], args + 2, nargs - 2, kwnames);
+  return call_under(args[0], 0, args[1], args + 2, nargs - 2, kwnames);
 }
 
 PyMethodDef kCallWithCallback = {
@@ -67,6 +70,7 @@ struct CompiledFunction {
   PyObject* dict;            // __dict__ (owned, may be null)
   PyObject* weakrefs;
   vectorcallfunc vectorcall;
+  uint64_t tag;  // the options tag its entries carry, whatever the stance installs
 };
 
 CompiledFunction* as_cf(PyObject* self) { return reinterpret_cast<CompiledFunction*>(self); }
@@ -84,17 +88,18 @@ PyObject* cf_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf, Py
     callback = Ref::steal(PyObject_CallOneArg(cf->resolve, cf->callback));
     if (!callback) return nullptr;
   }
-  return call_under(callback.get(), cf->fn, args, PyVectorcall_NARGS(nargsf), kwnames);
+  return call_under(callback.get(), cf->tag, cf->fn, args, PyVectorcall_NARGS(nargsf), kwnames);
 }
 
-// CompiledFunction(fn, callback, stance_var, default_stance, resolve). New reference.
+// CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0). New reference.
 PyObject* cf_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
   PyObject *fn, *callback, *stance_var, *default_stance, *resolve;  // borrowed
-  static const char* names[] = {"fn", "callback", "stance_var", "default_stance", "resolve",
-                                nullptr};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:CompiledFunction",
+  unsigned long long tag = 0;
+  static const char* names[] = {"fn",      "callback", "stance_var", "default_stance",
+                                "resolve", "tag",      nullptr};
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|K:CompiledFunction",
                                    const_cast<char**>(names), &fn, &callback, &stance_var,
-                                   &default_stance, &resolve)) {
+                                   &default_stance, &resolve, &tag)) {
     return nullptr;
   }
   if (!PyCallable_Check(fn) || !PyCallable_Check(resolve)) {
@@ -116,6 +121,7 @@ PyObject* cf_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
   cf->dict = nullptr;
   cf->weakrefs = nullptr;
   cf->vectorcall = cf_vectorcall;
+  cf->tag = tag;
   return self;
 }
 
@@ -173,9 +179,9 @@ PyTypeObject kCompiledFunctionType = [] {
   t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                Py_TPFLAGS_METHOD_DESCRIPTOR;
   t.tp_doc =
-      "CompiledFunction(fn, callback, stance_var, default_stance, resolve): calls fn with this "
-      "thread's callback set to `callback` when stance_var holds default_stance, else to "
-      "resolve(callback).";
+      "CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0): calls fn with "
+      "this thread's callback set to `callback` when stance_var holds default_stance, else to "
+      "resolve(callback), and its options tag set to `tag`.";
   t.tp_new = cf_new;
   t.tp_dealloc = cf_dealloc;
   t.tp_traverse = cf_traverse;

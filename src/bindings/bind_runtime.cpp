@@ -61,7 +61,7 @@ void bind_runtime(py::module_& m) {
   py::class_<GuardedCode>(m, "GuardedCode",
                           "A compiled code object and the guards under which it may run.")
       .def(py::init([](py::object code, py::object guard_manager, py::object compile_id,
-                       std::string trace_annotation) {
+                       std::string trace_annotation, std::vector<std::string> identity_locals) {
              if (!PyCode_Check(code.ptr())) {
                throw py::type_error(std::string("GuardedCode: code must be a code object, got ") +
                                     Py_TYPE(code.ptr())->tp_name);
@@ -76,14 +76,15 @@ void bind_runtime(py::module_& m) {
                }
              }
              return GuardedCode{std::move(code), std::move(guard_manager), std::move(compile_id),
-                                std::move(trace_annotation)};
+                                std::move(trace_annotation), std::move(identity_locals)};
            }),
            py::arg("code"), py::arg("guard_manager"), py::arg("compile_id") = py::none(),
-           py::arg("trace_annotation") = "")
+           py::arg("trace_annotation") = "", py::arg("identity_locals") = std::vector<std::string>{})
       .def_readonly("code", &GuardedCode::code)
       .def_readonly("guard_manager", &GuardedCode::guard_manager)
       .def_readonly("compile_id", &GuardedCode::compile_id)
-      .def_readonly("trace_annotation", &GuardedCode::trace_annotation);
+      .def_readonly("trace_annotation", &GuardedCode::trace_annotation)
+      .def_readonly("identity_locals", &GuardedCode::identity_locals);
 
   py::class_<CallbackResult>(m, "CallbackResult", "What a cache-miss callback returns.")
       .def(py::init([](py::object guarded_code, std::optional<FrameExecStrategy> strategy,
@@ -139,10 +140,23 @@ void bind_runtime(py::module_& m) {
       });
 
   m.def("set_eval_frame",
-        [](py::object callback) { return steal_or_throw(set_eval_frame_callback(callback.ptr())); },
-        py::arg("callback"),
+        [](py::object callback, std::optional<uint64_t> tag) {
+          // A callable may carry its options tag (framecache.compile's
+          // CompileContext does), so that restoring a saved callback restores
+          // the entries it sees.
+          uint64_t t = tag.value_or(0);
+          if (!tag && PyCallable_Check(callback.ptr())) {
+            py::object attr = py::getattr(callback, "_framecache_tag", py::none());
+            if (PyLong_Check(attr.ptr())) t = attr.cast<uint64_t>();
+          }
+          return steal_or_throw(set_eval_frame_callback(callback.ptr(), t));
+        },
+        py::arg("callback"), py::arg("tag") = py::none(),
         "Set this thread's callback (None: off, False: run-only, callable: compile mode); "
-        "returns the previous one.");
+        "returns the previous one. Entries compiled from now on carry the options tag `tag` "
+        "(default: the callback's `_framecache_tag` attribute, else 0) and lookup uses only "
+        "entries of that tag.");
+  m.def("get_eval_frame_tag", &get_eval_frame_tag, "This thread's options tag.");
   m.def("get_eval_frame", [] { return steal_or_throw(get_eval_frame_callback()); },
         "This thread's callback.");
   m.def("hook_installed", &hook_installed,
@@ -193,8 +207,10 @@ void bind_runtime(py::module_& m) {
           if (accumulated) runtime_config().accumulated_recompile_limit = *accumulated;
         },
         py::arg("limit"), py::arg("accumulated") = py::none(),
-        "Compiles a code object may make (and, optionally, all code together) before it runs "
-        "RUN_ONLY.");
+        "Recompile limits. `limit`: entries a frame may find compiled for the same "
+        "identity-guarded objects (GuardedCode.identity_locals) before a miss runs without "
+        "compiling; `accumulated`: entries one code object may accumulate in all before it "
+        "runs RUN_ONLY.");
   m.def("get_recompile_limits", [] {
     const auto& c = runtime_config();
     return py::make_tuple(c.recompile_limit, c.accumulated_recompile_limit, c.accumulated_compiles);

@@ -335,3 +335,28 @@ TEST_F(ExtraStateTest, SkipPrefixesAcceptSeveralPrefixes) {
 
 }  // namespace
 }  // namespace framecache
+
+namespace framecache {
+namespace {
+
+// Options tags: a strategy set under one tag decides for that tag only; tag 0
+// (and any tag without its own) uses the code's own strategy.
+TEST_F(ExtraStateTest, StrategiesAreKeptPerOptionsTag) {
+  ExtraState* state = extra_state_ensure(code_);
+  ASSERT_NE(state, nullptr) << fctest::take_error();
+  const FrameExecStrategy skip{FrameAction::SKIP, FrameAction::DEFAULT};
+  const FrameExecStrategy run_only{FrameAction::RUN_ONLY, FrameAction::SKIP};
+  state->set_strategy(7, skip);
+  EXPECT_EQ(state->strategy_for(7), skip);
+  EXPECT_EQ(state->strategy_for(8), FrameExecStrategy{});
+  EXPECT_EQ(state->strategy_for(0), FrameExecStrategy{});
+  state->set_strategy(0, run_only);
+  EXPECT_EQ(state->strategy, run_only);
+  EXPECT_EQ(state->strategy_for(8), run_only);
+  EXPECT_EQ(state->strategy_for(7), skip);
+  state->set_strategy(7, run_only);
+  EXPECT_EQ(state->strategy_for(7), run_only);
+}
+
+}  // namespace
+}  // namespace framecache

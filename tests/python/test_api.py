@@ -460,28 +460,29 @@ def test_past_the_recompile_limit_the_code_runs_run_only_with_one_warning() -> N
     assert entries[0].hit_count == 1
 
 
-def test_the_accumulated_recompile_limit_counts_every_code() -> None:
+def test_the_accumulated_recompile_limit_counts_each_code_on_its_own() -> None:
     framecache.set_recompile_limit(8, accumulated=2)
     cb = TypeSpecialiser(add.__code__, double.__code__, inner.__code__)
     with framecache.optimize(cb), pytest.warns(RecompileLimitWarning) as record:
         assert add(1, 2) == 3
         assert double(2) == 4
         assert inner(1) == 2
-        assert inner(2) == 3
+        assert inner(2.0) == 3.0
         assert add(1.0, 2.0) == 3.0
-    assert [code.co_name for code, _, _ in cb.calls] == ["add", "double"]
-    # One warning in all, naming the first code that could not compile.
+        assert double("a") == "aa"
+        assert double(1.5) == 3.0
+    # Every code compiled up to its own 2 entries: 6 compiles, more than 2 in all.
+    names = [code.co_name for code, _, _ in cb.calls]
+    assert names == ["add", "double", "inner", "inner", "add", "double"]
     assert len(record) == 1
-    message = str(record[0].message)
-    line = inner.__code__.co_firstlineno
-    assert message.startswith(
-        f"framecache: inner ({__file__}:{line}) reached the accumulated recompile limit "
-        "(2 compiles across all code)"
+    line = double.__code__.co_firstlineno
+    assert str(record[0].message).startswith(
+        f"framecache: double ({__file__}:{line}) reached the accumulated recompile limit "
+        "(2 entries on this code)"
     )
-    assert "entry 0 failed:\n    L['x']: expected type int, got float" not in message
-    assert framecache.get_recompile_limits()[2] == 2
-    assert framecache.get_code_strategy(add.__code__).cur_action == FrameAction.RUN_ONLY
-    assert [e.hit_count for e in framecache.cache_entries(add.__code__)] == [0]
+    assert framecache.get_recompile_limits()[2] == 6
+    assert framecache.get_code_strategy(double.__code__).cur_action == FrameAction.RUN_ONLY
+    assert framecache.get_code_strategy(add.__code__).cur_action == FrameAction.DEFAULT
 
 
 def test_the_accumulated_limit_warning_names_the_guard_failures() -> None:
@@ -491,7 +492,7 @@ def test_the_accumulated_limit_warning_names_the_guard_failures() -> None:
         assert add(1, 2) == 3
         assert add(1.0, 2) == 3.0
     assert len(record) == 1
-    assert "accumulated recompile limit (1 compiles across all code)" in str(record[0].message)
+    assert "accumulated recompile limit (1 entries on this code)" in str(record[0].message)
     assert "entry 0 failed:\n    L['x']: expected type int, got float" in str(record[0].message)
 
 

@@ -84,7 +84,10 @@ def test_isolated_fixture_gives_a_private_dir_and_resets(
             assert framecache.cache_entries(add.__code__) == []
 
         def test_env_restored():
-            assert "FRAMECACHE_CACHE_DIR" not in os.environ
+            # Back to the session's private directory.
+            assert os.path.basename(os.environ["FRAMECACHE_CACHE_DIR"]).startswith(
+                "framecache-session-main-"
+            )
         """
     )
     result = pytester.runpytest(*plugin_args())
@@ -145,6 +148,88 @@ def test_under_xdist_each_worker_has_its_own_dir(
     )
     result = pytester.runpytest_subprocess(*plugin_args(), "-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
+
+
+_SESSION_TEST = """
+import os, stat
+
+def test_private(tmp_path_factory):
+    directory = os.environ["FRAMECACHE_CACHE_DIR"]
+    with open({record!r}, "w") as f:
+        f.write(directory)
+    assert directory != {real!r}
+    assert os.listdir(directory) == []
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+"""
+
+
+def test_a_session_gets_a_private_cache_dir_by_default(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    real = str(tmp_path / "real")
+    record = str(tmp_path / "seen")
+    monkeypatch.setenv("FRAMECACHE_CACHE_DIR", real)
+    pytester.makepyfile(test_session=_SESSION_TEST.format(record=record, real=real))
+    result = pytester.runpytest(*plugin_args())
+    result.assert_outcomes(passed=1)
+    seen = pathlib.Path(record).read_text()
+    assert pathlib.Path(seen).name.startswith("framecache-session-main-")
+    assert not pathlib.Path(seen).exists()  # removed with the session
+    assert os.environ["FRAMECACHE_CACHE_DIR"] == real  # restored
+
+
+@pytest.mark.parametrize("how", ["flag", "ini"])
+def test_the_real_cache_on_request(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, how: str
+) -> None:
+    real = str(tmp_path / "real")
+    monkeypatch.setenv("FRAMECACHE_CACHE_DIR", real)
+    pytester.makepyfile(
+        test_real=f"""
+        import os
+
+        def test_real():
+            assert os.environ["FRAMECACHE_CACHE_DIR"] == {real!r}
+        """
+    )
+    if how == "ini":
+        pytester.makeini("[pytest]\nframecache_real_cache = true\n")
+        result = pytester.runpytest(*plugin_args())
+    else:
+        result = pytester.runpytest(*plugin_args(), "--framecache-real-cache")
+    result.assert_outcomes(passed=1)
+
+
+_EARLIER_RUN_TEST = """
+import torch
+import framecache
+
+scale = framecache.compile(lambda x: x * 3)
+
+def test_compiles_from_scratch():
+    scale(torch.ones(3))
+    stats = framecache.stats(scale)
+    assert stats.compiles == 1
+    assert stats.disk_hits == 0
+"""
+
+
+@pytest.mark.torch
+def test_an_earlier_run_never_turns_a_compile_into_a_disk_hit(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    inherited = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", package_root() + (os.pathsep + inherited if inherited else ""))
+    monkeypatch.delenv("FRAMECACHE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    pytester.makepyfile(test_earlier=_EARLIER_RUN_TEST)
+    for _ in range(2):
+        result = pytester.runpytest_subprocess(*plugin_args(), "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+    # Nothing was written to the user's cache.
+    assert not (tmp_path / "xdg" / "framecache").exists()
+    assert not (tmp_path / "home" / ".cache").exists()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,101 @@ def test_a_daemon_thread_ended_at_exit_releases_no_reference(where: str, run: in
     assert proc.returncode == 0, proc.stderr
     assert daemon_exit_stderr(proc.stderr) == ""
     assert proc.stdout.splitlines() == ["main done"]
+
+
+# --- while the interpreter finalizes, the hook steps aside --------------------------------
+
+AT_EXIT = """
+import gc, os, sys
+import framecache
+from framecache.guards import RootGuardManager
+
+def hit(x):
+    return ("original", x)
+
+def compiled_hit(x):
+    return ("compiled", x)
+
+def miss(x):
+    return ("miss", x)
+
+def callback(frame, entry, state, write=os.write):
+    if frame.f_code is hit.__code__:
+        return framecache.CallbackResult(
+            framecache.GuardedCode(compiled_hit.__code__, RootGuardManager())
+        )
+    if frame.f_code is miss.__code__ or frame.f_code.co_name == "__del__":
+        write(1, b"callback ")
+        import json   # at exit: ImportError, sys.meta_path is None
+    return None
+
+class AtExit:
+    def __init__(self):
+        self.cycle = self
+    def __del__(self, write=os.write, repr=repr):
+        write(1, (repr(hit(1)) + " " + repr(miss(2)) + "\\n").encode())
+
+framecache.set_eval_frame(callback)   # left on at exit
+assert hit(0) == ("compiled", 0)       # cached before exit
+gc.disable()
+AtExit()   # a cycle: its __del__ runs in the interpreter's last collection, at exit
+"""
+
+
+def test_at_exit_cached_entries_run_and_nothing_compiles() -> None:
+    proc = run_python(AT_EXIT)
+    assert proc.stderr == ""
+    assert proc.returncode == 0
+    # The cached entry ran; the miss ran the original code without calling the callback.
+    assert proc.stdout == "('compiled', 1) ('miss', 2)\n"
+
+
+AT_EXIT_COMPILE = """
+import gc, os
+import torch
+import framecache
+
+def scale(x):
+    return x * 2
+
+def other(x):
+    return x + 1
+
+compiled_scale = framecache.compile(scale)
+compiled_other = framecache.compile(other)
+compiled_scale(torch.ones(2))   # cached (and stored on disk) before exit
+
+class AtExit:
+    def __init__(self):
+        self.cycle = self
+    def __del__(self, write=os.write, ones=torch.ones):
+        a = compiled_scale(ones(2)).tolist()    # a hit
+        b = compiled_other(ones(2)).tolist()    # a miss: before, the disk key's import failed
+        write(1, (str(a) + " " + str(b) + "\\n").encode())
+
+gc.disable()
+AtExit()   # a cycle: its __del__ runs in the interpreter's last collection, at exit
+"""
+
+
+@pytest.mark.torch
+def test_a_compiled_function_called_from_a_destructor_at_exit(tmp_path: Path) -> None:
+    env = {"FRAMECACHE_CACHE_DIR": str(tmp_path / "cache")}
+    proc = run_python_env(AT_EXIT_COMPILE, env)
+    assert proc.stderr == ""
+    assert proc.returncode == 0
+    assert proc.stdout == "[2.0, 2.0] [2.0, 2.0]\n"
+
+
+def run_python_env(source: str, extra: dict[str, str]) -> Any:
+    """run_python with extra environment variables."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        return run_python(source)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -32,6 +32,10 @@ class OptimizedModule(torch.nn.Module):
         self._orig_mod = module
         self._framecache_context = context
         self._framecache_original = module
+        # Calls the module with the context (or what the stance says) and its options tag.
+        self._framecache_call = _C.CompiledFunction(
+            module, context, _stance_var, _DEFAULT_STANCE, active_callback, context._framecache_tag
+        )
         forward = getattr(type(module), "forward", None)
         code = getattr(forward, "__code__", None)
         # torch's own modules (nn.Linear, nn.Sequential) have their forward in torch's
@@ -44,8 +48,7 @@ class OptimizedModule(torch.nn.Module):
         code = self._framecache_library_forward
         if code is not None:
             _allow_compiling(code)
-        callback = active_callback(self._framecache_context)
-        return _C._call_with_callback(callback, self._orig_mod, *args, **kwargs)
+        return self._framecache_call(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"OptimizedModule({self._orig_mod!r})"
@@ -113,7 +116,10 @@ def compile(
 ) -> Any:
     """Compile a function or an nn.Module into torch.fx graphs run by ``backend``.
 
-    Each call looks up the cached graphs of the function's frames; a miss captures the frame
+    Each call looks up the cached graphs of the function's frames that were compiled with
+    the same options (backend, dynamic, fullgraph): two wrappers of one function with
+    different options never run each other's entries, nor share a fallback decision;
+    wrappers with equal options share them. A miss captures the frame
     with make_fx on fake tensors, compiles the graph and guards it (input types and tensor
     metadata, specialised constants, globals, closure cells and module state read, and
     torch's ambient state). Frames that cannot be captured run normally.
@@ -199,7 +205,9 @@ def _wrap(fn_or_module: Any, *, context: CompileContext) -> Any:
     # Calling it is one C call: it reads the stance, swaps this thread's callback around
     # fn and restores it (no Python frame of its own). Outside the default stance it asks
     # active_callback what to install. It binds as a method like a function.
-    compiled = _C.CompiledFunction(fn, context, _stance_var, _DEFAULT_STANCE, active_callback)
+    compiled = _C.CompiledFunction(
+        fn, context, _stance_var, _DEFAULT_STANCE, active_callback, context._framecache_tag
+    )
     functools.update_wrapper(compiled, fn)
     compiled._framecache_context = context
     compiled._framecache_original = fn

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,56 @@ FALLBACK = _C.FrameExecStrategy(_C.FrameAction.SKIP, _C.FrameAction.DEFAULT)
 # A compiled frame: look it up; what its compiled code calls runs normally.
 COMPILED = _C.FrameExecStrategy(_C.FrameAction.DEFAULT, _C.FrameAction.SKIP)
 _SLOW_COMPILE_SECONDS = 10.0
+
+# Options tags (see options_tag): one small integer per distinct set of options that
+# changes what is compiled. Tags are never reused; 0 is the untagged callbacks' tag.
+_tags: dict[tuple[Any, ...], int] = {}
+_tag_counter = itertools.count(1)
+_tags_lock = threading.Lock()
+_unweakrefable_backends: list[Any] = []
+
+
+def options_tag(backend: Any, dynamic: bool | None, fullgraph: bool) -> int:
+    """The options tag of a framecache.compile options set.
+
+    Entries compiled under one tag are looked up only under the same tag (a compare in
+    C++, before any guard runs), so two wrappers of one function with different options
+    never run each other's code, while wrappers with equal options share their entries.
+    A backend given by name is keyed by its name, a callable by its identity: its key
+    goes away with it (the tag is never given again).
+    """
+    ident: tuple[Any, ...] = ("name", backend) if isinstance(backend, str) else ("id", id(backend))
+    key = (ident, dynamic, fullgraph)
+    with _tags_lock:
+        tag = _tags.get(key)
+        if tag is not None:
+            return tag
+        tag = _tags[key] = next(_tag_counter)
+    if not isinstance(backend, str):
+        try:
+            weakref.finalize(backend, _tags.pop, key, None)
+        except TypeError:  # not weakly referenceable: keep it, so its id stays its own
+            _unweakrefable_backends.append(backend)
+    return tag
+
+
+def fresh_tag() -> int:
+    """A tag no other options set has (explain's recording compiles share nothing)."""
+    with _tags_lock:
+        return next(_tag_counter)
+
+
+def identity_locals(plan: guard_plan.GuardPlan) -> list[str]:
+    """The frame locals whose identity ``plan`` pins (an ID_MATCH on ``L['self']``).
+
+    The runtime counts a frame's recompiles among the entries made for the same objects.
+    """
+    names = []
+    for guard in plan.guards:
+        source = guard.source
+        if guard.kind == "ID_MATCH" and len(source) == 1 and source[0][0] == "L":
+            names.append(source[0][1])
+    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -82,6 +133,11 @@ class CompileContext:
         self.backend_name, self.backend = backends.resolve(backend)
         self.dynamic = dynamic
         self.fullgraph = fullgraph
+        # The options tag (read by _C.set_eval_frame and CompiledFunction): wrappers with
+        # other options get other entries. The backend argument is kept so that its id,
+        # which keys a callable's tag, stays its own while this context lives.
+        self._backend_arg = backend
+        self._framecache_tag = fresh_tag() if record else options_tag(backend, dynamic, fullgraph)
         self.records: list[CompileRecord] | None = [] if record else None
         if not isinstance(cudagraphs, bool):
             raise TypeError(f"cudagraphs must be a bool, got {type(cudagraphs).__name__}")
@@ -260,7 +316,11 @@ class CompileContext:
                 )
             )
         guarded = _C.GuardedCode(
-            new_code, guard_manager, compile_id=compile_id, trace_annotation=annotation
+            new_code,
+            guard_manager,
+            compile_id=compile_id,
+            trace_annotation=annotation,
+            identity_locals=identity_locals(plan),
         )
         return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
 
@@ -317,7 +377,7 @@ class CompileContext:
         timer.start()
         try:
             compiled = self.backend(capture.gm, example_inputs)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, RecursionError):
             raise
         except Exception as exc:
             raise BackendCompileError(

@@ -98,7 +98,9 @@ def capture_frame(
             gm = make_fx(traced, tracing_mode="real")(*fakes)
     except SideEffectAbort as exc:
         raise Unsupported("side effect: " + exc.reason) from None
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, RecursionError):
+        # RecursionError: capturing ran out of depth above a deep user stack; the
+        # runtime then runs the frame uncompiled and remembers nothing.
         raise
     except Unsupported:
         raise
