@@ -119,3 +119,23 @@ def test_a_dynamic_wrapper_does_not_load_a_static_entry_from_disk() -> None:
     [entry] = framecache.cache_entries(add_one.__code__)
     # The key has the dynamic dims by name: the static graph is not served.
     assert "static" not in entry.trace_annotation
+
+
+def test_cuda_graph_options_get_their_own_entries() -> None:
+    # cudagraphs=True changes what an entry runs (a recording, or a refusal on CPU):
+    # a plain wrapper must not run a graphed wrapper's entry, nor the reverse, and
+    # cudagraph_clone_outputs=False (aliased outputs) must not leak into a cloning wrapper.
+    mine = RecordingBackend()
+    plain = framecache.compile(add_one, backend=mine)
+    graphed = framecache.compile(add_one, backend=mine, cudagraphs=True)
+    aliased = framecache.compile(
+        add_one, backend=mine, cudagraphs=True, cudagraph_clone_outputs=False
+    )
+    x = torch.ones(3)
+    for wrapper in (plain, graphed, aliased):
+        torch.testing.assert_close(wrapper(x), x + 1)
+    assert mine.graphs == 3
+    for wrapper in (plain, graphed, aliased):
+        torch.testing.assert_close(wrapper(x), x + 1)
+    assert mine.graphs == 3
+    assert sorted(e.hit_count for e in framecache.cache_entries(add_one.__code__)) == [1, 1, 1]

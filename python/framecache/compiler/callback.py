@@ -54,17 +54,18 @@ _tags_lock = threading.Lock()
 _unweakrefable_backends: list[Any] = []
 
 
-def options_tag(backend: Any, dynamic: bool | None, fullgraph: bool) -> int:
+def options_tag(backend: Any, dynamic: bool | None, fullgraph: bool, *extra: Any) -> int:
     """The options tag of a framecache.compile options set.
 
     Entries compiled under one tag are looked up only under the same tag (a compare in
     C++, before any guard runs), so two wrappers of one function with different options
     never run each other's code, while wrappers with equal options share their entries.
     A backend given by name is keyed by its name, a callable by its identity: its key
-    goes away with it (the tag is never given again).
+    goes away with it (the tag is never given again). ``extra`` holds the other options
+    that change what an entry runs (CUDA graphs, cloned outputs).
     """
     ident: tuple[Any, ...] = ("name", backend) if isinstance(backend, str) else ("id", id(backend))
-    key = (ident, dynamic, fullgraph)
+    key = (ident, dynamic, fullgraph, *extra)
     with _tags_lock:
         tag = _tags.get(key)
         if tag is not None:
@@ -133,11 +134,9 @@ class CompileContext:
         self.backend_name, self.backend = backends.resolve(backend)
         self.dynamic = dynamic
         self.fullgraph = fullgraph
-        # The options tag (read by _C.set_eval_frame and CompiledFunction): wrappers with
-        # other options get other entries. The backend argument is kept so that its id,
-        # which keys a callable's tag, stays its own while this context lives.
+        # The backend argument is kept so that its id, which keys a callable's options
+        # tag (below), stays its own while this context lives.
         self._backend_arg = backend
-        self._framecache_tag = fresh_tag() if record else options_tag(backend, dynamic, fullgraph)
         self.records: list[CompileRecord] | None = [] if record else None
         if not isinstance(cudagraphs, bool):
             raise TypeError(f"cudagraphs must be a bool, got {type(cudagraphs).__name__}")
@@ -148,6 +147,13 @@ class CompileContext:
             )
         self.cudagraphs = cudagraphs
         self.cudagraph_clone_outputs = cudagraph_clone_outputs
+        # The options tag (read by _C.set_eval_frame and CompiledFunction): wrappers with
+        # other options get other entries.
+        self._framecache_tag = (
+            fresh_tag()
+            if record
+            else options_tag(backend, dynamic, fullgraph, cudagraphs, cudagraph_clone_outputs)
+        )
         # The disk cache (framecache/cache): None when off for this function.
         self.disk: Any = None
         if cache and not record:
