@@ -85,9 +85,9 @@ class CompileContext:
 
             self.disk = session.DiskCache(cache_dir, self.backend_name, None)
             if self.backend_name == "inductor":
-                from ..cache.artifact import inductor_standalone
+                from ..cache.artifact import inductor_aoti
 
-                self.backend = inductor_standalone  # keeps a serialisable artifact
+                self.backend = inductor_aoti  # an AOTInductor package a warm start loads
 
     def __call__(
         self, frame: _C.FrameView, first_entry: _C.CacheEntry | None, frame_state: dict[str, Any]
