@@ -108,11 +108,26 @@ def _real_input(t: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
     def hint(v: Any) -> int:
         return int(v.node.hint) if isinstance(v, torch.SymInt) else int(v)
 
-    dims = {i for i, s in enumerate(t.shape) if isinstance(s, torch.SymInt)}
+    dims = {i for i, s in enumerate(t.shape) if _symbolic(s)}
     sizes = [hint(s) for s in t.shape]
     strides = [hint(s) for s in t.stride()]
     real = torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).zero_()
     return real, dims
+
+
+def _symbolic(size: Any) -> bool:
+    """Whether a fake's size stays symbolic: not an int, nor a symbol its ShapeEnv pinned.
+
+    ``dynamic=True`` marks every dimension, and capture pins those the graph forces (a
+    Linear's input features) to a constant; export must not be asked to keep them free.
+    """
+    if not isinstance(size, torch.SymInt):
+        return False
+    expr = size.node.expr
+    env = getattr(size.node, "shape_env", None)
+    if env is not None:
+        expr = env.replace(expr)
+    return bool(getattr(expr, "free_symbols", None))
 
 
 class _AotiCall:
