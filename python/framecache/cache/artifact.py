@@ -146,6 +146,9 @@ class _AotiCall:
 def _compile_aoti(gm: torch.fx.GraphModule, inputs: list[Any]) -> _AotiCall:
     """Compile ``gm`` into a package once; load that package as the in-process callable."""
     pairs = [_real_input(t) for t in inputs]
+    # The package needs no probe answers, but AOTInductor settles inductor's ISA list: a
+    # later standalone_compile entry of this process could not record them any more.
+    vec_isa.record()
     scratch = tempfile.mkdtemp(prefix="framecache-aoti-")
     try:
         path = os.path.join(scratch, "graph.pt2")
