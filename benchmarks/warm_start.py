@@ -1,11 +1,18 @@
-"""First-call latency in a fresh process: cold, warm from framecache's disk cache, and
-torch.compile's warm start with its own caches, for the eager and inductor backends.
+"""First-call latency as a user feels it: fresh processes, no pre-imports, cold and warm,
+framecache against torch.compile, for the eager and inductor backends.
 
-Each sample is one fresh interpreter that imports torch and framecache, builds a small
-MLP (a user-defined module: ``Linear(64, 128) -> ReLU -> Linear(128, 10)``, on a
-32x64 batch), wraps it, and times its first call (wall clock and the thread's CPU
-time), and separately the wrap plus the first call ("wrap+call": torch.compile imports
-torch._dynamo when it wraps, framecache only when it captures). Per backend:
+Each sample is one fresh interpreter that imports torch and framecache (nothing of
+torch._dynamo or torch._inductor beforehand), builds the MLP of issue 15 (a user-defined
+module: ``Linear(64, 128) -> GELU -> Linear(128, 64)`` plus a residual, LayerNorm and
+softmax; batch 8; under ``torch.no_grad()``), wraps it and calls it once. It reports
+
+* ``wrap+call``: from just before the wrap to the first result (on CUDA, synchronised);
+  torch.compile imports torch._dynamo when it wraps, framecache only when it captures;
+* ``process``: from the moment the parent spawns the interpreter to the first result
+  (interpreter start, ``import torch``, building the module, wrap and call);
+* which compiler modules the process imported (``inductor``/``dynamo`` in sys.modules).
+
+Per backend, four kinds of sample:
 
 * ``framecache cold``: empty framecache and inductor cache directories;
 * ``framecache warm``: framecache's directory filled by an earlier process, a fresh
@@ -14,8 +21,9 @@ torch._dynamo when it wraps, framecache only when it captures). Per backend:
 * ``torch.compile warm``: the inductor cache directory an earlier torch.compile process
   filled (FX graph cache, AOTAutograd cache), private to this benchmark.
 
-The four kinds of sample alternate, so load changes hit them alike; figures are medians.
-Run: ``python benchmarks/warm_start.py [--json PATH] [--repeats N] [--backends eager,inductor]``.
+The four kinds alternate, so load changes hit them alike; figures are medians.
+Run: ``python benchmarks/warm_start.py [--device cpu|cuda] [--repeats N]
+[--backends eager,inductor] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -28,38 +36,49 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 CHILD = textwrap.dedent(
     """
     import json, sys, time
     import torch, framecache
+    which, backend, device = sys.argv[1], sys.argv[2], sys.argv[3]
+
     class MLP(torch.nn.Module):  # user code: framecache never compiles torch's own forward()s
         def __init__(self):
             super().__init__()
             self.fc1 = torch.nn.Linear(64, 128)
-            self.fc2 = torch.nn.Linear(128, 10)
+            self.fc2 = torch.nn.Linear(128, 64)
+            self.norm = torch.nn.LayerNorm(64)
 
         def forward(self, x):
-            return self.fc2(torch.relu(self.fc1(x)))
+            h = self.fc2(torch.nn.functional.gelu(self.fc1(x)))
+            return torch.softmax(self.norm(x + h), dim=-1)
 
     torch.manual_seed(0)
-    model = MLP()
-    x = torch.randn(32, 64)
-    which, backend = sys.argv[1], sys.argv[2]
-    if backend == "inductor":
-        # Imports are not first-call time, on either side.
-        import torch._dynamo, torch._inductor.compile_fx, torch._inductor.standalone_compile
-    wrap = time.perf_counter()
-    if which == "framecache":
-        c = framecache.compile(model, backend=backend)
-    else:
-        c = torch.compile(model, backend=backend)  # imports torch._dynamo (~1.4 s)
-    wrap = time.perf_counter() - wrap
-    wall, cpu = time.perf_counter(), time.thread_time()
-    out = c(x)
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-    torch.testing.assert_close(out, model(x))
-    info = {"wall_s": wall, "cpu_s": cpu, "wrap_s": wrap}
+    model = MLP().to(device)
+    x = torch.randn(8, 64, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    with torch.no_grad():
+        sync()
+        wrap = time.perf_counter()
+        if which == "framecache":
+            c = framecache.compile(model, backend=backend)
+        else:
+            c = torch.compile(model, backend=backend)
+        wrapped = time.perf_counter()
+        out = c(x)
+        sync()
+        done = time.perf_counter()
+        done_epoch = time.time()
+        torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+    info = {
+        "wrap_s": wrapped - wrap,
+        "call_s": done - wrapped,
+        "first_result_epoch": done_epoch,
+        "inductor": "torch._inductor" in sys.modules,
+        "dynamo": "torch._dynamo" in sys.modules,
+    }
     if which == "framecache":
         s = framecache.stats(c)
         info.update(compiles=s.compiles, disk_hits=s.disk_hits)
@@ -68,10 +87,13 @@ CHILD = textwrap.dedent(
 )
 
 
-def _sample(which: str, backend: str, fc_dir: str, inductor_dir: str) -> dict[str, float]:
+def _sample(
+    which: str, backend: str, device: str, fc_dir: str, inductor_dir: str
+) -> dict[str, float]:
     env = dict(os.environ, FRAMECACHE_CACHE_DIR=fc_dir, TORCHINDUCTOR_CACHE_DIR=inductor_dir)
+    spawned = time.time()
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, which, backend],
+        [sys.executable, "-c", CHILD, which, backend, device],
         env=env,
         capture_output=True,
         text=True,
@@ -79,18 +101,24 @@ def _sample(which: str, backend: str, fc_dir: str, inductor_dir: str) -> dict[st
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{which} {backend} sample failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    info["process_s"] = info["first_result_epoch"] - spawned
+    info["wrap_call_s"] = info["wrap_s"] + info["call_s"]
+    return info
 
 
-def measure(backend: str, repeats: int, tmp: str) -> dict[str, float]:
+KINDS = ("framecache cold", "framecache warm", "torch.compile cold", "torch.compile warm")
+
+
+def measure(backend: str, device: str, repeats: int, tmp: str) -> dict[str, object]:
     """Medians of the four kinds of first call for one backend."""
     fresh = lambda: tempfile.mkdtemp(dir=tmp)  # noqa: E731
     fc_warm_dir = fresh()
     torch_warm_dir = fresh()
     # Fill the caches the warm samples start from.
-    filled = _sample("framecache", backend, fc_warm_dir, fresh())
+    filled = _sample("framecache", backend, device, fc_warm_dir, fresh())
     assert filled["compiles"] == 1, filled
-    _sample("torch.compile", backend, fresh(), torch_warm_dir)
+    _sample("torch.compile", backend, device, fresh(), torch_warm_dir)
     samples: dict[str, list[dict[str, float]]] = {}
     for _ in range(repeats):
         runs = {
@@ -100,24 +128,25 @@ def measure(backend: str, repeats: int, tmp: str) -> dict[str, float]:
             "torch.compile warm": ("torch.compile", fresh(), torch_warm_dir),
         }
         for name, (which, fc_dir, ind_dir) in runs.items():
-            result = _sample(which, backend, fc_dir, ind_dir)
+            result = _sample(which, backend, device, fc_dir, ind_dir)
             if name == "framecache warm":
                 assert result["compiles"] == 0 and result["disk_hits"] == 1, result
             samples.setdefault(name, []).append(result)
-    out: dict[str, float] = {}
-    for name, values in samples.items():
-        out[f"{name} wall ms"] = statistics.median(v["wall_s"] for v in values) * 1e3
-        out[f"{name} cpu ms"] = statistics.median(v["cpu_s"] for v in values) * 1e3
-        out[f"{name} wrap+call wall ms"] = (
-            statistics.median(v["wrap_s"] + v["wall_s"] for v in values) * 1e3
+    out: dict[str, object] = {}
+    for name in KINDS:
+        values = samples[name]
+        out[f"{name} wrap+call ms"] = statistics.median(v["wrap_call_s"] for v in values) * 1e3
+        out[f"{name} process ms"] = statistics.median(v["process_s"] for v in values) * 1e3
+        imported = [m for m in ("inductor", "dynamo") if any(v[m] for v in values)]
+        out[f"{name} imports"] = "+".join(imported) or "neither"
+    for what in ("wrap+call", "process"):
+        fc_warm = out[f"framecache warm {what} ms"]
+        out[f"framecache warm/cold, {what}"] = fc_warm / out[f"framecache cold {what} ms"]
+        torch_warm = out[f"torch.compile warm {what} ms"]
+        out[f"framecache warm / torch warm, {what}"] = fc_warm / torch_warm
+        out[f"framecache cold / torch cold, {what}"] = (
+            out[f"framecache cold {what} ms"] / out[f"torch.compile cold {what} ms"]
         )
-    out["warm/cold (framecache)"] = out["framecache warm wall ms"] / out["framecache cold wall ms"]
-    out["torch warm / framecache warm"] = (
-        out["torch.compile warm wall ms"] / out["framecache warm wall ms"]
-    )
-    out["torch warm / framecache warm, wrap+call"] = (
-        out["torch.compile warm wrap+call wall ms"] / out["framecache warm wrap+call wall ms"]
-    )
     return out
 
 
@@ -126,20 +155,26 @@ def main() -> None:
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", default="eager,inductor")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the tensors' device)")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="framecache-warm-") as tmp:
         os.chmod(tmp, 0o700)
         for backend in args.backends.split(","):
-            results[backend] = measure(backend, args.repeats, tmp)
+            results[f"{backend} ({args.device})"] = measure(backend, args.device, args.repeats, tmp)
+    import torch
+
+    results["machine"] = {"torch": torch.__version__, "python": sys.version.split()[0]}
     try:
-        results["machine"] = {"load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count()}
+        results["machine"]["load_average_1min"] = os.getloadavg()[0]
+        results["machine"]["cpus"] = os.cpu_count()
     except OSError:
         pass
     for section, values in results.items():
         print(f"[{section}]")
         for k, v in values.items():
-            print(f"  {k:<42} {v:12.3f}")
+            shown = f"{v:12.3f}" if isinstance(v, float) else f"{v!s:>12}"
+            print(f"  {k:<46} {shown}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -1,8 +1,13 @@
 """What an entry stores of a compiled graph, per backend, and how it comes back.
 
 * ``eager``: the (lifted) GraphModule, pickled; loading rebuilds its lean function.
+* ``aoti``: an AOTInductor package (the graph exported and compiled into one shared
+  library); a warm start loads it through torch's C++ runner and imports neither
+  torch._inductor nor torch._dynamo. The in-process callable of the cold compile is
+  the same package, loaded, so one compile serves both.
 * ``inductor``: torch's own serialisable output, ``torch._inductor.standalone_compile``'s
-  CompiledArtifact saved in its binary format, so a warm start compiles no C++.
+  CompiledArtifact saved in its binary format, so a warm start compiles no C++; used
+  when AOTInductor cannot take the graph (training graphs, non-tensor outputs).
 * any other backend: the GraphModule only; loading runs the backend on it again, which
   still skips capture.
 """
@@ -21,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import vec_isa
+from . import torch_compat, vec_isa
 from .entry import UnpicklableArtifact
 
 log = logging.getLogger("framecache.cache")
@@ -36,7 +41,6 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     inductor cache lacks them). Falls back to plain compile_fx (not serialisable) when
     standalone_compile cannot handle the graph.
     """
-    from torch._inductor import standalone_compile
     from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
     inputs = list(example_inputs)
@@ -45,12 +49,8 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     try:
         with temporary_cache_dir(scratch), _no_precompiled_headers():
             vec_isa.record()  # before compiling: the probes' test libraries land in scratch
-            if fakes:
-                artifact = standalone_compile(
-                    gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fakes[0].fake_mode
-                )
-            else:
-                artifact = standalone_compile(gm, inputs, dynamic_shapes="from_example_inputs")
+            mode = fakes[0].fake_mode if fakes else None
+            artifact = torch_compat.standalone_compile(gm, inputs, mode)
         libraries = {**vec_isa.test_libraries(), **_libraries(scratch)}
         probe_answers = vec_isa.recorded()
     except Exception as exc:
@@ -63,6 +63,120 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _ArtifactCall(artifact, artifact.__call__, libraries, probe_answers)
+
+
+def inductor_aoti(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
+    """The inductor backend of a disk-cached function: an AOTInductor package, loaded.
+
+    AOTInductor compiles inference graphs only: a graph whose inputs require grad
+    while grad mode is on, or whose outputs are not all tensors, goes through
+    inductor_standalone instead, and so does one that export or AOTInductor refuses
+    (logged).
+    """
+    inputs = list(example_inputs)
+    reason = _aoti_refusal(gm, inputs)
+    if reason is None:
+        try:
+            return _compile_aoti(gm, inputs)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    log.info("not an AOTInductor package (%s); compiling with standalone_compile", reason)
+    return inductor_standalone(gm, inputs)
+
+
+def _aoti_refusal(gm: torch.fx.GraphModule, inputs: list[Any]) -> str | None:
+    """Why AOTInductor cannot serve this graph, or None when it can."""
+    if not all(isinstance(t, torch.Tensor) for t in inputs):
+        return "a non-tensor graph input"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return "inputs require grad under grad mode (AOTInductor compiles inference only)"
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    leaves = output.args[0] if isinstance(output.args[0], (list, tuple)) else [output.args[0]]
+    for leaf in leaves:
+        meta = getattr(leaf, "meta", {})
+        val = meta.get("val", meta.get("example_value"))
+        if not isinstance(val, torch.Tensor):
+            return "a graph output that is not a tensor"
+    return None
+
+
+def _real_input(t: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
+    """A real tensor shaped like ``t`` (a fake's hinted sizes) and its symbolic dims."""
+    if not isinstance(t, torch._subclasses.FakeTensor):
+        return t, set()
+
+    def hint(v: Any) -> int:
+        return int(v.node.hint) if isinstance(v, torch.SymInt) else int(v)
+
+    dims = {i for i, s in enumerate(t.shape) if _symbolic(s)}
+    sizes = [hint(s) for s in t.shape]
+    strides = [hint(s) for s in t.stride()]
+    real = torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).zero_()
+    return real, dims
+
+
+def _symbolic(size: Any) -> bool:
+    """Whether a fake's size stays symbolic: not an int, nor a symbol its ShapeEnv pinned.
+
+    ``dynamic=True`` marks every dimension, and capture pins those the graph forces (a
+    Linear's input features) to a constant; export must not be asked to keep them free.
+    """
+    if not isinstance(size, torch.SymInt):
+        return False
+    expr = size.node.expr
+    env = getattr(size.node, "shape_env", None)
+    if env is not None:
+        expr = env.replace(expr)
+    return bool(getattr(expr, "free_symbols", None))
+
+
+class _AotiCall:
+    """An AOTInductor package, loaded: its bytes (for the entry) and its runner."""
+
+    __slots__ = ("package", "run")
+
+    def __init__(self, package: bytes, run: Callable[[list[Any]], list[Any]]) -> None:
+        self.package = package
+        self.run = run
+
+    def __call__(self, *args: Any) -> Any:
+        return self.run(list(args))
+
+
+def _compile_aoti(gm: torch.fx.GraphModule, inputs: list[Any]) -> _AotiCall:
+    """Compile ``gm`` into a package once; load that package as the in-process callable."""
+    pairs = [_real_input(t) for t in inputs]
+    # The package needs no probe answers, but AOTInductor settles inductor's ISA list: a
+    # later standalone_compile entry of this process could not record them any more.
+    vec_isa.record()
+    scratch = tempfile.mkdtemp(prefix="framecache-aoti-")
+    try:
+        path = os.path.join(scratch, "graph.pt2")
+        torch_compat.aoti_package(gm, [p[0] for p in pairs], [p[1] for p in pairs], path)
+        with open(path, "rb") as fh:
+            package = fh.read()
+        return _AotiCall(package, torch_compat.aoti_load(path))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def load_aoti(data: bytes, root: str) -> Callable[..., Any]:
+    """A callable from a stored AOTInductor package; imports nothing of the compiler stack.
+
+    The C++ loader reads a file: the package is written once under ``root/aoti`` by its
+    content hash (a rename, so readers never see half a file).
+    """
+    import hashlib
+
+    directory = Path(root) / "aoti"
+    path = directory / (hashlib.sha256(data).hexdigest()[:32] + ".pt2")
+    if not path.exists() or path.stat().st_size != len(data):
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".framecache-", dir=directory)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    return _AotiCall(data, torch_compat.aoti_load(str(path)))
 
 
 def _no_precompiled_headers() -> Any:
@@ -123,6 +237,8 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
     """``(kind, bytes)`` of the backend's compiled output (see the module docstring)."""
     if backend == "eager":
         return "eager", b""
+    if isinstance(compiled, _AotiCall):
+        return "aoti", compiled.package
     if backend == "inductor" and isinstance(compiled, _ArtifactCall):
         saver = getattr(compiled.artifact, "is_saveable", None)
         if saver is not None and not saver():
@@ -191,41 +307,16 @@ def _install_libraries(libraries: dict[str, bytes]) -> None:
 
 
 def _load_artifact(saved: bytes, scratch_dir: str) -> Callable[..., Any]:
-    """The CompiledArtifact in ``saved`` (its binary format), loaded.
-
-    CompiledArtifact.load first asserts that the bytes' source hash of torch equals
-    this torch's, and computing that hash reads every source file of torch (about
-    150 ms). The entry's key already pins the torch version, so the artifact's AOTAutograd
-    cache key and bytes are read here and handed to the loader underneath. When the
-    format is not the one this code knows, the public loader runs instead.
-    """
-    parsed = None
-    try:
-        from torch._inductor.standalone_compile import CacheCompiledArtifact
-        from torch.utils._appending_byte_serializer import BytesReader
-
-        reader = BytesReader(saved)
-        if reader.read_bytes() == CacheCompiledArtifact.CACHE_HEADER:
-            reader.read_bytes()  # the source hash of the torch that saved it
-            key = reader.read_str()
-            artifact_bytes = reader.read_bytes()
-            if reader.is_finished() and hasattr(CacheCompiledArtifact, "_load_impl"):
-                parsed = (key, artifact_bytes)
-    except (ImportError, AttributeError, AssertionError, IndexError, ValueError) as exc:
-        log.debug("inductor artifact read through the public loader: %s", exc)
-    if parsed is not None:
-        torch.compiler.load_cache_artifacts(parsed[1])
-        return CacheCompiledArtifact._load_impl(contextlib.nullcontext(), parsed[0])
-    from torch._inductor import CompiledArtifact
-
-    fd, path_str = tempfile.mkstemp(prefix=".inductor-", dir=scratch_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(saved)
-        return CompiledArtifact.load(path=path_str, format="binary")
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path_str)
+    """The CompiledArtifact in ``saved`` (its binary format), loaded (torch_compat)."""
+    return torch_compat.load_compiled_artifact(saved, scratch_dir)
 
 
-__all__ = ["compiled_bytes", "graph_bytes", "inductor_standalone", "load_graph", "load_inductor"]
+__all__ = [
+    "compiled_bytes",
+    "graph_bytes",
+    "inductor_aoti",
+    "inductor_standalone",
+    "load_aoti",
+    "load_graph",
+    "load_inductor",
+]

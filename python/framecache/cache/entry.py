@@ -55,8 +55,9 @@ class Entry:
     giving the graph's inputs in the wrapper (frame tensors, then lifted parameters);
     ``out_spec`` is the output's pytree spec (``treespec_dumps``) or None for a single
     output. ``artifact_kind`` is ``"graph"`` (a pickled GraphModule, recompiled by the
-    backend on load), ``"eager"`` (a pickled GraphModule run as it is) or
-    ``"inductor"`` (a torch CompiledArtifact, ``artifact`` its saved bytes).
+    backend on load), ``"eager"`` (a pickled GraphModule run as it is), ``"aoti"`` (an
+    AOTInductor package, ``artifact`` its bytes; ``graph`` kept for a recompile when it
+    does not load) or ``"inductor"`` (a torch CompiledArtifact, ``artifact`` its saved bytes).
     """
 
     qualname: str

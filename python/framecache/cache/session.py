@@ -226,6 +226,11 @@ class DiskCache:
 
         if stored.artifact_kind == "inductor":
             return artifact.load_inductor(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
+        if stored.artifact_kind == "aoti":
+            try:
+                return artifact.load_aoti(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
+            except Exception as exc:  # the package does not load here: compile the graph
+                log.warning("AOTInductor package of %s does not load: %s", stored.qualname, exc)
         if stored.artifact_kind == "eager":
             from ..compiler.lean_graph import lean_forward
 

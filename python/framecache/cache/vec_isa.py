@@ -33,9 +33,10 @@ _lock = threading.RLock()
 
 
 def _isa_module() -> Any:
-    from torch._inductor import cpu_vec_isa
+    """inductor's cpu_vec_isa, or None when this torch lacks the probe hook (torch_compat)."""
+    from .torch_compat import vec_isa_module
 
-    return cpu_vec_isa
+    return vec_isa_module()
 
 
 def _decided(mod: Any) -> bool:
@@ -68,7 +69,7 @@ def record() -> None:
     """
     try:
         mod = _isa_module()
-        if _decided(mod):
+        if mod is None or _decided(mod):
             return
 
         from torch._inductor.runtime.cache_dir_utils import cache_dir
@@ -113,7 +114,7 @@ def replay(answers: dict[str, bool] | None) -> bool:
     """
     try:
         mod = _isa_module()
-        if not answers or _decided(mod):
+        if mod is None or not answers or _decided(mod):
             return False
 
         def replaying(original: Any, isa: Any, path: str) -> bool:

@@ -163,9 +163,9 @@ class CompileContext:
             if cudagraphs:
                 self.disk.wrap_compiled = self._graphed
             if self.backend_name == "inductor":
-                from ..cache.artifact import inductor_standalone
+                from ..cache.artifact import inductor_aoti
 
-                self.backend = inductor_standalone  # keeps a serialisable artifact
+                self.backend = inductor_aoti  # an AOTInductor package a warm start loads
 
     def __call__(
         self, frame: _C.FrameView, first_entry: _C.CacheEntry | None, frame_state: dict[str, Any]

@@ -1,0 +1,212 @@
+"""torch_compat: each private torch API the disk cache uses, and its public fallback.
+
+A missing private API is simulated with monkeypatch; the test checks the logged reason
+and that the public path is the one that ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+
+from framecache.cache import torch_compat, vec_isa
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fallbacks():
+    torch_compat.reset_fallbacks()
+    yield
+    torch_compat.reset_fallbacks()
+
+
+def _reasons(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "framecache.cache"]
+
+
+def test_version_parsing_and_the_supported_range():
+    assert torch_compat.torch_version("2.11.0+cu128") == (2, 11)
+    assert torch_compat.torch_version("2.13.0+cpu") == (2, 13)
+    assert torch_compat.torch_version("garbage") == (0, 0)
+    assert torch_compat.is_supported("2.11.1") and torch_compat.is_supported("2.12.0")
+    assert torch_compat.is_supported("2.13.0+cpu")
+    assert not torch_compat.is_supported("2.10.0") and not torch_compat.is_supported("2.14.0")
+    assert torch_compat.is_supported()  # the torch this suite runs on
+
+
+def test_a_fallback_is_logged_once_with_its_reason(caplog):
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        torch_compat.fallback("some.api", "gone in this torch")
+        torch_compat.fallback("some.api", "gone in this torch")
+    messages = [m for m in _reasons(caplog) if "some.api" in m]
+    assert len(messages) == 1 and "gone in this torch" in messages[0]
+    assert torch_compat.fallbacks() == {"some.api": "gone in this torch"}
+
+
+def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return x * 2 + y
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> str:
+    """One small AOTInductor package (``x * 2 + y`` on 3x4 tensors), compiled once."""
+    gm = torch.fx.symbolic_trace(_add)
+    path = str(tmp_path_factory.mktemp("aoti") / "add.pt2")
+    torch_compat.aoti_package(gm, [torch.randn(3, 4), torch.randn(3, 4)], [set(), set()], path)
+    return path
+
+
+def test_aoti_load_uses_the_private_loader(package, caplog):
+    x, y = torch.randn(3, 4), torch.randn(3, 4)
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        run = torch_compat.aoti_load(package)
+    torch.testing.assert_close(run([x, y])[0], x * 2 + y)
+    assert torch_compat.fallbacks() == {}
+
+
+def test_aoti_load_of_a_changed_loader_signature_takes_the_public_loader(
+    package, monkeypatch, caplog
+):
+    import torch._inductor as inductor
+
+    real = torch._C._aoti.AOTIModelPackageLoader
+
+    def changed(path, *, model_name="model"):  # a signature torch_compat does not know
+        raise AssertionError("never reached: the call does not bind")
+
+    monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", changed)
+    used = []
+    public = inductor.aoti_load_package
+
+    def spy(path, *a, **k):
+        # The public loader is the one that knows the (simulated) new signature: here it
+        # runs with the real class again.
+        used.append(path)
+        monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", real)
+        return public(path, *a, **k)
+
+    monkeypatch.setattr(inductor, "aoti_load_package", spy)
+    x, y = torch.randn(3, 4), torch.randn(3, 4)
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        run = torch_compat.aoti_load(package)
+    torch.testing.assert_close(run([x, y])[0], x * 2 + y)
+    assert used == [package]
+    reason = torch_compat.fallbacks()["torch._C._aoti.AOTIModelPackageLoader"]
+    assert reason.startswith("TypeError")
+    assert any("AOTIModelPackageLoader" in m and "TypeError" in m for m in _reasons(caplog))
+
+
+def test_aoti_load_without_the_private_loader_routes_to_the_public_one(monkeypatch, caplog):
+    import torch._inductor as inductor
+
+    monkeypatch.delattr(torch._C._aoti, "AOTIModelPackageLoader")
+    used = []
+
+    class Public:  # what aoti_load_package returns: the runner is its .loader
+        class loader:
+            @staticmethod
+            def run(flat):
+                return [flat[0] + 1]
+
+    monkeypatch.setattr(inductor, "aoti_load_package", lambda path: used.append(path) or Public)
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        run = torch_compat.aoti_load("some.pt2")
+    assert run([torch.zeros(2)])[0].tolist() == [1.0, 1.0] and used == ["some.pt2"]
+    reason = torch_compat.fallbacks()["torch._C._aoti.AOTIModelPackageLoader"]
+    assert reason == "not in this torch build"
+    assert any("AOTIModelPackageLoader" in m and reason in m for m in _reasons(caplog))
+
+
+def test_aoti_package_refuses_a_specialised_dynamic_dim(tmp_path):
+    # x.shape[0] is read as a constant: export cannot keep it symbolic.
+    def f(x):
+        return x.reshape(4, 3) + 1
+
+    gm = torch.fx.symbolic_trace(f)
+    with pytest.raises(Exception, match=r"specialised|Constraints violated|specializ"):
+        torch_compat.aoti_package(gm, [torch.randn(4, 3)], [{0}], str(tmp_path / "f.pt2"))
+
+
+def test_standalone_compile_without_fake_mode_is_called_without_it(monkeypatch, caplog):
+    import torch._inductor as inductor
+
+    calls = []
+
+    def old_signature(gm, inputs, *, dynamic_shapes="from_graph", options=None):
+        calls.append(dynamic_shapes)
+        return "artifact"
+
+    monkeypatch.setattr(inductor, "standalone_compile", old_signature)
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        got = torch_compat.standalone_compile(object(), [], fake_mode=object())
+    assert got == "artifact" and calls == ["from_example_inputs"]
+    assert "standalone_compile(fake_mode=)" in torch_compat.fallbacks()
+    assert any("lacks it" in m for m in _reasons(caplog))
+
+
+def test_standalone_compile_passes_fake_mode_when_the_signature_has_it(monkeypatch):
+    import torch._inductor as inductor
+
+    calls = []
+
+    def new_signature(gm, inputs, *, dynamic_shapes="from_graph", options=None, fake_mode=None):
+        calls.append((dynamic_shapes, fake_mode))
+        return "artifact"
+
+    monkeypatch.setattr(inductor, "standalone_compile", new_signature)
+    mode = object()
+    assert torch_compat.standalone_compile(object(), [], fake_mode=mode) == "artifact"
+    assert calls == [("from_example_inputs", mode)] and torch_compat.fallbacks() == {}
+
+
+def test_artifact_load_without_load_impl_takes_the_public_loader(monkeypatch, tmp_path, caplog):
+    from torch._inductor import CompiledArtifact
+    from torch._inductor.standalone_compile import CacheCompiledArtifact
+
+    monkeypatch.delattr(CacheCompiledArtifact, "_load_impl")
+    seen = []
+
+    def public_load(*, path, format):
+        with open(path, "rb") as fh:
+            seen.append((fh.read(), format))
+        return "loaded"
+
+    monkeypatch.setattr(CompiledArtifact, "load", staticmethod(public_load))
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        got = torch_compat.load_compiled_artifact(b"saved bytes", str(tmp_path))
+    assert got == "loaded" and seen == [(b"saved bytes", "binary")]
+    assert "no _load_impl" in torch_compat.fallbacks()["CacheCompiledArtifact._load_impl"]
+    assert any("_load_impl" in m for m in _reasons(caplog))
+    assert os.listdir(tmp_path) == []  # the scratch file is gone
+
+
+def test_artifact_load_of_an_unknown_format_takes_the_public_loader(monkeypatch, tmp_path):
+    from torch._inductor import CompiledArtifact
+    from torch.utils._appending_byte_serializer import BytesWriter
+
+    writer = BytesWriter()
+    writer.write_bytes(b"SomeFutureArtifact")
+    seen = []
+    monkeypatch.setattr(
+        CompiledArtifact, "load", staticmethod(lambda *, path, format: seen.append(format) or 7)
+    )
+    assert torch_compat.load_compiled_artifact(writer.to_bytes(), str(tmp_path)) == 7
+    assert seen == ["binary"]
+    reason = torch_compat.fallbacks()["CacheCompiledArtifact._load_impl"]
+    assert "not a CacheCompiledArtifact" in reason
+
+
+def test_vec_isa_without_the_probe_hook_probes_as_usual(monkeypatch, caplog):
+    from torch._inductor import cpu_vec_isa
+
+    monkeypatch.delattr(cpu_vec_isa.VecISA, "_probe_load")
+    with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+        assert torch_compat.vec_isa_module() is None
+        # Nothing to replay with: inductor is left to probe itself.
+        assert vec_isa.replay({"some_test_library.so": True}) is False
+    assert "VecISA._probe_load" in torch_compat.fallbacks()["VecISA._probe_load"]
+    assert any("VecISA._probe_load" in m for m in _reasons(caplog))

@@ -1,0 +1,135 @@
+"""Warm starts without the compiler stack: a process that loads its graphs from the disk
+cache imports neither torch._inductor nor torch._dynamo, for the eager and inductor
+backends (inductor entries are AOTInductor packages run by torch's C++ loader).
+
+Every scenario is a cold process that fills the cache and a fresh warm process that
+must hit it, capture nothing, and leave the compiler modules unimported.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_python
+
+pytestmark = pytest.mark.torch
+
+MODULE = """
+import torch
+
+class MLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(64, 128)
+        self.fc2 = torch.nn.Linear(128, 64)
+        self.norm = torch.nn.LayerNorm(64)
+
+    def forward(self, x):
+        h = self.fc2(torch.nn.functional.gelu(self.fc1(x)))
+        return torch.softmax(self.norm(x + h), dim=-1)
+
+def parts(x, y):
+    s = x + y
+    return {"sum": s, "pair": (torch.relu(s), (x * y).sum(dim=-1))}
+"""
+
+PRELUDE = """
+import json, os, sys
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = {ind!r}
+sys.path.insert(0, {path!r})
+import torch, framecache
+import framecache.compiler.callback as _cb
+if {warm}:
+    def _forbid(*a, **k):
+        raise AssertionError("captured on a warm start")
+    _cb.capture_frame = _forbid
+import lean_mod
+torch.manual_seed({seed})
+def report(c, **extra):
+    s = framecache.stats(c)
+    print(json.dumps(dict(compiles=s.compiles, disk_hits=s.disk_hits, disk_stores=s.disk_stores,
+                          inductor="torch._inductor" in sys.modules,
+                          dynamo="torch._dynamo" in sys.modules, **extra)))
+"""
+
+
+def _run(tmp: Path, body: str, *, warm: bool, seed: int = 0, ind: str = "ind") -> dict[str, Any]:
+    mod_dir = tmp / "mod"
+    mod_dir.mkdir(exist_ok=True)
+    (mod_dir / "lean_mod.py").write_text(textwrap.dedent(MODULE))
+    source = textwrap.dedent(
+        PRELUDE.format(ind=str(tmp / ind), path=str(mod_dir), warm=warm, seed=seed)
+    )
+    # An AOTInductor compile takes minutes on a loaded two-core machine.
+    proc = run_python(source + textwrap.dedent(body), timeout=1500)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+CALL_MLP = """
+model = lean_mod.MLP()
+c = framecache.compile(model, backend={backend!r}, cache_dir={cache!r}, dynamic={dynamic!r})
+with torch.no_grad():
+    outs = [c(torch.randn(n, 64)) for n in {sizes!r}]
+    x = torch.randn({last}, 64)
+    out = c(x)
+    torch.testing.assert_close(out, model(x))
+report(c)
+"""
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_warm_process_imports_neither_inductor_nor_dynamo(tmp_path, backend):
+    cache = str(tmp_path / "cache")
+    body = CALL_MLP.format(backend=backend, cache=cache, sizes=[], last=8, dynamic=None)
+    cold = _run(tmp_path, body, warm=False)
+    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    # Another seed: the entry takes the parameters as inputs and serves these weights.
+    warm = _run(tmp_path, body, warm=True, seed=1, ind="ind_warm")
+    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+    assert not warm["inductor"] and not warm["dynamo"], warm
+
+
+def test_dynamic_entry_serves_a_new_size_without_the_compiler_stack(tmp_path):
+    cache = str(tmp_path / "cache")
+    # dynamic=True: the batch dimension is symbolic in the package; a fresh process's first
+    # call with another size finds it (an automatic-dynamic entry is keyed by the dims a
+    # process has seen change, so a first call looks up static entries only).
+    cold = _run(
+        tmp_path,
+        CALL_MLP.format(backend="inductor", cache=cache, sizes=[], last=8, dynamic=True),
+        warm=False,
+    )
+    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    warm = _run(
+        tmp_path,
+        CALL_MLP.format(backend="inductor", cache=cache, sizes=[3], last=11, dynamic=True),
+        warm=True,
+        ind="ind_warm",
+    )
+    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+    assert not warm["inductor"] and not warm["dynamo"], warm
+
+
+CALL_PARTS = """
+c = framecache.compile(lean_mod.parts, backend="inductor", cache_dir={cache!r})
+x, y = torch.randn(4, 3), torch.randn(4, 3)
+out = c(x, y)
+torch.testing.assert_close(out, lean_mod.parts(x, y))
+assert isinstance(out, dict) and isinstance(out["pair"], tuple), out
+report(lean_mod.parts)
+"""
+
+
+def test_pytree_outputs_come_back_from_a_package(tmp_path):
+    cache = str(tmp_path / "cache")
+    cold = _run(tmp_path, CALL_PARTS.format(cache=cache), warm=False)
+    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    warm = _run(tmp_path, CALL_PARTS.format(cache=cache), warm=True, ind="ind_warm")
+    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+    assert not warm["inductor"] and not warm["dynamo"], warm
