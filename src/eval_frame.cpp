@@ -43,6 +43,7 @@ namespace {
 
 cpy::EvalFrameFn g_previous = nullptr;  // the evaluator we chain to (null: CPython's)
 int g_active_threads = 0;
+Py_ssize_t g_extra_index = -1;  // extra_state_index(), read once the hook is installed
 PyObject* g_warning_category = nullptr;  // borrowed from the module that set it
 // The frame this thread is handing to g_previous. An evaluator installed on
 // top of ours that chains back to us, and that ours was later installed on
@@ -298,6 +299,40 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
   return handle_miss(st, ts, frame, std::move(es), recursive);
 }
 
+// The fast exit of frames the hook has nothing to do for: a code marked SKIP
+// (a fallback, library code), or in run-only mode a code with no entries or
+// no ExtraState at all (a code that never compiled gets none then). They run
+// with the chained evaluator straight away, without evaluate()'s bookkeeping:
+// no ExtraState is created and no reference taken (nothing read here is used
+// after run_previous starts, so a reset during the frame cannot dangle).
+// Returns true and sets *result when it ran the frame. Every frame these
+// exits take costs only this on top of CPython's own (lost) specialisation of
+// Python-to-Python calls: see benchmarks/python_overhead.py.
+bool run_if_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
+                          PyObject** result) {
+  const auto* es =
+      static_cast<const ExtraState*>(cpy::code_get_extra(cpy::frame_code(frame), g_extra_index));
+  const bool run_only = st->mode == EvalMode::kRunOnly;
+  if (es == nullptr) {
+    if (!run_only) return false;  // compile mode: a first sight, the callback decides
+    *result = run_previous(ts, frame, 0);
+    return true;
+  }
+  const FrameAction action = strongest(es->strategy.cur_action, st->cap);
+  if (action != FrameAction::SKIP && !((run_only || action == FrameAction::RUN_ONLY) &&
+                                       es->entries().empty())) {
+    return false;
+  }
+  const FrameAction recursive = es->strategy.recursive_action;
+  if (strongest(st->cap, recursive) == st->cap) {
+    *result = run_previous(ts, frame, 0);  // the cap stays what it is: no scope needed
+  } else {
+    CapScope cap(st, recursive);
+    *result = run_previous(ts, frame, 0);
+  }
+  return true;
+}
+
 // No C++ exception may leave the hook: the frames above are CPython's C
 // frames, and one passing through them ends the process (std::terminate).
 // The paths below report errors as Python errors; this turns whatever a
@@ -335,6 +370,8 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
       cpy::tracing_active(ts, cpy::frame_code(frame))) {
     return run_previous(ts, frame, throwflag);
   }
+  PyObject* result;
+  if (run_if_nothing_to_do(st, ts, frame, &result)) return result;
   return evaluate(st, ts, frame);
 }
 
@@ -342,6 +379,7 @@ void install() {
   PyInterpreterState* interp = PyInterpreterState_Get();
   cpy::EvalFrameFn current = cpy::get_eval_frame(interp);
   if (current == framecache_eval_frame) return;
+  g_extra_index = extra_state_index();  // set_eval_frame_callback made it first
   // Chain to whatever was there (a debugger's evaluator), not to the default.
   g_previous = cpy::is_default_eval_frame(current) ? nullptr : current;
   cpy::set_eval_frame(interp, framecache_eval_frame);
