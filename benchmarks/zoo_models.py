@@ -71,6 +71,12 @@ def import_torchvision() -> ModuleType:
     return torchvision
 
 
+def _torchvision_if_installed() -> None:
+    """import_torchvision() when torchvision is installed (libraries that import it need it)."""
+    if importlib.util.find_spec("torchvision") is not None:
+        import_torchvision()
+
+
 @dataclass(frozen=True)
 class ZooModel:
     """One model of the zoo: ``build(device)`` returns the model and its call's arguments."""
@@ -146,6 +152,7 @@ _VOCAB = 1000
 
 
 def _bert(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    _torchvision_if_installed()  # transformers imports it
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
@@ -161,6 +168,7 @@ def _bert(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
 
 
 def _gpt2(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    _torchvision_if_installed()  # transformers imports it
     from transformers import GPT2Config, GPT2Model
 
     torch.manual_seed(0)
@@ -178,6 +186,7 @@ def _gpt2(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
 
 
 def _llama(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    _torchvision_if_installed()  # transformers imports it
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(0)
@@ -195,6 +204,7 @@ def _llama(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
 
 
 def _t5_encoder(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    _torchvision_if_installed()  # transformers imports it
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)
@@ -211,6 +221,7 @@ def _t5_encoder(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]
 
 
 def _distilbert(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    _torchvision_if_installed()  # transformers imports it
     from transformers import DistilBertConfig, DistilBertModel
 
     torch.manual_seed(0)
