@@ -145,7 +145,7 @@ def tensor_signature(tensor: Any, dynamic_dims: Iterable[int], names: list[str])
 
 def input_signature(args: Any, dims: dict[Any, set[int]]) -> list[str]:
     """The signature of a frame's arguments: types, and tensor metadata with named dims."""
-    from ..compiler import sources
+    from ..plan import sources
 
     out = [f"{name}: {_type_name(args.values[name])}" for name in args.names]
     counter = 0

@@ -11,13 +11,15 @@ their metadata, not their identity.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..compiler import sources
-from ..compiler.guard_plan import GuardPlan
-from ..compiler.sources import Source
+from ..plan import sources
+from ..plan.guards import TensorMatch
+from ..plan.plan import GuardPlan
+from ..plan.sources import Source
 from .refs import NotPortable
 
 if TYPE_CHECKING:
@@ -48,12 +50,22 @@ def wrapper_expr(source: Source, params: set[str]) -> str:
         ) from None
 
 
-def lift(capture: Capture, plan: GuardPlan) -> Lifted:
-    """A copy of the capture whose graph takes its guarded tensor constants as inputs."""
+def lift(
+    capture: Capture,
+    plan: GuardPlan,
+    select: Callable[[Source], bool] | None = None,
+) -> Lifted:
+    """A copy of the capture whose graph takes its guarded tensor constants as inputs.
+
+    ``select``: lift only tensors whose source it accepts, and leave those the wrapper
+    cannot read as constants (the in-process compile lifts module parameters and buffers
+    so that one entry serves every instance of a module class). Without it every guarded
+    tensor constant is lifted, or NotPortable (the disk cache's rule).
+    """
     by_id: dict[int, Source] = {}
     for guard in plan.guards:
-        if guard.kind == "TENSOR_MATCH" and guard.source:
-            by_id.setdefault(id(guard.args[0]), guard.source)
+        if isinstance(guard, TensorMatch) and guard.source:
+            by_id.setdefault(id(guard.example), guard.source)
     inputs = {id(t) for t in capture.args.tensors}
     params = set(capture.args.names)
     gm = capture.gm
@@ -72,7 +84,15 @@ def lift(capture: Capture, plan: GuardPlan) -> Lifted:
             value = getattr(value, part)
         if not isinstance(value, torch.Tensor) or id(value) not in by_id or id(value) in inputs:
             continue
-        expr = wrapper_expr(by_id[id(value)], params)
+        if select is not None:
+            if not select(by_id[id(value)]):
+                continue
+            try:
+                expr = wrapper_expr(by_id[id(value)], params)
+            except NotPortable:
+                continue
+        else:
+            expr = wrapper_expr(by_id[id(value)], params)
         if last is None:
             first = next(iter(graph.nodes))
             ctx = graph.inserting_before(first)

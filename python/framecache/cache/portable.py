@@ -1,10 +1,11 @@
 """Guard plans written down for another process, and rebuilt from what was written.
 
-A guard plan (compiler/guard_plan.py) holds live objects: example tensors, types, the
-functions and modules a graph depends on. ``describe`` turns it into plain data —
-sources (paths from the frame), tensor metadata, constants by value, objects by
-reference (refs.py) and torch's ambient state — and ``rebuild`` turns that back into a
-plan of this process's objects, which guard_plan.materialize makes into a guard tree.
+A guard plan (framecache/plan) holds live objects: example tensors, types, the
+functions and modules a graph depends on. Each guard kind writes itself down and reads
+itself back (plan/guards.py) through the Codec here — sources (paths from the frame),
+tensor metadata, constants by value, objects by reference (refs.py) and torch's ambient
+state — so ``describe`` is the plan as plain data and ``rebuild`` a plan of this
+process's objects, which plan.materialize makes into a guard tree.
 
 Identity guards become what another process can check: a function, class or module by
 reference; an nn.Module or plain object by its class (its state is guarded item by item
@@ -20,13 +21,14 @@ from typing import Any
 
 import torch
 
-from ..compiler.guard_plan import Guard, GuardPlan
-from ..compiler.inputs import CONSTANT_TYPES
+from ..plan.guards import Encoded
+from ..plan.plan import GuardPlan
 from . import refs
 from .refs import NotPortable
 
-Portable = list[tuple[Any, str, tuple[Any, ...]]]
-_PRIMITIVES = (bool, int, float, complex, str, bytes, type(None))
+Portable = list[Encoded]
+# torch's interned constants: identity is equality, and they are named by their str().
+CONSTANT_TYPES = (torch.dtype, torch.device, torch.layout, torch.memory_format)
 
 
 def ambient_state() -> tuple[Any, ...]:
@@ -80,66 +82,57 @@ def example_tensor(meta: tuple[Any, ...]) -> torch.Tensor:
     return t
 
 
-def describe(plan: GuardPlan, lifted: set[int]) -> Portable:
-    """The plan as plain data; ``lifted`` are ids of tensors passed to the graph as inputs."""
-    out: Portable = []
-    for guard in plan.guards:
-        out.extend(_describe_guard(guard, lifted))
-    return out
+class TorchCodec:
+    """The plan's Codec in this process: references (refs.py), tensor metadata, ambient state."""
 
+    NotPortable = NotPortable
 
-def _describe_guard(guard: Guard, lifted: set[int]) -> Portable:
-    source, kind, args = guard.source, guard.kind, guard.args
-    if kind == "TENSOR_MATCH":
-        tensor, dyn = args
-        return [(source, kind, tensor_meta(tensor, dyn))]
-    if kind == "TYPE_MATCH":
-        return [(source, "TYPE_REF", (refs.ref_of(args[0]),))]
-    if kind == "EQUALS_MATCH":
-        if type(args[0]) not in _PRIMITIVES:
-            raise NotPortable(f"constant of type {type(args[0]).__name__}")
-        return [(source, kind, args)]
-    if kind == "GLOBAL_STATE":
+    def ref(self, obj: Any) -> refs.Ref:
+        return refs.ref_of(obj)
+
+    def resolve(self, ref: refs.Ref) -> Any:
+        return refs.resolve(ref)
+
+    def identity(self, value: Any, lifted: set[int]) -> list[tuple[str, Any]]:
+        """How an ID_MATCH on ``value`` is written down (guards.IdMatch.encode)."""
+        if isinstance(value, torch.Tensor):
+            if id(value) in lifted:
+                return []  # the graph takes it as an input: its metadata guard remains
+            raise NotPortable("a tensor the graph holds by identity")
+        if isinstance(value, CONSTANT_TYPES):
+            return [("torch", str(value))]
+        if isinstance(value, torch.nn.Module) or _is_plain_object(value):
+            # The plan guards the state the capture read from it; here, its class.
+            return [("type", refs.ref_of(type(value)))]
+        if isinstance(value, types.MethodType):
+            return [("type", refs.ref_of(types.MethodType)), ("func", refs.ref_of(value.__func__))]
+        return [("ref", refs.ref_of(value))]
+
+    def tensor_meta(self, tensor: Any, dynamic_dims: frozenset[int]) -> tuple[Any, ...]:
+        return tensor_meta(tensor, dynamic_dims)
+
+    def example_tensor(self, meta: tuple[Any, ...]) -> Any:
+        return example_tensor(meta)
+
+    def ambient_state(self) -> tuple[Any, ...]:
         state = ambient_state()
         if state[8] or state[9]:
             raise NotPortable("a torch function or dispatch mode is active")
-        return [(source, kind, (state,))]
-    if kind == "ID_MATCH":
-        return _describe_identity(source, args[0], lifted)
-    if kind in ("DICT_KEYS",):
-        keys = args[0]
-        if not all(type(k) in _PRIMITIVES for k in keys):
-            raise NotPortable("dict keys that are not constants")
-        return [(source, kind, (tuple(keys),))]
-    if kind in (
-        "NONE_MATCH",
-        "FLOAT_IS_NAN",
-        "LENGTH_CHECK",
-        "DICT_LEN",
-        "EQUALS_DEVICE",
-        "NO_TENSOR_ALIASING",
-        "OBJECT_ALIASING",
-    ):
-        return [(source, kind, args)]
-    raise NotPortable(f"guard kind {kind}")
+        return state
+
+    def torch_constant(self, name: str) -> Any:
+        value = getattr(torch, name.removeprefix("torch."), None)
+        if not isinstance(value, CONSTANT_TYPES):
+            raise LookupError(f"unknown torch constant {name}")
+        return value
 
 
-def _describe_identity(source: Any, value: Any, lifted: set[int]) -> Portable:
-    if isinstance(value, torch.Tensor):
-        if id(value) in lifted:
-            return []  # the graph takes it as an input: its metadata guard remains
-        raise NotPortable("a tensor the graph holds by identity")
-    if isinstance(value, CONSTANT_TYPES):
-        return [(source, "TORCH_CONST", (str(value),))]
-    if isinstance(value, torch.nn.Module) or _is_plain_object(value):
-        # The rest of the plan guards its state item by item; here, its class.
-        return [(source, "TYPE_REF", (refs.ref_of(type(value)),))]
-    if isinstance(value, types.MethodType):
-        return [
-            (source, "TYPE_REF", (refs.ref_of(types.MethodType),)),
-            ((*source, ("attr", "__func__")), "REF", (refs.ref_of(value.__func__),)),
-        ]
-    return [(source, "REF", (refs.ref_of(value),))]
+CODEC = TorchCodec()
+
+
+def describe(plan: GuardPlan, lifted: set[int]) -> Portable:
+    """The plan as plain data; ``lifted`` are ids of tensors passed to the graph as inputs."""
+    return plan.encode(CODEC, lifted)
 
 
 def _is_plain_object(value: Any) -> bool:
@@ -154,26 +147,19 @@ def rebuild(portable: Portable) -> GuardPlan:
     A failure here is a miss: a referenced object is missing or changed, or torch's
     ambient state differs from the stored one.
     """
-    plan = GuardPlan()
-    for source, kind, args in portable:
-        if kind == "TENSOR_MATCH":
-            plan.add(source, kind, example_tensor(args), frozenset(args[6]))
-        elif kind == "TYPE_REF":
-            plan.add(source, "TYPE_MATCH", refs.resolve(args[0]))
-        elif kind == "REF":
-            plan.add(source, "ID_MATCH", refs.resolve(args[0]))
-        elif kind == "TORCH_CONST":
-            value = getattr(torch, args[0].removeprefix("torch."), None)
-            if not isinstance(value, CONSTANT_TYPES):
-                raise LookupError(f"unknown torch constant {args[0]}")
-            plan.add(source, "ID_MATCH", value)
-        elif kind == "GLOBAL_STATE":
-            if tuple(args[0]) != ambient_state():
-                raise LookupError("torch's ambient state differs from the stored one")
-            plan.add(source, kind)
-        else:
-            plan.add(source, kind, *args)
-    return plan
+    try:
+        return GuardPlan.decode(CODEC, portable)
+    except NotPortable as exc:  # an active mode now: the stored state cannot match
+        raise LookupError(str(exc)) from None
 
 
-__all__ = ["Portable", "ambient_state", "describe", "example_tensor", "rebuild", "tensor_meta"]
+__all__ = [
+    "CODEC",
+    "Portable",
+    "TorchCodec",
+    "ambient_state",
+    "describe",
+    "example_tensor",
+    "rebuild",
+    "tensor_meta",
+]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.stats import CodeStats, disk_bypass, disk_corrupt, disk_hit, disk_miss, disk_store
+from ..plan.plan import materialize
 from . import entry as entry_mod
 from . import eviction, key, location, portable
 from .entry import CorruptEntry, Entry, UnpicklableArtifact
@@ -104,7 +105,7 @@ class DiskCache:
         backend: Callable[..., Any],
         counters: CodeStats,
     ) -> tuple[Any, Pending | None]:
-        """``(guarded code or None, what store() needs)`` for a frame the memory cache missed."""
+        """``(WarmEntry or None, what store() needs)`` for a frame the memory cache missed."""
         store = self.store
         if store is None:
             return None, None
@@ -139,11 +140,11 @@ class DiskCache:
         args: Any,
         backend: Callable[..., Any],
     ) -> Any:
-        from ..compiler import guard_plan, shape_guards
+        from ..compiler import shape_guards
 
         try:
             plan = portable.rebuild(stored.guards)
-            root = guard_plan.materialize(plan)
+            root = materialize(plan)
         except (LookupError, TypeError, ValueError) as exc:
             log.info("disk entry of %s does not apply: %s", stored.qualname, exc)
             return None
@@ -165,7 +166,7 @@ class DiskCache:
                 exc,
             )
             return None
-        return _guarded(code, stored, compiled, guard_manager)
+        return WarmEntry(stored, compiled, guard_manager)
 
     def _compiled(
         self,
@@ -259,23 +260,23 @@ class DiskCache:
             eviction.evict(store, limit)
 
 
-def _guarded(code: types.CodeType, stored: Entry, compiled: Any, guard_manager: Any) -> Any:
-    import torch.utils._pytree as pytree
+class WarmEntry:
+    """A stored entry that holds for the frame: what the compiler needs to run it."""
 
-    from .. import _C
-    from ..compiler import callback, codegen
+    __slots__ = ("annotation", "call_args", "compiled", "guard_manager", "out_spec")
 
-    # A single-tensor output is stored as None: its structure is a bare leaf.
-    if stored.out_spec is not None:
-        spec = pytree.treespec_loads(stored.out_spec)
-    else:
-        spec = pytree.tree_flatten(0)[1]
-    new_code = codegen.wrapper_code(code, stored.call_args, compiled, spec)
-    annotation = f"{stored.backend}; {stored.dynamic}; disk"
-    guarded = _C.GuardedCode(
-        new_code, guard_manager, compile_id=next(callback._compile_ids), trace_annotation=annotation
-    )
-    return _C.CallbackResult(guarded, strategy=callback.COMPILED, apply_to_code=True)
+    def __init__(self, stored: Entry, compiled: Any, guard_manager: Any) -> None:
+        import torch.utils._pytree as pytree
+
+        # A single-tensor output is stored as None: its structure is a bare leaf.
+        if stored.out_spec is not None:
+            self.out_spec = pytree.treespec_loads(stored.out_spec)
+        else:
+            self.out_spec = pytree.tree_flatten(0)[1]
+        self.call_args = list(stored.call_args)
+        self.compiled = compiled
+        self.guard_manager = guard_manager
+        self.annotation = f"{stored.backend}; {stored.dynamic}; disk"
 
 
-__all__ = ["DiskCache", "Pending", "reset_stores", "store_for"]
+__all__ = ["DiskCache", "Pending", "WarmEntry", "reset_stores", "store_for"]

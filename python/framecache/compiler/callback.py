@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import _C, _events
+from ..plan import sources
 from ..stances import RecompileError, current_stance
-from . import backends, codegen, dynamic, guard_plan, logs, shape_guards, sources
+from . import backends, codegen, dynamic, guard_plan, logs, shape_guards
 from . import stats as stats_mod
 from .errors import BackendCompileError, FullGraphError, Unsupported
 from .inputs import split_arguments
@@ -150,15 +151,29 @@ class CompileContext:
                 code, f_locals, frame.f_globals, args, dims, self.backend, counters
             )
             if warm is not None:
-                return warm
+                new_code = codegen.wrapper_code(code, warm.call_args, warm.compiled, warm.out_spec)
+                guarded = _C.GuardedCode(
+                    new_code,
+                    warm.guard_manager,
+                    compile_id=next(_compile_ids),
+                    trace_annotation=warm.annotation,
+                )
+                return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
         logs.compile_log.info(
             "capturing %s (dynamic: %s)", _where(code), dynamic.changed_dims_reason(dims) or "none"
         )
         capture = capture_frame(code, frame.f_globals, frame.closure, args, dims)
         plan = guard_plan.build_plan(capture, frame.closure)
-        compiled_capture, extra_args, lifted = capture, [], None
+        lifted = None
         if pending is not None:
             compiled_capture, extra_args, lifted = self.disk.lift(capture, plan, counters)
+        if lifted is None:
+            # Module parameters and buffers are graph inputs: one entry serves every
+            # instance of a module class whose state has the same structure.
+            compiled_capture, extra_args, held = _lift_module_state(capture, plan)
+        else:
+            held = lifted
+        plan = guard_plan.relaxed(plan, held)
         compiled = self._run_backend(code, compiled_capture)
         call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
         new_code = codegen.wrapper_code(code, call_args, compiled, capture.out_spec)
@@ -251,6 +266,13 @@ class CompileContext:
                 f"backend {self.backend_name!r} returned {type(compiled).__name__}, not a callable"
             )
         return compiled
+
+
+def _lift_module_state(capture: Capture, plan: Any) -> tuple[Capture, list[str], set[int]]:
+    from ..cache import lifting
+
+    lifted = lifting.lift(capture, plan, select=guard_plan.is_module_state_source)
+    return lifted.capture, lifted.extra_exprs, lifted.lifted_ids
 
 
 def _recompile_reasons(

@@ -17,11 +17,12 @@ from torch.fx.experimental.symbolic_shapes import (
     StatelessSymbolicContext,
 )
 
-from . import sources
+from ..plan import sources
+from ..plan.sources import Source
 from .errors import Unsupported
+from .guard_plan import PlanBuilder
 from .inputs import FrameArguments, make_function
 from .side_effects import SideEffectAbort, SideEffectMonitor
-from .sources import Source
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Capture:
     shape_env: ShapeEnv | None
     out_spec: pytree.TreeSpec
     monitor: SideEffectMonitor
+    builder: PlanBuilder
     global_state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,7 +89,9 @@ def capture_frame(
         return tuple(leaves)
 
     tensor_args = {src[0][1] for src in args.tensor_sources if len(src) == 1 and src[0][0] == "L"}
-    monitor = SideEffectMonitor(code, tensor_args)
+    # The guard plan is made from what the capture reads, as it reads it (reads.py).
+    builder = PlanBuilder(args, dynamic_dims, f_globals, closure)
+    monitor = SideEffectMonitor(code, tensor_args, on_line=builder.on_line)
     try:
         fakes = _fake_inputs(mode, args, dynamic_dims)
         with monitor.watching(), mode:
@@ -112,6 +116,7 @@ def capture_frame(
         shape_env=shape_env,
         out_spec=spec_box[-1],
         monitor=monitor,
+        builder=builder,
     )
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from . import sources
+from ..plan import sources
+from ..plan.sources import Source
 from .inputs import FrameArguments
-from .sources import Source
 
 _SIZES_KEY = "framecache.sizes"
 _MARK_ATTR = "_framecache_dynamic_dims"

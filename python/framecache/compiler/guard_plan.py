@@ -1,30 +1,33 @@
-"""What a captured graph depends on, as a list of guards on sources.
+"""Making the guard plan of a capture from what the capture read.
 
-The plan is data (source path, guard kind, arguments) so that it can be shown to a
-person (``explain``), turned into a C++ guard tree (``materialize``) and, for the disk
-cache, written down and rebuilt in another process.
+The plan itself (framecache/plan) is data: guards on sources, shown to a person
+(``explain``), lowered to a C++ guard tree (``materialize``) and written down for the disk
+cache. This module decides which guards: those on the frame's arguments, on the module
+trees it was given, and on every value the capture's code read (reads.py), recorded while
+the capture ran.
 """
 
 from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..guards import RootGuardManager
-from . import sources
+from ..plan import guards as g
+from ..plan import sources
+from ..plan.plan import GuardPlan, materialize
+from ..plan.sources import Source
+from . import reads
 from .errors import Unsupported
 from .inputs import CONSTANT_TYPES
 from .side_effects import code_reads
-from .sources import Source
 
 if TYPE_CHECKING:  # capture imports symbolic shapes (sympy): only a miss needs it
     from .capture import Capture
 
-_MAX_DEPTH = 8
+_MAX_DEPTH = 8  # closures nested in closures' cells
 # Hook dicts whose contents change what calling a module does.
 _MODULE_HOOK_DICTS = (
     "_forward_hooks",
@@ -36,170 +39,208 @@ _MODULE_HOOK_DICTS = (
 )
 
 
-@dataclass(frozen=True)
-class Guard:
-    """One guard: ``kind`` applied to the value at ``source``."""
+def relaxed(plan: GuardPlan, lifted: set[int]) -> GuardPlan:
+    """The plan once the graph takes the tensors ``lifted`` (ids) as inputs.
 
-    source: Source
-    kind: str
-    args: tuple[Any, ...] = ()
-
-    def describe(self) -> str:
-        where = sources.render(self.source) if self.source else "<frame>"
-        if self.kind in ("TYPE_MATCH",):
-            return f"{where}: TYPE_MATCH {self.args[0].__qualname__}"
-        if self.kind == "TENSOR_MATCH":
-            t, dyn = self.args
-            dims = ", ".join("*" if i in dyn else str(s) for i, s in enumerate(t.shape))
-            return (
-                f"{where}: TENSOR_MATCH {t.dtype} [{dims}] on {t.device}, "
-                f"requires_grad={t.requires_grad}"
-            )
-        if self.kind == "EQUALS_MATCH":
-            return f"{where}: EQUALS_MATCH {self.args[0]!r}"
-        if self.kind == "ID_MATCH":
-            return f"{where}: ID_MATCH {_short(self.args[0])}"
-        if self.kind == "LENGTH_CHECK":
-            return f"{where}: LENGTH_CHECK {self.args[0]}"
-        if self.kind == "DICT_KEYS":
-            return f"{where}: MAPPING_KEYS_MATCH {list(self.args[0])}"
-        if self.kind == "NO_TENSOR_ALIASING":
-            return "NO_TENSOR_ALIASING " + ", ".join(sources.render(s) for s in self.args[0])
-        if self.kind == "OBJECT_ALIASING":
-            return "OBJECT_ALIASING " + " is ".join(sources.render(s) for s in self.args)
-        if self.kind == "GLOBAL_STATE":
-            return "GLOBAL_STATE (grad mode, autocast, default dtype, deterministic, modes, device)"
-        if self.kind == "NONE_MATCH":
-            return f"{where}: NONE_MATCH"
-        return f"{where}: {self.kind} {self.args!r}"
+    Their identity no longer matters (their metadata guards stay), and neither does a
+    module's: the graph reads its state through the guarded sources, so a module is
+    guarded by its class and that state.
+    """
+    out = GuardPlan(globals_read=list(plan.globals_read))
+    for guard in plan.guards:
+        if isinstance(guard, g.IdMatch):
+            value = guard.value
+            if isinstance(value, torch.Tensor) and id(value) in lifted:
+                continue
+            if isinstance(value, torch.nn.Module):
+                out.add(g.TypeMatch(guard.source, type(value)))
+                continue
+        out.add(guard)
+    return out
 
 
-def _short(obj: Any) -> str:
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    return f"<{type(obj).__name__} {name}>" if name else f"<{type(obj).__name__}>"
+def is_module_state_source(source: Source) -> bool:
+    """Whether ``source`` is a parameter or buffer in a module's tables."""
+    return (
+        len(source) >= 3
+        and source[-3] == ("dict",)
+        and source[-2] in (("item", "_parameters"), ("item", "_buffers"))
+    )
 
 
-@dataclass
-class GuardPlan:
-    """Every guard a captured graph needs, plus what was read to decide them."""
-
-    guards: list[Guard] = field(default_factory=list)
-    globals_read: list[str] = field(default_factory=list)
-    _seen: set[tuple[Source, str]] = field(default_factory=set)
-
-    def add(self, source: Source, kind: str, *args: Any) -> None:
-        key = (source, kind)
-        if key in self._seen and kind not in ("NO_TENSOR_ALIASING", "OBJECT_ALIASING"):
-            return
-        self._seen.add(key)
-        self.guards.append(Guard(source, kind, args))
-
-    def describe(self) -> list[str]:
-        return [g.describe() for g in self.guards]
-
-
-def build_plan(capture: Capture, closure: tuple[Any, ...] | None) -> GuardPlan:
+def build_plan(capture: Capture, closure: tuple[Any, ...] | None = None) -> GuardPlan:
     """The guards that make reusing ``capture`` sound.
 
-    Raises Unsupported when the capture ran a closure whose cells no guard can reach.
+    Most of the plan was made while the capture ran (``PlanBuilder.on_line``): what is
+    left are the guards that relate values to each other and the closures of the
+    functions the capture ran. Raises Unsupported when the capture read something no
+    guard can reach (a closure whose cells have no source, globals of no module).
     """
-    builder = _PlanBuilder(capture)
-    args = capture.args
-    for name in args.names:
-        builder.value(sources.local(name), args.values[name], 0)
+    builder = capture.builder
+    if builder.failure is not None:
+        raise Unsupported(builder.failure)
     builder.aliasing()
-    builder.own_closure(closure)
-    builder.globals_()
-    builder.plan.add((), "GLOBAL_STATE")
-    builder.check_closures_covered()
+    builder.plan.add(g.GlobalState(()))
+    builder.check_closures_covered(capture.monitor.executed)
     return builder.plan
 
 
-class _PlanBuilder:
-    def __init__(self, capture: Capture) -> None:
-        self.capture = capture
-        self.plan = GuardPlan()
-        self.executed = capture.monitor.executed
-        self.input_sources = set(capture.args.tensor_sources)
-        # Codes whose free variables are guarded (or that are created during the capture).
-        self.covered: set[types.CodeType] = {capture.args.code}
-        for executed in self.executed.values():
-            for const in executed.code.co_consts:
-                if isinstance(const, types.CodeType):
-                    self.covered.add(const)
+_CONTAINER_BUDGET = 64  # items of one container read guarded one by one; more: identity
+_READ_DEPTH = 4  # nesting of containers walked below one read value
 
-    def value(self, source: Source, value: Any, depth: int) -> None:
-        plan = self.plan
-        if depth > _MAX_DEPTH:
-            plan.add(source, "ID_MATCH", value)
+
+class PlanBuilder:
+    """Makes the guard plan of one capture from the values its code read.
+
+    Created before the capture with the frame's arguments (each gets its local source);
+    ``on_line`` is the line trace function's body for user code during the capture
+    (reads.py says why lines); ``build_plan`` finishes the plan afterwards.
+
+    Every object a guard is made for gets a source in ``known`` (by id; the builder keeps
+    the object alive so that the id is not reused during the capture): a read rooted at
+    that object (``self.lin`` in a callee whose ``self`` is the caller's
+    ``L['self'].encoder``) is guarded at a path from the compiled frame.
+    """
+
+    def __init__(
+        self,
+        args: Any,
+        dynamic_dims: dict[Source, set[int]],
+        top_globals: dict[str, Any],
+        closure: tuple[Any, ...] | None,
+    ) -> None:
+        self.plan = GuardPlan()
+        self.args = args
+        self.dynamic_dims = dynamic_dims
+        self.input_sources = set(args.tensor_sources)
+        self.top_globals = top_globals
+        self.failure: str | None = None
+        self.known: dict[int, Source] = {}
+        self._alive: list[Any] = []
+        self._done: set[Source] = set()
+        self._chains: dict[types.CodeType, dict[int, list[reads.Chain]]] = {}
+        self._roots: dict[int, Source | None] = {id(top_globals): None}
+        self._types: dict[type, Source] = {}
+        # Codes whose free variables are guarded (their function was read with a source).
+        self.covered: set[types.CodeType] = {args.code}
+        for name in args.names:
+            self.argument(sources.local(name), args.values[name], 0)
+        self.own_closure(args.code, closure)
+
+    # -- values ---------------------------------------------------------------------------
+    def _register(self, source: Source, value: Any) -> None:
+        key = id(value)
+        if key not in self.known:
+            self.known[key] = source
+            self._alive.append(value)
+
+    def argument(self, source: Source, value: Any, depth: int) -> None:
+        """A frame argument: containers walked whole (split_arguments bounded them)."""
+        if type(value) in (tuple, list):
+            self.plan.add(g.TypeMatch(source, type(value)))
+            self.plan.add(g.LengthCheck(source, len(value)))
+            for i, item in enumerate(value):
+                self.argument(sources.item(source, i), item, depth + 1)
             return
+        if type(value) is dict:
+            self.plan.add(g.TypeMatch(source, dict))
+            self.plan.add(g.MappingKeysMatch(source, tuple(value.keys())))
+            for key, item in value.items():
+                self.argument(sources.item(source, key), item, depth + 1)
+            return
+        self.read(source, value, 0)
+
+    def read(self, source: Source, value: Any, depth: int) -> None:
+        """Guard ``value``, read at ``source``: its type and what can be seen without a walk."""
+        if source in self._done:
+            return
+        self._done.add(source)
+        plan = self.plan
         if isinstance(value, torch.Tensor):
             if source not in self.input_sources:
                 # Not a graph input: the graph holds this very tensor as a constant, so
                 # another tensor with the same metadata must not reuse it.
-                plan.add(source, "ID_MATCH", value)
-            plan.add(
-                source,
-                "TENSOR_MATCH",
-                value,
-                frozenset(self.capture.dynamic_dims.get(source, set())),
-            )
+                plan.add(g.IdMatch(source, value))
+            dims = frozenset(self.dynamic_dims.get(source, set()))
+            plan.add(g.TensorMatch(source, value, dims))
+            self._register(source, value)
             return
         if value is None:
-            plan.add(source, "NONE_MATCH")
+            plan.add(g.NoneMatch(source))
             return
         if type(value) is float and value != value:
-            plan.add(source, "FLOAT_IS_NAN")
+            plan.add(g.FloatIsNan(source))
             return
         if type(value) is complex and value != value:
             # A complex with a NaN part equals nothing, itself included.
-            raise Unsupported(f"{sources.render(source)} is a complex NaN, which cannot be guarded")
+            self.fail(f"{sources.render(source)} is a complex NaN, which cannot be guarded")
+            return
         if type(value) in (bool, int, float, complex, str, bytes):
-            plan.add(source, "EQUALS_MATCH", value)
+            plan.add(g.EqualsMatch(source, value))
             return
         if isinstance(value, torch.device):
-            plan.add(source, "EQUALS_DEVICE", str(value))
+            plan.add(g.DeviceMatch(source, str(value)))
             return
         if isinstance(value, CONSTANT_TYPES):
             # dtype, layout, memory_format: interned by torch, identity is equality.
-            plan.add(source, "ID_MATCH", value)
+            plan.add(g.IdMatch(source, value))
             return
+        if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return  # a symbolic value of the capture itself: shape guards cover it
+        self._register(source, value)
         if type(value) in (tuple, list):
-            plan.add(source, "TYPE_MATCH", type(value))
-            plan.add(source, "LENGTH_CHECK", len(value))
+            plan.add(g.TypeMatch(source, type(value)))
+            plan.add(g.LengthCheck(source, len(value)))
+            if len(value) > _CONTAINER_BUDGET or depth >= _READ_DEPTH:
+                plan.add(g.IdMatch(source, value))
+                return
             for i, item in enumerate(value):
-                self.value(sources.item(source, i), item, depth + 1)
+                self.read(sources.item(source, i), item, depth + 1)
             return
         if type(value) is dict:
-            plan.add(source, "TYPE_MATCH", dict)
-            plan.add(source, "DICT_KEYS", tuple(value.keys()))
+            plan.add(g.TypeMatch(source, dict))
+            if len(value) > _CONTAINER_BUDGET or depth >= _READ_DEPTH:
+                # Identity only: reads through constant keys are guarded item by item.
+                plan.add(g.IdMatch(source, value))
+                return
+            plan.add(g.MappingKeysMatch(source, tuple(value.keys())))
             for key, item in value.items():
-                self.value(sources.item(source, key), item, depth + 1)
+                if isinstance(key, reads.KEY_TYPES):
+                    self.read(sources.item(source, key), item, depth + 1)
             return
         if isinstance(value, torch.nn.Module):
-            self.module(source, value, depth)
+            self.module(source, value)
             return
-        # Functions, classes, modules and other objects: the same object.
-        plan.add(source, "ID_MATCH", value)
+        if isinstance(value, types.MethodType):
+            # Bound methods are made anew by each attribute read: guard what they bind.
+            self.read(sources.attr(source, "__func__"), value.__func__, depth + 1)
+            self.read(sources.attr(source, "__self__"), value.__self__, depth + 1)
+            return
+        # Functions, classes, modules and other objects: the same object (their attributes
+        # are guarded where the capture read them).
+        plan.add(g.IdMatch(source, value))
         if isinstance(value, types.FunctionType):
             self.function_closure(source, value, depth)
-        elif isinstance(value, types.MethodType):
-            self.value(sources.attr(source, "__self__"), value.__self__, depth + 1)
-        elif _is_plain_object(value):
-            # What the graph read from it may be anywhere in its state.
-            d = sources.obj_dict(source)
-            state = vars(value)
-            plan.add(d, "DICT_KEYS", tuple(state.keys()))
-            for key, item in state.items():
-                if isinstance(key, str):
-                    self.value(sources.item(d, key), item, depth + 1)
+        elif not isinstance(value, (type, types.ModuleType)):
+            self._note_type(source, value)
+
+    def _same_as_before(self, source: Source, value: Any) -> None:
+        """One object under two sources stays one: the graph read it through the first."""
+        first = self.known.get(id(value))
+        if first is not None and first != source:
+            self.plan.add(g.ObjectAliasing(source, first, source))
+
+    def _note_type(self, source: Source, value: Any) -> None:
+        tp = type(value)
+        if tp not in self._types and tp.__module__ != "builtins":
+            self._types[tp] = sources.type_of(source)
 
     def function_closure(self, source: Source, fn: types.FunctionType, depth: int) -> None:
-        """Cells of a function the capture ran are part of what it computed."""
+        """The cells a function's code reads are part of what calling it computes."""
         code = fn.__code__
-        if code not in self.executed or not fn.__closure__:
-            return
         self.covered.add(code)
+        if not fn.__closure__ or depth > _MAX_DEPTH:
+            return
         read = set(code_reads(code).freevars_read)
         for i, (name, cell) in enumerate(zip(code.co_freevars, fn.__closure__, strict=False)):
             if name not in read:
@@ -207,61 +248,59 @@ class _PlanBuilder:
             try:
                 contents = cell.cell_contents
             except ValueError:
-                # Reading an empty cell raised during the capture, which then failed.
-                continue
-            self.value(sources.cell(source, i), contents, depth + 1)
+                continue  # an empty cell: reading it raises, as it will next time
+            self.read(sources.cell(source, i), contents, depth + 1)
 
-    def module(self, source: Source, module: torch.nn.Module, depth: int) -> None:
-        """An nn.Module: itself, training flag, parameters, buffers, hooks, attributes."""
+    def module(self, source: Source, module: torch.nn.Module) -> None:
+        """An nn.Module: itself, training flag, hooks, parameters, buffers, submodules.
+
+        Bounded by the module tree; its other attributes are guarded where they are read.
+        """
         plan = self.plan
-        plan.add(source, "ID_MATCH", module)
+        self._same_as_before(source, module)
+        self._register(source, module)
+        self._done.add(source)
+        plan.add(g.IdMatch(source, module))
+        self._note_type(source, module)
         d = sources.obj_dict(source)
-        plan.add(sources.item(d, "training"), "EQUALS_MATCH", bool(module.training))
+        state = module.__dict__
+        plan.add(g.EqualsMatch(sources.item(d, "training"), bool(module.training)))
         for hooks in _MODULE_HOOK_DICTS:
-            if hooks in module.__dict__:
-                plan.add(sources.item(d, hooks), "DICT_LEN", len(module.__dict__[hooks]))
+            if hooks in state:
+                plan.add(g.DictLength(sources.item(d, hooks), len(state[hooks])))
         for kind in ("_parameters", "_buffers"):
-            table = module.__dict__.get(kind, {})
-            plan.add(sources.item(d, kind), "DICT_KEYS", tuple(table.keys()))
+            table = state.get(kind, {})
+            table_source = sources.item(d, kind)
+            plan.add(g.MappingKeysMatch(table_source, tuple(table.keys())))
             for name, tensor in table.items():
-                item_source = sources.item(sources.item(d, kind), name)
+                item_source = sources.item(table_source, name)
+                self._done.add(item_source)
                 if tensor is None:
-                    plan.add(item_source, "NONE_MATCH")
+                    plan.add(g.NoneMatch(item_source))
                     continue
+                self._same_as_before(item_source, tensor)
                 # Captured graphs hold parameters by reference: same object, same metadata.
-                plan.add(item_source, "ID_MATCH", tensor)
-                plan.add(item_source, "TENSOR_MATCH", tensor, frozenset())
-        submodules = module.__dict__.get("_modules", {})
-        plan.add(sources.item(d, "_modules"), "DICT_KEYS", tuple(submodules.keys()))
+                plan.add(g.IdMatch(item_source, tensor))
+                plan.add(g.TensorMatch(item_source, tensor))
+                self._register(item_source, tensor)
+        submodules = state.get("_modules", {})
+        plan.add(g.MappingKeysMatch(sources.item(d, "_modules"), tuple(submodules.keys())))
         for name, sub in submodules.items():
             sub_source = sources.item(sources.item(d, "_modules"), name)
             if sub is None:
-                plan.add(sub_source, "NONE_MATCH")
+                plan.add(g.NoneMatch(sub_source))
+                self._done.add(sub_source)
+            elif id(sub) not in self.known:
+                self.module(sub_source, sub)
             else:
-                self.module(sub_source, sub, depth + 1)
-        # Plain attributes forward() may read: scales, flags, sizes, helper functions.
-        for key, value in module.__dict__.items():
-            if key.startswith("_") or key == "training":
-                continue
-            self.value(sources.item(d, key), value, depth + 1)
+                # Shared (tied) submodule: the graph read its state through the first
+                # source, so the two must stay one object.
+                self._same_as_before(sub_source, sub)
+                plan.add(g.TypeMatch(sub_source, type(sub)))
+                self._done.add(sub_source)
 
-    def aliasing(self) -> None:
-        """Tensors that were distinct stay distinct; tensors that were one object stay one."""
-        args = self.capture.args
-        first_by_id: dict[int, Source] = {}
-        distinct: list[Source] = []
-        for tensor, source in zip(args.tensors, args.tensor_sources, strict=False):
-            seen = first_by_id.get(id(tensor))
-            if seen is None:
-                first_by_id[id(tensor)] = source
-                distinct.append(source)
-            else:
-                self.plan.add(source, "OBJECT_ALIASING", seen, source)
-        if len(distinct) > 1:
-            self.plan.add((), "NO_TENSOR_ALIASING", tuple(distinct))
-
-    def own_closure(self, closure: tuple[Any, ...] | None) -> None:
-        code = self.capture.args.code
+    def own_closure(self, code: types.CodeType, closure: tuple[Any, ...] | None) -> None:
+        """The compiled function's own cells: frame locals of the compiled frame."""
         if not closure:
             return
         read = set(code_reads(code).freevars_read)
@@ -272,31 +311,66 @@ class _PlanBuilder:
                 value = cell.cell_contents
             except ValueError:
                 continue
-            self.value(sources.local(name), value, 0)
+            self.read(sources.local(name), value, 0)
 
-    def globals_(self) -> None:
-        """Globals (and attribute chains) read by every user code the capture ran."""
-        top = self.capture.args.code
-        top_globals = self.executed[top].f_globals if top in self.executed else None
-        for executed in list(self.executed.values()):
-            f_globals = executed.f_globals
-            if f_globals is top_globals:
-                root: Source | None = None
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+
+    # -- reads during the capture -----------------------------------------------------------
+    def on_line(self, frame: types.FrameType) -> None:
+        """Guard what the line about to run in ``frame`` (user code) reads.
+
+        Never raises into the traced frame: a failure makes the plan fail afterwards.
+        """
+        try:
+            self._on_line(frame)
+        except Exception as exc:
+            self.fail(f"recording what the capture read failed: {type(exc).__name__}: {exc}")
+
+    def _on_line(self, frame: types.FrameType) -> None:
+        code = frame.f_code
+        table = self._chains.get(code)
+        if table is None:
+            table = self._chains[code] = reads.line_chains(code)
+        chains = table.get(frame.f_lineno)
+        if not chains:
+            return
+        f_locals: dict[str, Any] | None = None
+        for kind, name, steps in chains:
+            if kind == "G":
+                found = self._global(frame.f_globals, name)
+                if found is None:
+                    continue
+                source, value = found
             else:
-                module_name = f_globals.get("__name__")
-                module = sys.modules.get(module_name) if isinstance(module_name, str) else None
-                if module is None or module.__dict__ is not f_globals:
-                    raise Unsupported(
-                        f"{executed.code.co_qualname} runs with globals that belong to no module"
-                    )
-                root = sources.module_globals(module_name)
-            for chain in code_reads(executed.code).global_chains:
-                self.global_chain(root, f_globals, chain)
+                if f_locals is None:
+                    f_locals = frame.f_locals
+                value = f_locals.get(name, _ABSENT)
+                if value is _ABSENT:
+                    continue
+                source = self.known.get(id(value))
+                if source is None:
+                    continue  # made by the capture, or got from a call
+            for step in steps:
+                found = self._step(source, value, step)
+                if found is None:
+                    break
+                source, value = found
+                self.read(source, value, 0)
 
-    def global_chain(
-        self, root: Source | None, f_globals: dict[str, Any], chain: tuple[str, ...]
-    ) -> None:
-        name = chain[0]
+    def _global(self, f_globals: dict[str, Any], name: str) -> tuple[Source, Any] | None:
+        key = id(f_globals)
+        if key in self._roots:
+            root = self._roots[key]
+        else:
+            module_name = f_globals.get("__name__")
+            module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+            if module is None or module.__dict__ is not f_globals:
+                self.fail(f"code running with globals of no module ({module_name!r}) was captured")
+                self._roots[key] = root = None
+                return None
+            self._roots[key] = root = sources.module_globals(module_name)
         if name in f_globals:
             value = f_globals[name]
             source = sources.global_(name) if root is None else sources.item(root, name)
@@ -304,122 +378,132 @@ class _PlanBuilder:
             builtins = f_globals.get("__builtins__")
             bdict = builtins.__dict__ if isinstance(builtins, types.ModuleType) else builtins
             if not isinstance(bdict, dict) or name not in bdict:
-                return
+                return None
             value = bdict[name]
             source = sources.builtin(name)
-        rendered = sources.render(source)
-        if rendered not in self.plan.globals_read:
-            self.plan.globals_read.append(rendered)
-        self.value(source, value, 0)
-        for attr in chain[1:]:
-            if not isinstance(value, (types.ModuleType, type)) and not _is_config_object(value):
-                return
-            try:
-                value = getattr(value, attr)
-            except AttributeError:
-                return
-            source = sources.attr(source, attr)
-            self.value(source, value, 0)
+        if source not in self._done:
+            rendered = sources.render(source)
+            if rendered not in self.plan.globals_read:
+                self.plan.globals_read.append(rendered)
+            self.read(source, value, 0)
+        return source, value
 
-    def check_closures_covered(self) -> None:
-        for code in self.executed:
-            if code.co_freevars and code not in self.covered and code_reads(code).freevars_read:
+    def _step(self, source: Source, value: Any, step: tuple[str, Any]) -> tuple[Source, Any] | None:
+        """``(source, value)`` one access further, or None where nothing can be guarded."""
+        if step[0] == "item":
+            key = step[1]
+            if type(value) is dict:
+                if key in value:
+                    return sources.item(source, key), value[key]
+                return None
+            if (
+                type(value) in (list, tuple)
+                and type(key) is int
+                and -len(value) <= key < len(value)
+            ):
+                index = key % len(value)
+                return sources.item(source, index), value[index]
+            return None
+        name = step[1]
+        if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return None
+        if isinstance(value, torch.nn.Module):
+            state = value.__dict__
+            d = sources.obj_dict(source)
+            for table in ("_parameters", "_buffers", "_modules"):
+                entries = state.get(table)
+                if entries is not None and name in entries:
+                    return sources.item(sources.item(d, table), name), entries[name]
+            if name in state:
+                return sources.item(d, name), state[name]
+            found = reads.class_value(type(value), name)
+            return None if found is reads.missing() else (sources.attr(source, name), found)
+        if isinstance(value, types.ModuleType):
+            state = value.__dict__
+            return (sources.attr(source, name), state[name]) if name in state else None
+        if isinstance(value, type):
+            found = reads.class_value(value, name)
+            if found is reads.missing():
+                found = reads.class_function(value, name)
+            return None if found is reads.missing() else (sources.attr(source, name), found)
+        tp = type(value)
+        if reads.python_attribute_hooks(tp):
+            # Every read runs the type's own Python (a config mapping aliases): the capture
+            # ran it already; the guard reads through it too.
+            try:
+                return sources.attr(source, name), getattr(value, name)
+            except Exception:
+                return None
+        state = getattr(value, "__dict__", None)
+        if type(state) is dict and name in state and not reads.is_data_descriptor(tp, name):
+            return sources.attr(source, name), state[name]
+        found = reads.class_value(tp, name)
+        if found is reads.missing():
+            return None
+        return sources.attr(source, name), found
+
+    # -- after the capture -------------------------------------------------------------------
+    def aliasing(self) -> None:
+        """Tensors that were distinct stay distinct; tensors that were one object stay one."""
+        args = self.args
+        first_by_id: dict[int, Source] = {}
+        distinct: list[Source] = []
+        for tensor, source in zip(args.tensors, args.tensor_sources, strict=False):
+            seen = first_by_id.get(id(tensor))
+            if seen is None:
+                first_by_id[id(tensor)] = source
+                distinct.append(source)
+            else:
+                self.plan.add(g.ObjectAliasing(source, seen, source))
+        if len(distinct) > 1:
+            self.plan.add(g.NoTensorAliasing((), tuple(distinct)))
+
+    def check_closures_covered(self, executed: dict[types.CodeType, Any]) -> None:
+        """Every closure the capture ran had its cells guarded, or the frame is not captured.
+
+        A function read with a source had its cells guarded when it was read; a method
+        reached through an object's class (a decorated ``forward``) is found here, in the
+        classes of the objects the plan guards.
+        """
+        created: set[types.CodeType] = set()
+        for code in executed:
+            for const in code.co_consts:
+                if isinstance(const, types.CodeType):
+                    created.add(const)
+        for code in executed:
+            if not code.co_freevars or code in self.covered or code in created:
+                continue
+            if not code_reads(code).freevars_read:
+                continue
+            found = self._class_function_of(code)
+            if found is None:
                 raise Unsupported(
                     f"the capture ran the closure {code.co_qualname}, whose captured variables "
                     "framecache cannot reach to guard"
                 )
+            source, fn = found
+            self.read(source, fn, 0)
+
+    def _class_function_of(self, code: types.CodeType) -> tuple[Source, Any] | None:
+        for tp, type_source in list(self._types.items()):
+            for klass in tp.__mro__:
+                for name, member in klass.__dict__.items():
+                    fn = member.__func__ if isinstance(member, staticmethod) else member
+                    if isinstance(fn, types.FunctionType) and fn.__code__ is code:
+                        if reads.class_function(tp, name) is not fn:
+                            continue  # shadowed by a subclass: not what type(x).name gives
+                        return sources.attr(type_source, name), fn
+        return None
 
 
-def _is_config_object(value: Any) -> bool:
-    return hasattr(value, "__dict__") and not callable(value)
+_ABSENT = object()
 
 
-def _is_plain_object(value: Any) -> bool:
-    """An instance whose state lives in a plain __dict__ (not a module, class or function)."""
-    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType, torch.nn.Module)):
-        return False
-    state = getattr(value, "__dict__", None)
-    return type(state) is dict
-
-
-def materialize(plan: GuardPlan) -> RootGuardManager:
-    """Build the C++ guard tree of a plan.
-
-    The root does not bind the globals: the runtime checks it against each frame's own, and
-    a bound dict would keep the function (and its code, which owns this tree) alive.
-    """
-    root = RootGuardManager()
-    nodes: dict[Source, Any] = {}
-
-    def node(source: Source) -> Any:
-        if source in nodes:
-            return nodes[source]
-        step = source[-1]
-        if len(source) == 1:
-            kind = step[0]
-            if kind == "L":
-                n = root.local(step[1])
-            elif kind == "G":
-                n = root.global_(step[1])
-            elif kind == "B":
-                n = root.builtin(step[1])
-            elif kind == "M":
-                module = sys.modules[step[1]]
-                n = root.object_source(module.__dict__, sources.render(source))
-            else:
-                raise ValueError(f"unknown source root {step!r}")
-        else:
-            parent = node(source[:-1])
-            if step[0] == "attr":
-                n = parent.attr(step[1])
-            elif step[0] == "dict":
-                n = parent.obj_dict()
-            elif step[0] == "cell":
-                n = parent.closure_cell(step[1])
-            elif step[0] == "item":
-                n = parent.dict_item(step[1]) if isinstance(step[1], str) else parent.item(step[1])
-            else:
-                raise ValueError(f"unknown source step {step!r}")
-        nodes[source] = n
-        return n
-
-    for guard in plan.guards:
-        kind, args = guard.kind, guard.args
-        if kind == "GLOBAL_STATE":
-            root.global_state()
-        elif kind == "NO_TENSOR_ALIASING":
-            root.no_tensor_aliasing([node(s) for s in args[0]])
-        elif kind == "OBJECT_ALIASING":
-            root.object_aliasing(node(args[0]), node(args[1]))
-        else:
-            _add_leaf(node(guard.source), kind, args)
-    return root
-
-
-def _add_leaf(n: Any, kind: str, args: tuple[Any, ...]) -> None:
-    if kind == "TENSOR_MATCH":
-        tensor, dyn = args
-        n.tensor_match(tensor, dynamic_dims=sorted(dyn))
-    elif kind == "TYPE_MATCH":
-        n.type_match(args[0])
-    elif kind == "ID_MATCH":
-        n.id_match(args[0])
-    elif kind == "EQUALS_MATCH":
-        n.equals_match(args[0])
-    elif kind == "EQUALS_DEVICE":
-        n.lambda_guard(lambda v, want=args[0]: str(v) == want, f"device == {args[0]}")
-    elif kind == "NONE_MATCH":
-        n.none_match()
-    elif kind == "FLOAT_IS_NAN":
-        n.float_is_nan()
-    elif kind == "LENGTH_CHECK":
-        n.length_check(args[0])
-    elif kind == "DICT_LEN":
-        n.dict_length(args[0])
-    elif kind == "DICT_KEYS":
-        n.mapping_keys_match(list(args[0]))
-    else:
-        raise ValueError(f"unknown guard kind {kind}")
-
-
-__all__ = ["Guard", "GuardPlan", "build_plan", "materialize"]
+__all__ = [
+    "GuardPlan",
+    "PlanBuilder",
+    "build_plan",
+    "is_module_state_source",
+    "materialize",
+    "relaxed",
+]

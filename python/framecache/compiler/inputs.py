@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from . import sources
+from ..plan import sources
+from ..plan.sources import Source
 from .errors import Unsupported
-from .sources import Source
 
 # Values specialised into the graph as constants (guarded by EQUALS_MATCH and friends).
 CONSTANT_TYPES: tuple[type, ...] = (

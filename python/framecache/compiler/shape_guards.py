@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import sources
-from .sources import Source
+from ..plan import sources
+from ..plan.sources import Source
 
 if TYPE_CHECKING:
     from .capture import Capture

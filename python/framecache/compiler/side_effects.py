@@ -14,6 +14,10 @@ Two checks, both conservative (when in doubt, the frame is not captured):
   user code must be on an allow-list (torch, math, pure builtins, read-only methods),
   and a mutating method of a list/dict/set must act on a container the calling frame
   built itself.
+
+The monitor also runs a line trace function in user frames (``sys.settrace``, during the
+capture only, and only while a user frame runs) for whoever records what the capture
+reads (compiler/reads.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import sys
 import sysconfig
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,12 +146,20 @@ def _instructions(code: types.CodeType) -> list[dis.Instruction]:
 
 
 def fresh_locals(code: types.CodeType) -> set[str]:
-    """Locals that only ever hold containers built by this code itself."""
+    """Locals that only ever hold containers built by this code itself.
+
+    A ``**kwargs`` parameter is one: every call makes a new dict for it.
+    """
     instrs = _instructions(code)
     n_args = code.co_argcount + code.co_kwonlyargcount
-    n_args += bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)
+    varargs = bool(code.co_flags & 0x04)
+    n_args += varargs + bool(code.co_flags & 0x08)
     args = set(code.co_varnames[:n_args])
     candidates: dict[str, bool] = {}
+    if code.co_flags & 0x08:
+        varkw = code.co_varnames[code.co_argcount + code.co_kwonlyargcount + varargs]
+        args.discard(varkw)
+        candidates[varkw] = True
     for k, ins in enumerate(instrs):
         if ins.opname == "STORE_FAST":
             ok = k > 0 and instrs[k - 1].opname in _FRESH_PRODUCERS
@@ -232,8 +244,15 @@ class ExecutedCode:
 class SideEffectMonitor:
     """Watches a capture: records user code executed and every side effect found."""
 
-    def __init__(self, top_code: types.CodeType, tensor_args: set[str]) -> None:
+    def __init__(
+        self,
+        top_code: types.CodeType,
+        tensor_args: set[str],
+        on_line: Callable[[types.FrameType], None] | None = None,
+    ) -> None:
         self.top_code = top_code
+        self._on_line = on_line
+        self._tracing = False
         self.tensor_args = tensor_args
         self.violations: list[str] = []
         self.executed: dict[types.CodeType, ExecutedCode] = {}
@@ -265,9 +284,7 @@ class SideEffectMonitor:
             return False
         return not is_library_code(code)
 
-    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
-        if event != "call" and event != "c_call":
-            return
+    def _is_user(self, frame: types.FrameType) -> bool:
         code = frame.f_code
         user = self._user_code.get(code)
         if user is None:
@@ -275,7 +292,56 @@ class SideEffectMonitor:
             if not code.co_filename.startswith("<"):
                 # Only file-less code depends on its caller; the rest is decided once.
                 self._user_code[code] = user
-        if not user:
+        return user
+
+    def _trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        """The global trace function: user frames get the line tracer, others nothing."""
+        if event == "call" and self._is_user(frame):
+            return self._line
+        return None
+
+    def _line(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            self._on_line(frame)  # type: ignore[misc]
+        return self._line
+
+    def _set_tracing(self, on: bool) -> None:
+        """The line tracer is on only while a user frame runs.
+
+        A global trace function costs a Python call (and a locals dict) for every frame
+        that starts while it is set, torch's included; the profile function (which runs
+        for every call and return anyway) turns it on when control enters user code and
+        off when it enters library code.
+        """
+        if on != self._tracing:
+            self._tracing = on
+            sys.settrace(self._trace if on else None)
+
+    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "return":
+            if self._on_line is not None:
+                # Inlined: this runs on every return of every frame during a capture.
+                back = frame.f_back
+                if back is None:
+                    want = False
+                else:
+                    want = self._user_code.get(back.f_code)
+                    if want is None:
+                        want = self._is_user(back)
+                if want is not self._tracing:
+                    self._set_tracing(want)
+            return
+        if event != "call" and event != "c_call":
+            return
+        code = frame.f_code
+        if event == "call" and self._on_line is not None:
+            user = self._is_user(frame)
+            if user:
+                frame.f_trace = self._line
+            self._set_tracing(user)
+            if not user:
+                return
+        elif not self._is_user(frame):
             return
         # Both events come before anything runs (the frame's first instruction, the C
         # call), so raising here stops the capture before the side effect happens.
@@ -353,13 +419,17 @@ class SideEffectMonitor:
 
     @contextmanager
     def watching(self) -> Iterator[SideEffectMonitor]:
-        """Install the profile function for the duration of a capture."""
+        """Install the profile (and line trace) functions for the duration of a capture."""
         previous = sys.getprofile()
+        previous_trace = sys.gettrace()
+        self._tracing = previous_trace is self._trace
         sys.setprofile(self._profile)
         try:
             yield self
         finally:
             sys.setprofile(previous)
+            if self._on_line is not None:
+                sys.settrace(previous_trace)
 
 
 __all__ = [

@@ -7,8 +7,9 @@ A source is a tuple of steps starting at a root step:
 * ``("M", module_name)`` — the globals dict of another module (a callee's module);
 
 followed by access steps ``("attr", name)``, ``("item", key)``, ``("dict",)`` (an object's
-``__dict__``). Sources are plain tuples so that they can be written to disk and rebuilt in a
-new process (the persistent cache relies on that).
+``__dict__``), ``("type",)`` (its class) and ``("cell", i)`` (a function's closure cell).
+Sources are plain tuples so that they can be written to disk and rebuilt in a new
+process (the persistent cache relies on that).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def item(source: Source, key: Any) -> Source:
     return (*source, ("item", key))
 
 
+def type_of(source: Source) -> Source:
+    """``type(source)``."""
+    return (*source, ("type",))
+
+
 def obj_dict(source: Source) -> Source:
     """``source.__dict__``."""
     return (*source, ("dict",))
@@ -79,6 +85,8 @@ def render(source: Source) -> str:
             out += f"[{step[1]!r}]"
         elif kind == "dict":
             out += ".__dict__"
+        elif kind == "type":
+            out = f"type({out})"
         else:
             raise ValueError(f"unknown source step {step!r}")
     return out
