@@ -98,7 +98,7 @@ class UnrunFrame {
 thread_local UnrunFrame* UnrunFrame::t_current = nullptr;
 
 // New reference, or null with an error set.
-PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+inline PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous == nullptr) return cpy::eval_frame_default(ts, frame, throwflag);
   cpy::Frame* saved = t_passing_on;
   t_passing_on = frame;
@@ -302,35 +302,31 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
 // The fast exit of frames the hook has nothing to do for: a code marked SKIP
 // (a fallback, library code), or in run-only mode a code with no entries or
 // no ExtraState at all (a code that never compiled gets none then). They run
-// with the chained evaluator straight away, without evaluate()'s bookkeeping:
-// no ExtraState is created and no reference taken (nothing read here is used
-// after run_previous starts, so a reset during the frame cannot dangle).
-// Returns true and sets *result when it ran the frame. Every frame these
-// exits take costs only this on top of CPython's own (lost) specialisation of
-// Python-to-Python calls: see benchmarks/python_overhead.py.
-bool run_if_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
-                          PyObject** result) {
+// with the chained evaluator straight away (a tail call when the cap stays),
+// without evaluate()'s bookkeeping: no ExtraState is created and no reference
+// taken (nothing read here is used after run_previous starts, so a reset
+// during the frame cannot dangle). Every other frame goes to evaluate().
+// These exits cost little on top of what any evaluator costs CPython (its
+// specialisation of Python-to-Python calls): see benchmarks/python_overhead.py.
+PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame);
+
+PyObject* evaluate_unless_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
   const auto* es =
       static_cast<const ExtraState*>(cpy::code_get_extra(cpy::frame_code(frame), g_extra_index));
   const bool run_only = st->mode == EvalMode::kRunOnly;
   if (es == nullptr) {
-    if (!run_only) return false;  // compile mode: a first sight, the callback decides
-    *result = run_previous(ts, frame, 0);
-    return true;
+    // Compile mode: a first sight, the callback decides. Run-only: nothing cached.
+    return run_only ? run_previous(ts, frame, 0) : evaluate(st, ts, frame);
   }
   const FrameAction action = strongest(es->strategy.cur_action, st->cap);
   if (action != FrameAction::SKIP && !((run_only || action == FrameAction::RUN_ONLY) &&
                                        es->entries().empty())) {
-    return false;
+    return evaluate(st, ts, frame);
   }
   const FrameAction recursive = es->strategy.recursive_action;
-  if (strongest(st->cap, recursive) == st->cap) {
-    *result = run_previous(ts, frame, 0);  // the cap stays what it is: no scope needed
-  } else {
-    CapScope cap(st, recursive);
-    *result = run_previous(ts, frame, 0);
-  }
-  return true;
+  if (strongest(st->cap, recursive) == st->cap) return run_previous(ts, frame, 0);
+  CapScope cap(st, recursive);
+  return run_previous(ts, frame, 0);
 }
 
 // No C++ exception may leave the hook: the frames above are CPython's C
@@ -370,9 +366,7 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
       cpy::tracing_active(ts, cpy::frame_code(frame))) {
     return run_previous(ts, frame, throwflag);
   }
-  PyObject* result;
-  if (run_if_nothing_to_do(st, ts, frame, &result)) return result;
-  return evaluate(st, ts, frame);
+  return evaluate_unless_nothing_to_do(st, ts, frame);
 }
 
 void install() {
