@@ -32,7 +32,7 @@ Run (JSON on stdout, or to ``--json PATH``; a table on stderr)::
 
     PYTHONPATH=build/dev/pkg python benchmarks/models.py [--device cpu|cuda]
         [--models resnet18,hf_bert,...] [--backends eager,inductor] [--repeats 11]
-        [--no-training] [--json PATH]
+        [--threads N] [--no-training] [--json PATH]
 
 ``--list`` names the models. See benchmarks/README.md ("models.py") for torchvision on a
 CPU build of torch.
@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="eager,inductor")
     parser.add_argument("--repeats", type=int, default=11, help="interleaved samples (median)")
     parser.add_argument("--sample-ms", type=float, default=50.0, help="length of one sample")
+    parser.add_argument(
+        "--threads", type=int, help="torch.set_num_threads (on a shared CPU, 1 avoids spinning)"
+    )
     parser.add_argument("--no-training", action="store_true", help=f"leave out {TRAINING_NAME}")
     parser.add_argument("--json", help="write the results here instead of stdout")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
@@ -332,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown models {unknown}; see --list")
     backends = args.backends.split(",")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda is not available")
