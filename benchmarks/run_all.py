@@ -46,8 +46,10 @@ KNOWN: dict[str, list[str]] = {
     "compile_overhead": ["--repeats", "3", "--calls", "2000", "--skip-first-call"],
     "warm_start": ["--repeats", "1", "--backends", "eager"],
     "remote_cache": ["--repeats", "1", "--backends", "eager"],
+    "python_overhead": ["--repeats", "5"],
+    "models": ["--backends", "eager", "--repeats", "3", "--no-training"],
 }
-NOT_BENCHMARKS = {"run_all", "compare"}
+NOT_BENCHMARKS = {"run_all", "compare", "zoo_models"}
 
 
 def discover() -> list[str]:

@@ -44,6 +44,7 @@ namespace {
 
 cpy::EvalFrameFn g_previous = nullptr;  // the evaluator we chain to (null: CPython's)
 int g_active_threads = 0;
+Py_ssize_t g_extra_index = -1;  // extra_state_index(), read once the hook is installed
 PyObject* g_warning_category = nullptr;  // borrowed from the module that set it
 // The frame this thread is handing to g_previous. An evaluator installed on
 // top of ours that chains back to us, and that ours was later installed on
@@ -98,7 +99,7 @@ class UnrunFrame {
 thread_local UnrunFrame* UnrunFrame::t_current = nullptr;
 
 // New reference, or null with an error set.
-PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+inline PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous == nullptr) return cpy::eval_frame_default(ts, frame, throwflag);
   cpy::Frame* saved = t_passing_on;
   t_passing_on = frame;
@@ -362,6 +363,36 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
   return handle_miss(st, ts, frame, std::move(es), recursive);
 }
 
+// The fast exit of frames the hook has nothing to do for: a code marked SKIP
+// (a fallback, library code), or in run-only mode a code with no entries or
+// no ExtraState at all (a code that never compiled gets none then). They run
+// with the chained evaluator straight away (a tail call when the cap stays),
+// without evaluate()'s bookkeeping: no ExtraState is created and no reference
+// taken (nothing read here is used after run_previous starts, so a reset
+// during the frame cannot dangle). Every other frame goes to evaluate().
+// These exits cost little on top of what any evaluator costs CPython (its
+// specialisation of Python-to-Python calls): see benchmarks/python_overhead.py.
+PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame);
+
+PyObject* evaluate_unless_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
+  const auto* es =
+      static_cast<const ExtraState*>(cpy::code_get_extra(cpy::frame_code(frame), g_extra_index));
+  const bool run_only = st->mode == EvalMode::kRunOnly;
+  if (es == nullptr) {
+    // Compile mode: a first sight, the callback decides. Run-only: nothing cached.
+    return run_only ? run_previous(ts, frame, 0) : evaluate(st, ts, frame);
+  }
+  const FrameAction action = strongest(es->strategy.cur_action, st->cap);
+  if (action != FrameAction::SKIP && !((run_only || action == FrameAction::RUN_ONLY) &&
+                                       es->entries().empty())) {
+    return evaluate(st, ts, frame);
+  }
+  const FrameAction recursive = es->strategy.recursive_action;
+  if (strongest(st->cap, recursive) == st->cap) return run_previous(ts, frame, 0);
+  CapScope cap(st, recursive);
+  return run_previous(ts, frame, 0);
+}
+
 // No C++ exception may leave the hook: the frames above are CPython's C
 // frames, and one passing through them ends the process (std::terminate).
 // The paths below report errors as Python errors; this turns whatever a
@@ -414,13 +445,14 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
       cpy::tracing_active(ts, cpy::frame_code(frame))) {
     return run_previous(ts, frame, throwflag);
   }
-  return evaluate(st, ts, frame);
+  return evaluate_unless_nothing_to_do(st, ts, frame);
 }
 
 void install() {
   PyInterpreterState* interp = PyInterpreterState_Get();
   cpy::EvalFrameFn current = cpy::get_eval_frame(interp);
   if (current == framecache_eval_frame) return;
+  g_extra_index = extra_state_index();  // set_eval_frame_callback made it first
   // Chain to whatever was there (a debugger's evaluator), not to the default.
   g_previous = cpy::is_default_eval_frame(current) ? nullptr : current;
   cpy::set_eval_frame(interp, framecache_eval_frame);

@@ -106,6 +106,8 @@ int extra_state_init() {
   return 0;
 }
 
+Py_ssize_t extra_state_index() noexcept { return g_extra_index; }
+
 ExtraState* extra_state_lookup(PyCodeObject* code) {
   if (g_extra_index < 0) return nullptr;
   return static_cast<ExtraState*>(cpy::code_get_extra(code, g_extra_index));

@@ -12,8 +12,12 @@ void note_interpreter_exit() noexcept {
   exit_state::finalizing_thread.store(PyThread_get_thread_ident());
 }
 
+namespace detail {
+__thread ThreadState* t_state __attribute__((tls_model("initial-exec"))) = nullptr;
+}  // namespace detail
+
 namespace {
-thread_local ThreadState* t_state = nullptr;
+using detail::t_state;
 constexpr const char* kCapsuleName = "framecache.ThreadState";
 constexpr const char* kDictKey = "__framecache_thread_state__";
 
@@ -45,8 +49,6 @@ ThreadState::~ThreadState() {
   // others; only the owner's pointer can point here.
   if (t_state == this) t_state = nullptr;
 }
-
-ThreadState* thread_state_peek() noexcept { return t_state; }
 
 ThreadState* thread_state_get() {
   PyThreadState* ts = PyThreadState_Get();

@@ -78,6 +78,8 @@ class ExtraState : public Counted {
 int extra_state_init();
 // The code's state (borrowed, owned by the code), or null if it has none.
 ExtraState* extra_state_lookup(PyCodeObject* code);
+// The co_extra index the states live at (-1 before extra_state_init).
+Py_ssize_t extra_state_index() noexcept;
 // The code's state, created if missing (borrowed, owned by the code); null
 // with an exception set on failure. New states get framecache's default
 // strategy for the code (see extra_state_set_skip_prefixes).

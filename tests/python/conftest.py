@@ -43,6 +43,7 @@ TORCH_ONLY_MODULES = frozenset(
         "test_disk_cache_corrupt.py",
         "test_disk_cache_eviction.py",
         "test_guards_tensor.py",
+        "test_model_zoo.py",
     }
 )
 

@@ -1,0 +1,385 @@
+"""The model zoo: framecache.compile against torch.compile on real models, in one process.
+
+For every model of ``zoo_models.MODELS`` (torchvision, timm and Hugging Face transformers
+models built from configs with random weights; nothing is downloaded) and every backend
+asked for, inference runs under ``torch.no_grad()`` on small seeded inputs; the training
+step (``zoo_models.training_step``: forward, cross-entropy loss, backward) runs with
+gradients. Per (model, backend) it reports, for framecache.compile and torch.compile side
+by side:
+
+* ``graphs``: graphs handed to the backend; ``not_captured``: frames framecache ran
+  without compiling, with the compiler's reasons (the records explain() reads), and
+  torch.compile's graph breaks with dynamo's reasons;
+* ``max_abs_diff``: the largest absolute difference from eager over the outputs (for the
+  training step: the loss and every parameter's gradient), and whether
+  ``torch.testing.assert_close`` accepts them (``correct``);
+* ``cold_s``: wall seconds of the first call (capture, guards, backend compile, run);
+  torch's and framecache's compile caches point at fresh directories and
+  ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``, so every compile is cold;
+* ``us``: steady-state µs per call, the median over ``--repeats`` interleaved samples
+  (eager, framecache, torch.compile, in alternating order), each sample a loop of as many
+  calls as fill ``--sample-ms`` (CUDA: synchronized before and after each sample);
+* ``graph_us``: µs per call of the backend's compiled graph(s) alone, called directly
+  with the inputs the backend was given, and ``overhead_us = us - graph_us``, the hit
+  overhead over the compiled graph;
+* ``speedup``: torch.compile's ``us`` over framecache's (>= 1: framecache is at least as
+  fast), and ``cold_ratio``: torch.compile's cold seconds over framecache's.
+
+``torch._dynamo.reset()`` and ``framecache.reset()`` run between models. A model whose
+compile raises is reported with the error and the run goes on.
+
+Run (JSON on stdout, or to ``--json PATH``; a table on stderr)::
+
+    PYTHONPATH=build/dev/pkg python benchmarks/models.py [--device cpu|cuda]
+        [--models resnet18,hf_bert,...] [--backends eager,inductor] [--repeats 11]
+        [--threads N] [--no-training] [--json PATH]
+
+``--list`` names the models. See benchmarks/README.md ("models.py") for torchvision on a
+CPU build of torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+# Every compile is cold: set before torch's inductor reads its config.
+os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
+_SCRATCH = tempfile.mkdtemp(prefix="framecache-models-")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_SCRATCH, "inductor"))
+os.environ.setdefault("FRAMECACHE_CACHE_DIR", os.path.join(_SCRATCH, "framecache"))
+
+import torch  # noqa: E402
+import torch._dynamo  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import framecache  # noqa: E402
+import zoo_models  # noqa: E402
+
+TRAINING_NAME = f"{zoo_models.TRAINING}_train"
+
+
+class Recorder:
+    """Wraps a backend: keeps each compiled graph's callable and the inputs it was given."""
+
+    def __init__(self, backend: Callable[..., Any]) -> None:
+        self.backend = backend
+        self.graphs: list[tuple[Callable[..., Any], list[Any]]] = []
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
+        compiled = self.backend(gm, example_inputs)
+        self.graphs.append((compiled, list(example_inputs)))
+        return compiled
+
+
+def _torch_backend(name: str) -> Callable[..., Any]:
+    """torch.compile's backend of that name, as the callable torch.compile would use."""
+    if name == "inductor":
+        from torch._inductor.compile_fx import compile_fx
+
+        return compile_fx
+    return torch._dynamo.lookup_backend(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _grad(training: bool) -> Iterator[None]:
+    with torch.enable_grad() if training else torch.no_grad():
+        yield
+
+
+def _run(fn: Callable[..., Any], args: tuple[Any, ...], training: bool) -> list[torch.Tensor]:
+    """Outputs of one call (training: the loss, then every parameter's gradient)."""
+    with _grad(training):
+        out = fn(*args)
+        if not training:
+            return [t.detach() for t in zoo_models.output_tensors(out)]
+        module = getattr(fn, "_orig_mod", fn)
+        module.zero_grad(set_to_none=True)
+        out.backward()
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+        if missing:
+            raise AssertionError(f"no gradient for {missing[:3]}")
+        return [out.detach()] + [g.detach().clone() for g in grads]
+
+
+def _compare(expected: list[torch.Tensor], got: list[torch.Tensor]) -> tuple[float, str | None]:
+    """(largest absolute difference, assert_close's complaint or None)."""
+    if len(expected) != len(got):
+        return float("inf"), f"{len(got)} tensors, expected {len(expected)}"
+    diff = max(
+        (float((a.float() - b.float()).abs().max()) for a, b in zip(expected, got, strict=True)),
+        default=0.0,
+    )
+    try:
+        for a, b in zip(expected, got, strict=True):
+            torch.testing.assert_close(b, a)
+    except AssertionError as exc:
+        return diff, str(exc).splitlines()[0]
+    return diff, None
+
+
+def _timed_loop(
+    fn: Callable[..., Any], args: tuple[Any, ...], calls: int, training: bool, device: torch.device
+) -> float:
+    """µs per call of ``calls`` calls (training: forward + backward)."""
+    with _grad(training):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = fn(*args)
+            if training:
+                out.backward()
+        _sync(device)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def _graph_loop(
+    graphs: list[tuple[Callable[..., Any], list[Any]]],
+    calls: int,
+    training: bool,
+    device: torch.device,
+) -> float:
+    """µs per call of the compiled graphs alone, each called once per call."""
+    with _grad(training):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            for compiled, inputs in graphs:
+                compiled(*inputs)
+        _sync(device)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def _calls_for(fn: Callable[[int], float], sample_ms: float) -> int:
+    """Calls per sample so that one sample lasts about ``sample_ms``."""
+    single = fn(1)
+    return max(1, min(10_000, int(sample_ms * 1e3 / max(single, 1.0))))
+
+
+def _real_inputs(graphs: list[tuple[Callable[..., Any], list[Any]]]) -> bool:
+    return all(
+        not isinstance(t, torch._subclasses.FakeTensor) for _, inputs in graphs for t in inputs
+    )
+
+
+def _torch_breaks() -> list[str]:
+    from torch._dynamo.utils import counters
+
+    return [f"{reason} (x{n})" for reason, n in counters["graph_break"].items()]
+
+
+def bench_one(
+    name: str,
+    backend: str,
+    device: torch.device,
+    repeats: int,
+    sample_ms: float,
+) -> dict[str, Any]:
+    """Every figure of one (model, backend) pair; see the module docstring."""
+    training = name == TRAINING_NAME
+    if training:
+        model, args = zoo_models.training_step(device)
+    else:
+        model, args = zoo_models.MODELS[name].build(device)
+    eager = model
+    fc_model, tc_model = copy.deepcopy(model), copy.deepcopy(model)
+    expected = _run(eager, args, training)
+
+    framecache.reset()
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    fc, records = zoo_models.compile_recorded(fc_model, backend)
+    context = fc._framecache_context
+    fc_recorder = Recorder(context.backend)
+    context.backend = fc_recorder
+    tc_recorder = Recorder(_torch_backend(backend))
+    tc = torch.compile(tc_model, backend=tc_recorder)
+
+    row: dict[str, Any] = {"model": name, "backend": backend, "training": training}
+    for label, fn in (("framecache", fc), ("torch.compile", tc)):
+        _sync(device)
+        start = time.perf_counter()
+        got = _run(fn, args, training)
+        _sync(device)
+        cold = time.perf_counter() - start
+        diff, complaint = _compare(expected, got)
+        row[label] = {"cold_s": cold, "max_abs_diff": diff, "correct": complaint is None}
+        if complaint is not None:
+            row[label]["mismatch"] = complaint
+    # A second call checks the hit path too.
+    for label, fn in (("framecache", fc), ("torch.compile", tc)):
+        diff, complaint = _compare(expected, _run(fn, args, training))
+        row[label]["max_abs_diff"] = max(row[label]["max_abs_diff"], diff)
+        if complaint is not None:
+            row[label]["correct"] = False
+            row[label].setdefault("mismatch", complaint)
+    row["framecache"]["graphs"] = len(fc_recorder.graphs)
+    row["framecache"]["not_captured"] = zoo_models.not_captured(records)
+    row["torch.compile"]["graphs"] = len(tc_recorder.graphs)
+    row["torch.compile"]["not_captured"] = _torch_breaks()
+
+    runners: dict[str, Callable[[int], float]] = {
+        "eager": lambda n: _timed_loop(eager, args, n, training, device),
+        "framecache": lambda n: _timed_loop(fc, args, n, training, device),
+        "torch.compile": lambda n: _timed_loop(tc, args, n, training, device),
+    }
+    graph_runners: dict[str, Callable[[int], float]] = {}
+    if not training:  # a training graph's backward runs separately: no single graph call
+        for label, rec in (("framecache", fc_recorder), ("torch.compile", tc_recorder)):
+            if rec.graphs and _real_inputs(rec.graphs):
+                graph_runners[label] = lambda n, g=rec.graphs: _graph_loop(g, n, training, device)
+    every = {**runners, **{f"{k} graph": v for k, v in graph_runners.items()}}
+    calls = {k: _calls_for(fn, sample_ms) for k, fn in every.items()}
+    samples: dict[str, list[float]] = {k: [] for k in every}
+    for i in range(repeats):
+        order = list(every.items())
+        if i % 2:
+            order.reverse()
+        for key, fn in order:
+            samples[key].append(fn(calls[key]))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    row["eager_us"] = med["eager"]
+    for label in ("framecache", "torch.compile"):
+        row[label]["us"] = med[label]
+        if f"{label} graph" in med:
+            row[label]["graph_us"] = med[f"{label} graph"]
+            row[label]["overhead_us"] = med[label] - med[f"{label} graph"]
+    row["speedup"] = med["torch.compile"] / med["framecache"]
+    row["cold_ratio"] = row["torch.compile"]["cold_s"] / max(row["framecache"]["cold_s"], 1e-9)
+    return row
+
+
+def _warm_imports(device: torch.device, backends: list[str]) -> None:
+    """Compile a tiny function once per runtime and backend: imports are not compile time."""
+
+    def tiny(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) + 1
+
+    x = torch.randn(4, device=device)
+    for backend in backends:
+        framecache.compile(tiny, backend=backend, cache=False)(x)
+        torch.compile(tiny, backend=backend)(x)
+    framecache.reset()
+    torch._dynamo.reset()
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table of the rows (µs, seconds, diffs, graphs/not captured)."""
+    head = (
+        f"{'model':<22} {'backend':<8} {'eager':>9} {'fc us':>9} {'tc us':>9} {'tc/fc':>6} "
+        f"{'fc ovh':>8} {'tc ovh':>8} {'fc cold':>8} {'tc cold':>8} {'tc/fc':>6} "
+        f"{'fc diff':>9} {'tc diff':>9} {'fc g/nc':>7} {'tc g/nc':>7}"
+    )
+    lines = [head]
+    nan = float("nan")
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:<22} {r['backend']:<8} ERROR {r['error']}")
+            continue
+        fc, tc = r["framecache"], r["torch.compile"]
+        cells = [
+            f"{r['model']:<22} {r['backend']:<8} {r['eager_us']:>9.1f}",
+            f"{fc['us']:>9.1f} {tc['us']:>9.1f} {r['speedup']:>6.2f}",
+            f"{fc.get('overhead_us', nan):>8.1f} {tc.get('overhead_us', nan):>8.1f}",
+            f"{fc['cold_s']:>8.2f} {tc['cold_s']:>8.2f} {r['cold_ratio']:>6.2f}",
+            f"{fc['max_abs_diff']:>9.2e} {tc['max_abs_diff']:>9.2e}",
+            f"{fc['graphs']:>3}/{len(fc['not_captured']):<3}",
+            f"{tc['graphs']:>3}/{len(tc['not_captured']):<3}",
+        ]
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [*zoo_models.MODELS, TRAINING_NAME]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--models", help="comma-separated names (default: all); see --list")
+    parser.add_argument("--backends", default="eager,inductor")
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved samples (median)")
+    parser.add_argument("--sample-ms", type=float, default=50.0, help="length of one sample")
+    parser.add_argument(
+        "--threads", type=int, help="torch.set_num_threads (on a shared CPU, 1 avoids spinning)"
+    )
+    parser.add_argument("--no-training", action="store_true", help=f"leave out {TRAINING_NAME}")
+    parser.add_argument("--json", help="write the results here instead of stdout")
+    parser.add_argument("--list", action="store_true", help="list the models and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(names))
+        return 0
+    selected = args.models.split(",") if args.models else names
+    if args.no_training and TRAINING_NAME in selected:
+        selected.remove(TRAINING_NAME)
+    unknown = sorted(set(selected) - set(names))
+    if unknown:
+        parser.error(f"unknown models {unknown}; see --list")
+    backends = args.backends.split(",")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda is not available")
+    # Models the dynamo recompile limit would cut short are not what is measured here.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+
+    _warm_imports(device, backends)
+    rows = []
+    for name in selected:
+        for backend in backends:
+            print(f"== {name} / {backend}", file=sys.stderr, flush=True)
+            try:
+                row = bench_one(name, backend, device, args.repeats, args.sample_ms)
+            except Exception as exc:  # one model failing does not end the run
+                traceback.print_exc(file=sys.stderr)
+                row = {"model": name, "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+            rows.append(row)
+            print(_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+    report = {
+        "benchmark": "models",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "load_1min": os.getloadavg()[0],
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "device": str(device)
+            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        },
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    print(_table(rows), file=sys.stderr)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
