@@ -382,12 +382,15 @@ PyObject* evaluate_unless_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy:
     // Compile mode: a first sight, the callback decides. Run-only: nothing cached.
     return run_only ? run_previous(ts, frame, 0) : evaluate(st, ts, frame);
   }
-  const FrameAction action = strongest(es->strategy.cur_action, st->cap);
+  // The strategy of this thread's options tag: a fallback one framecache.compile
+  // wrapper decided never decides for another (extra_state.h).
+  const FrameExecStrategy& strategy = es->strategy_for(st->tag);
+  const FrameAction action = strongest(strategy.cur_action, st->cap);
   if (action != FrameAction::SKIP && !((run_only || action == FrameAction::RUN_ONLY) &&
                                        es->entries().empty())) {
     return evaluate(st, ts, frame);
   }
-  const FrameAction recursive = es->strategy.recursive_action;
+  const FrameAction recursive = strategy.recursive_action;
   if (strongest(st->cap, recursive) == st->cap) return run_previous(ts, frame, 0);
   CapScope cap(st, recursive);
   return run_previous(ts, frame, 0);
