@@ -139,22 +139,3 @@ def test_cuda_graph_options_get_their_own_entries() -> None:
         torch.testing.assert_close(wrapper(x), x + 1)
     assert mine.graphs == 3
     assert sorted(e.hit_count for e in framecache.cache_entries(add_one.__code__)) == [1, 1, 1]
-
-
-def test_an_untagged_skip_does_not_skip_a_compile_wrapper() -> None:
-    # A plain framecache.optimize callback (options tag 0) marks the code SKIP; the
-    # hook's fast exit must read the strategy of the wrapper's own tag, so that the
-    # wrapper still compiles the function.
-    def skip_everything(frame: Any, entry: Any, state: Any) -> Any:
-        skip = framecache.FrameExecStrategy(
-            framecache.FrameAction.SKIP, framecache.FrameAction.DEFAULT
-        )
-        return framecache.CallbackResult(strategy=skip, apply_to_code=True)
-
-    x = torch.ones(3)
-    with framecache.optimize(skip_everything):
-        add_one(x)
-    mine = RecordingBackend()
-    compiled = framecache.compile(add_one, backend=mine)
-    torch.testing.assert_close(compiled(x), x + 1)
-    assert mine.graphs == 1
