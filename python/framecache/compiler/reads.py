@@ -278,7 +278,7 @@ def code_chains(code: types.CodeType) -> CodeChains:
             result = None if is_kw else _read_call(under, args, offset)
             for item in (*under, *args):
                 if result is not None and (
-                    item is result[1] or item is not None and item.kind == "method"
+                    item is result[1] or (item is not None and item.kind == "method")
                 ):
                     continue  # the receiver is part of the result; a recognised method is no read
                 out._emit(item)
