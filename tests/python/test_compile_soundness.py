@@ -561,3 +561,26 @@ def test_instance_dict_get_recompiles():
 
 def test_vars_item_recompiles():
     _recompiles_on(_VarsItem(), ("shift",), _set(("config", "shift"), 13.0), lambda x: x * 13.0)
+
+
+class _GetattrAcrossABranch(_Reader):
+    def forward(self, x, name, flag):
+        # The name is chosen by a conditional expression: the parser loses the call, the
+        # C call of getattr is seen and the frame is not captured (never served stale).
+        return x * getattr(self.config, name if flag else "shift")
+
+
+def test_getattr_the_parser_cannot_follow_is_not_served_stale():
+    m = _GetattrAcrossABranch()
+    f = framecache.compile(m, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x, "scale", True), x * 2.0)
+    m.config.scale = 3.0
+    torch.testing.assert_close(f(x, "scale", True), x * 3.0)
+    s = framecache.stats(f)
+    assert s.compiles == 0 and s.fallbacks >= 1, s
+    framecache.reset()
+    out = framecache.explain(m, x, "scale", True)
+    assert any("getattr()" in r and "could not follow" in r for r in out.fallback_reasons), (
+        out.fallback_reasons
+    )

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 READS = ROOT / "python" / "framecache" / "compiler" / "reads.py"
 
-_PROBE = r'''
+_PROBE = r"""
 import dis, importlib.util, json, sys, types
 spec = importlib.util.spec_from_file_location("reads", sys.argv[1])
 reads = importlib.util.module_from_spec(spec)
@@ -53,7 +53,7 @@ for code in walk(f.__code__):
     for offset, chains in table.by_offset.items():
         dynamic += [[ops[offset], repr(c)] for c in chains]
 print(json.dumps({"static": sorted(static), "dynamic": sorted(dynamic)}))
-'''
+"""
 
 EXPECTED_DYNAMIC = sorted(
     [
@@ -87,9 +87,7 @@ def _interpreters() -> list[str]:
     finder = ROOT / ".ci" / "find-python"
     for version in ("3.12", "3.13"):
         try:
-            out = subprocess.run(
-                [str(finder), version], capture_output=True, text=True, timeout=30
-            )
+            out = subprocess.run([str(finder), version], capture_output=True, text=True, timeout=30)
         except OSError:
             continue
         path = out.stdout.strip()

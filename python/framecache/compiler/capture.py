@@ -92,7 +92,11 @@ def capture_frame(
     # The guard plan is made from what the capture reads, as it reads it (reads.py).
     builder = PlanBuilder(args, dynamic_dims, f_globals, closure)
     monitor = SideEffectMonitor(
-        code, tensor_args, on_line=builder.on_line, on_opcode=builder.on_opcode
+        code,
+        tensor_args,
+        on_line=builder.on_line,
+        on_opcode=builder.on_opcode,
+        on_c_call=builder.on_c_call,
     )
     try:
         fakes = _fake_inputs(mode, args, dynamic_dims)

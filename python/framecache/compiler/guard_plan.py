@@ -9,6 +9,7 @@ the capture ran.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -342,6 +343,34 @@ class PlanBuilder:
         except Exception as exc:
             self.fail(f"recording what the capture read failed: {type(exc).__name__}: {exc}")
 
+    def on_c_call(self, frame: types.FrameType, fn: Any) -> None:
+        """A C function about to be called from user code: a read the parser lost track of.
+
+        ``getattr``/``hasattr``/``vars`` called where the parser did not see the call (a
+        name or object computed across a branch) fail the plan; a dict's ``get`` there
+        guards the dict whole, when it has a source.
+        """
+        try:
+            if fn is builtins.getattr or fn is builtins.hasattr or fn is builtins.vars:
+                table = self._code_chains(frame.f_code)
+                offset = frame.f_lasti
+                if offset not in table.read_calls and offset not in table.opaque_calls:
+                    self.fail(
+                        f"{fn.__name__}() at line {frame.f_lineno} of {frame.f_code.co_qualname} "
+                        "reads through an object or name framecache could not follow"
+                    )
+                return
+            receiver = getattr(fn, "__self__", None)
+            if type(receiver) is dict and getattr(fn, "__name__", None) == "get":
+                table = self._code_chains(frame.f_code)
+                if frame.f_lasti in table.read_calls:
+                    return
+                source = self.known.get(id(receiver))
+                if source is not None:
+                    self._whole(source, receiver, f"dict.get() at line {frame.f_lineno}")
+        except Exception as exc:
+            self.fail(f"recording what the capture read failed: {type(exc).__name__}: {exc}")
+
     def _code_chains(self, code: types.CodeType) -> reads.CodeChains:
         table = self._chains.get(code)
         if table is None:
@@ -452,8 +481,6 @@ class PlanBuilder:
 
     @staticmethod
     def _is_builtin(frame: types.FrameType, name: str) -> bool:
-        import builtins
-
         found = frame.f_globals.get(name, _ABSENT)
         if found is _ABSENT:
             b = frame.f_builtins

@@ -156,6 +156,10 @@ class CodeChains:
     def __init__(self) -> None:
         self.by_line: dict[int, list[Chain]] = {}
         self.by_offset: dict[int, list[Chain]] = {}
+        # CALL offsets of getattr/hasattr/vars/get calls the parser followed (the object a
+        # chain) or saw with an object of the capture's own (a call's result).
+        self.read_calls: set[int] = set()
+        self.opaque_calls: set[int] = set()
         self._seen: set[tuple[Any, ...]] = set()
 
     def _emit(self, item: _Item | None) -> None:
@@ -276,6 +280,10 @@ def code_chains(code: types.CodeType) -> CodeChains:
             is_kw = kw_call or op == "CALL_KW"
             kw_call = False
             result = None if is_kw else _read_call(under, args, offset)
+            if result is not None:
+                out.read_calls.add(offset)
+            elif _reader_callee(under):
+                out.opaque_calls.add(offset)
             for item in (*under, *args):
                 if result is not None and (
                     item is result[1] or (item is not None and item.kind == "method")
@@ -359,6 +367,18 @@ def _static_prefix(item: _Item) -> _Item | None:
             break
         steps.append(step)
     return _Item(item.kind, item.name, tuple(steps), item.line)
+
+
+def _reader_callee(under: list[_Item | None]) -> bool:
+    """Whether the callee under a call's arguments is one of the reads followed."""
+    for item in under:
+        if item is None:
+            continue
+        if item.kind == "G" and not item.steps and item.name in READ_BUILTINS:
+            return True
+        if item.kind == "method" and item.method is not None and item.method[1] == "get":
+            return True
+    return False
 
 
 def _read_call(

@@ -251,10 +251,12 @@ class SideEffectMonitor:
         tensor_args: set[str],
         on_line: Callable[[types.FrameType], None] | None = None,
         on_opcode: Callable[[types.FrameType], None] | None = None,
+        on_c_call: Callable[[types.FrameType, Any], None] | None = None,
     ) -> None:
         self.top_code = top_code
         self._on_line = on_line
         self._on_opcode = on_opcode
+        self._on_c_call = on_c_call
         self._tracing = False
         self.tensor_args = tensor_args
         self.violations: list[str] = []
@@ -361,6 +363,8 @@ class SideEffectMonitor:
                 if found:
                     self._abort(found)
         else:
+            if self._on_c_call is not None:
+                self._on_c_call(frame, arg)
             reason = self._check_c_call(frame, arg)
             if reason is not None:
                 self._abort([reason])
