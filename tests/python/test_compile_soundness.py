@@ -584,3 +584,29 @@ def test_getattr_the_parser_cannot_follow_is_not_served_stale():
     assert any("getattr()" in r and "could not follow" in r for r in out.fallback_reasons), (
         out.fallback_reasons
     )
+
+
+class _SliceOfList(_Reader):
+    def forward(self, x, n):
+        return x * sum(self.factors[1:n])
+
+
+def test_list_slice_with_a_local_bound_guards_the_list():
+    _recompiles_on(_SliceOfList(), (3,), _set(("factors", 2), 20.0), lambda x: x * 21.0)
+
+
+class _TensorSlice(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("ids", torch.arange(16))
+
+    def forward(self, x, n):
+        return x + self.ids[:n]
+
+
+def test_tensor_slice_with_a_local_bound_still_compiles():
+    m = _TensorSlice()
+    f = framecache.compile(m, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x, 4), x + torch.arange(4))
+    assert framecache.stats(f).compiles == 1

@@ -447,8 +447,10 @@ class PlanBuilder:
         else:
             key = _ABSENT
         if what == "item_of" or what == "get":
-            if what == "get" and type(value) is not dict:
-                return None  # another type's get(): Python that is traced, or no read
+            if type(value) not in ((dict,) if what == "get" else (dict, list, tuple)):
+                # A tensor's subscript is graph computation; another type's __getitem__ or
+                # get() is Python that is traced, or C that reads no Python state.
+                return None
             if key is _ABSENT or type(key) not in reads.KEY_TYPES:
                 self._whole(source, value, f"a subscript at line {frame.f_lineno}")
                 return None
@@ -459,6 +461,8 @@ class PlanBuilder:
                 self.plan.add(g.LengthCheck(source, len(value)))
             return found
         # getattr / hasattr
+        if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return None  # a tensor's attributes are its metadata (TENSOR_MATCH)
         if key is _ABSENT or type(key) is not str:
             self._whole(source, value, f"{what}() with a computed name at line {frame.f_lineno}")
             return None

@@ -87,7 +87,6 @@ _EFFECTS: dict[str, tuple[int, int]] = {
     "UNARY_INVERT": (1, 1),
     "TO_BOOL": (1, 1),
     "GET_ITER": (1, 1),
-    "BINARY_SLICE": (3, 1),
     "STORE_ATTR": (2, 0),
     "DELETE_ATTR": (1, 0),
     "STORE_SUBSCR": (3, 0),
@@ -267,6 +266,15 @@ def code_chains(code: types.CodeType) -> CodeChains:
                     stack.append(container.extended(("item_of", ref), offset))
             else:
                 out._emit(key)
+                out._emit(container)
+                stack.append(None)
+        elif op == "BINARY_SLICE":  # 3.12+: ``c[a:b]`` without a slice object
+            for _ in range(2):
+                out._emit(pop())
+            container = pop()
+            if container is not None and container.kind in ("L", "G"):
+                stack.append(container.extended(("item_of", ("unknown", None)), offset))
+            else:
                 out._emit(container)
                 stack.append(None)
         elif op == "KW_NAMES":
