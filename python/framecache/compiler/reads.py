@@ -24,6 +24,10 @@ and the object gets that source, so a callee reading ``self.weight`` of an objec
 caller reached through ``L['self'].encoder`` guards ``L['self'].encoder.weight``. Objects
 the plan has no source for are values the capture made or got from calls; what they were
 computed from is guarded where it was read.
+
+Reads with a key the frame holds (``getattr(cfg, name)``, ``d[k]``, ``d.get(k)``) are
+anchored at the instruction that reads (``CodeChains.by_offset``) and resolved on an
+opcode event just before it runs, when ``name`` / ``k`` are what it reads.
 """
 
 from __future__ import annotations
