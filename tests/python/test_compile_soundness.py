@@ -610,3 +610,14 @@ def test_tensor_slice_with_a_local_bound_still_compiles():
     x = torch.randn(4)
     torch.testing.assert_close(f(x, 4), x + torch.arange(4))
     assert framecache.stats(f).compiles == 1
+
+
+class _KeyIn(_Reader):
+    def forward(self, x, key):
+        if key in self.table:
+            return x + 1
+        return x - 1
+
+
+def test_key_in_a_large_dict_flip_recompiles():
+    _recompiles_on(_KeyIn(), ("extra",), _set(("table", "extra"), 0.0), lambda x: x + 1)

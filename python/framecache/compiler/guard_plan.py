@@ -446,6 +446,12 @@ class PlanBuilder:
                 return None  # unbound: the read raises, as it will next time
         else:
             key = _ABSENT
+        if what == "contains":
+            if type(value) is dict and key is not _ABSENT and type(key) in reads.KEY_TYPES:
+                self.plan.add(g.DictContains(source, key, key in value))
+            elif type(value) in (dict, list, tuple):
+                self._whole(source, value, f"an `in` test at line {frame.f_lineno}")
+            return None
         if what == "item_of" or what == "get":
             if type(value) not in ((dict,) if what == "get" else (dict, list, tuple)):
                 # A tensor's subscript is graph computation; another type's __getitem__ or

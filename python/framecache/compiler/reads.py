@@ -52,7 +52,8 @@ Chain = tuple[str, str, tuple[tuple[Any, ...], ...]]
 Steps: ``("attr", name)``, ``("item", key)`` (a constant key) and the dynamic ones, whose
 key is a ``KeyRef`` resolved when the read runs: ``("item_of", keyref)`` (``c[k]``),
 ``("getattr", keyref, has_default)``, ``("hasattr", keyref)`` (ends a chain),
-``("get", keyref)`` (``dict.get``: the value when the key is present) and ``("vars",)``.
+``("get", keyref)`` (``dict.get``: the value when the key is present), ``("contains",
+keyref)`` (``k in c``, ends a chain) and ``("vars",)``.
 """
 
 KeyRef = tuple[str, Any]
@@ -85,7 +86,6 @@ _EFFECTS: dict[str, tuple[int, int]] = {
     "BINARY_OP": (2, 1),
     "COMPARE_OP": (2, 1),
     "IS_OP": (2, 1),
-    "CONTAINS_OP": (2, 1),
     "UNARY_NEGATIVE": (1, 1),
     "UNARY_NOT": (1, 1),
     "UNARY_INVERT": (1, 1),
@@ -137,7 +137,7 @@ class _Item:
         if self.name == name:
             return True
         return any(
-            s[0] in ("item_of", "getattr", "hasattr", "get") and s[1] == ("local", name)
+            s[0] in ("item_of", "getattr", "hasattr", "get", "contains") and s[1] == ("local", name)
             for s in self.steps
         )
 
@@ -281,6 +281,16 @@ def code_chains(code: types.CodeType) -> CodeChains:
             else:
                 out._emit(container)
                 stack.append(None)
+        elif op == "CONTAINS_OP":  # ``k in c`` / ``k not in c``: the container is TOS
+            container = pop()
+            key = pop()
+            if container is not None and container.kind in ("L", "G"):
+                out._emit(key if _keyref(key)[0] == "unknown" else None)
+                out._emit(container.extended(("contains", _keyref(key)), offset))
+            else:
+                out._emit(key)
+                out._emit(container)
+            stack.append(None)
         elif op == "KW_NAMES":
             kw_call = True
         elif op in ("CALL", "CALL_KW"):
