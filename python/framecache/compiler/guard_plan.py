@@ -382,6 +382,11 @@ class PlanBuilder:
         if table.by_offset and not frame.f_trace_opcodes:
             # Dynamic reads are resolved just before their instruction runs.
             frame.f_trace_opcodes = True
+            if sys.version_info[:2] == (3, 12):
+                # 3.12's sys.settrace over sys.monitoring turns instruction events on only
+                # when settrace runs after a frame asked for opcodes (3.13's frame setter
+                # does it itself): install the same trace function again. Delete with 3.12.
+                sys.settrace(sys.gettrace())
         chains = table.by_line.get(frame.f_lineno)
         if chains:
             self._resolve(frame, chains)
