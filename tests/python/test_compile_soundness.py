@@ -390,3 +390,234 @@ def test_default_dtype_change_recompiles():
     s = framecache.stats(f)
     assert (s.compiles, s.hits) == (2, 1), s
     assert any("default dtype" in r for r in s.recompile_reasons), s.recompile_reasons
+
+
+# --- reads whose key the frame holds: getattr/hasattr, d[k], d.get(k), vars(o)[k] ---------
+
+
+class _Cfg:
+    """A plain config object: its attributes are guarded where the capture reads them."""
+
+    def __init__(self) -> None:
+        self.scale = 2.0
+        self.shift = 1.0
+
+
+class _Reader(torch.nn.Module):
+    """Reads its config and tables through keys it is given or computes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = _Cfg()
+        # More items than a read walks one by one: only the item read is guarded.
+        self.table = {f"k{i}": float(i) for i in range(100)}
+        self.factors = [float(i) for i in range(100)]
+
+
+class _GetattrArg(_Reader):
+    def forward(self, x, name):
+        return x * getattr(self.config, name)
+
+
+class _GetattrLoop(_Reader):
+    def forward(self, x):
+        for key in ("scale", "shift"):
+            x = x * getattr(self.config, key)
+        return x
+
+
+class _GetattrComprehension(_Reader):
+    def forward(self, x):
+        cfg = self.config
+        values = [getattr(cfg, k) for k in ("scale", "shift")]
+        return x * values[0] + values[1]
+
+
+class _GetattrDefault(_Reader):
+    def forward(self, x, name):
+        return x * getattr(self.config, name, 1.0)
+
+
+class _Hasattr(_Reader):
+    def forward(self, x):
+        if hasattr(self.config, "bias"):
+            return x + self.config.bias
+        return x
+
+
+class _ComputedName(_Reader):
+    def forward(self, x, suffix):
+        return x * getattr(self.config, "sc" + suffix)
+
+
+class _DictLocalKey(_Reader):
+    def forward(self, x, key):
+        return x * self.table[key]
+
+
+class _DictGet(_Reader):
+    def forward(self, x, key):
+        return x * self.table.get(key, 0.5)
+
+
+class _ListLocalIndex(_Reader):
+    def forward(self, x, i):
+        return x * self.factors[i]
+
+
+class _InstanceDictGet(_Reader):
+    def forward(self, x, name):
+        return x * self.config.__dict__.get(name, 1.0)
+
+
+class _VarsItem(_Reader):
+    def forward(self, x, name):
+        return x * vars(self.config)[name]
+
+
+def _recompiles_on(model, args, change, expected):
+    f = framecache.compile(model, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x, *args), model(x, *args))
+    change(model)
+    torch.testing.assert_close(f(x, *args), expected(x))
+    torch.testing.assert_close(f(x, *args), model(x, *args))
+    s = framecache.stats(f)
+    assert s.compiles == 2, s
+    return s
+
+
+def _set(path, value):
+    def change(model):
+        obj = model
+        *head, last = path
+        for name in head:
+            obj = getattr(obj, name)
+        if isinstance(obj, (dict, list)):
+            obj[last] = value
+        else:
+            setattr(obj, last, value)
+
+    return change
+
+
+def test_getattr_with_an_argument_name_recompiles():
+    s = _recompiles_on(_GetattrArg(), ("scale",), _set(("config", "scale"), 3.0), lambda x: x * 3.0)
+    assert any("scale" in r for r in s.recompile_reasons), s.recompile_reasons
+
+
+def test_getattr_in_a_loop_recompiles():
+    _recompiles_on(_GetattrLoop(), (), _set(("config", "shift"), 5.0), lambda x: x * 2.0 * 5.0)
+
+
+def test_getattr_in_a_comprehension_guards_every_name():
+    # The comprehension rebinds k within one line: each read is resolved as it runs.
+    _recompiles_on(
+        _GetattrComprehension(), (), _set(("config", "shift"), 4.0), lambda x: x * 2.0 + 4.0
+    )
+
+
+def test_getattr_default_then_attribute_added_recompiles():
+    _recompiles_on(_GetattrDefault(), ("gain",), _set(("config", "gain"), 7.0), lambda x: x * 7.0)
+
+
+def test_hasattr_flip_recompiles_both_ways():
+    m = _Hasattr()
+    f = framecache.compile(m, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x), x)
+    m.config.bias = 3.0
+    torch.testing.assert_close(f(x), x + 3.0)
+    del m.config.bias
+    torch.testing.assert_close(f(x), x)
+    assert framecache.stats(f).compiles >= 2
+
+
+def test_getattr_with_a_computed_name_guards_the_object_whole():
+    _recompiles_on(_ComputedName(), ("ale",), _set(("config", "scale"), 6.0), lambda x: x * 6.0)
+
+
+def test_dict_item_through_a_local_key_recompiles():
+    _recompiles_on(_DictLocalKey(), ("k3",), _set(("table", "k3"), 9.0), lambda x: x * 9.0)
+
+
+def test_dict_get_of_an_absent_key_then_added_recompiles():
+    _recompiles_on(_DictGet(), ("new",), _set(("table", "new"), 8.0), lambda x: x * 8.0)
+
+
+def test_dict_get_of_a_present_key_recompiles():
+    _recompiles_on(_DictGet(), ("k5",), _set(("table", "k5"), -1.0), lambda x: x * -1.0)
+
+
+def test_list_item_through_a_local_index_recompiles():
+    _recompiles_on(_ListLocalIndex(), (7,), _set(("factors", 7), 11.0), lambda x: x * 11.0)
+
+
+def test_instance_dict_get_recompiles():
+    _recompiles_on(
+        _InstanceDictGet(), ("scale",), _set(("config", "scale"), 12.0), lambda x: x * 12.0
+    )
+
+
+def test_vars_item_recompiles():
+    _recompiles_on(_VarsItem(), ("shift",), _set(("config", "shift"), 13.0), lambda x: x * 13.0)
+
+
+class _GetattrAcrossABranch(_Reader):
+    def forward(self, x, name, flag):
+        # The name is chosen by a conditional expression: the parser loses the call, the
+        # C call of getattr is seen and the frame is not captured (never served stale).
+        return x * getattr(self.config, name if flag else "shift")
+
+
+def test_getattr_the_parser_cannot_follow_is_not_served_stale():
+    m = _GetattrAcrossABranch()
+    f = framecache.compile(m, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x, "scale", True), x * 2.0)
+    m.config.scale = 3.0
+    torch.testing.assert_close(f(x, "scale", True), x * 3.0)
+    s = framecache.stats(f)
+    assert s.compiles == 0 and s.fallbacks >= 1, s
+    framecache.reset()
+    out = framecache.explain(m, x, "scale", True)
+    assert any("getattr()" in r and "could not follow" in r for r in out.fallback_reasons), (
+        out.fallback_reasons
+    )
+
+
+class _SliceOfList(_Reader):
+    def forward(self, x, n):
+        return x * sum(self.factors[1:n])
+
+
+def test_list_slice_with_a_local_bound_guards_the_list():
+    _recompiles_on(_SliceOfList(), (3,), _set(("factors", 2), 20.0), lambda x: x * 21.0)
+
+
+class _TensorSlice(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("ids", torch.arange(16))
+
+    def forward(self, x, n):
+        return x + self.ids[:n]
+
+
+def test_tensor_slice_with_a_local_bound_still_compiles():
+    m = _TensorSlice()
+    f = framecache.compile(m, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x, 4), x + torch.arange(4))
+    assert framecache.stats(f).compiles == 1
+
+
+class _KeyIn(_Reader):
+    def forward(self, x, key):
+        if key in self.table:
+            return x + 1
+        return x - 1
+
+
+def test_key_in_a_large_dict_flip_recompiles():
+    _recompiles_on(_KeyIn(), ("extra",), _set(("table", "extra"), 0.0), lambda x: x + 1)

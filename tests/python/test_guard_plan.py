@@ -52,6 +52,8 @@ def test_each_kind_lowers_to_the_cpp_leaf_of_its_name():
         guards.LengthCheck(sources.local("t"), 2),
         guards.DictLength(sources.local("d"), 1),
         guards.MappingKeysMatch(sources.local("m"), ("a",)),
+        guards.DictContains(sources.local("d"), "k", False),
+        guards.NoHasattr(sources.local("o"), "gain"),
     ]
     for guard in cases:
         plan = GuardPlan()
@@ -72,6 +74,31 @@ def test_materialized_plan_checks_what_it_describes():
     info = root.check_verbose({"x": 4, "d": {"k": "v"}})
     assert not info.result and "L['x']" in info.failures[0]
     assert not root.check({"x": 3, "d": {"k": "w"}})
+
+
+def test_absence_guards_check_absence_and_keep_one_guard_per_key():
+    plan = GuardPlan()
+    d, o = sources.local("d"), sources.local("o")
+    for key in ("a", "b", "a"):
+        plan.add(guards.DictContains(d, key, False))
+    plan.add(guards.DictContains(d, 1, False))
+    plan.add(guards.NoHasattr(o, "gain"))
+    plan.add(guards.NoHasattr(o, "bias"))
+    assert len(plan.guards) == 5
+    root = materialize(plan)
+
+    class Obj:
+        pass
+
+    obj = Obj()
+    assert root.check({"d": {"c": 1}, "o": obj})
+    assert not root.check({"d": {"b": 1}, "o": obj})
+    assert not root.check({"d": {1: 0}, "o": obj})
+    obj.bias = 1.0
+    assert not root.check({"d": {}, "o": obj})
+    codec = _Codec()
+    again = GuardPlan.decode(codec, plan.encode(codec, set()))
+    assert again.describe() == plan.describe()
 
 
 def test_a_plan_holds_a_guard_once():

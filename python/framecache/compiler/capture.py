@@ -91,7 +91,13 @@ def capture_frame(
     tensor_args = {src[0][1] for src in args.tensor_sources if len(src) == 1 and src[0][0] == "L"}
     # The guard plan is made from what the capture reads, as it reads it (reads.py).
     builder = PlanBuilder(args, dynamic_dims, f_globals, closure)
-    monitor = SideEffectMonitor(code, tensor_args, on_line=builder.on_line)
+    monitor = SideEffectMonitor(
+        code,
+        tensor_args,
+        on_line=builder.on_line,
+        on_opcode=builder.on_opcode,
+        on_c_call=builder.on_c_call,
+    )
     try:
         fakes = _fake_inputs(mode, args, dynamic_dims)
         with monitor.watching(), mode:

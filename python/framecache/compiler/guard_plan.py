@@ -9,6 +9,7 @@ the capture ran.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,7 @@ def build_plan(capture: Capture, closure: tuple[Any, ...] | None = None) -> Guar
 
 
 _CONTAINER_BUDGET = 64  # items of one container read guarded one by one; more: identity
+_WHOLE_BUDGET = 256  # items of a container read with a key the parser could not follow
 _READ_DEPTH = 4  # nesting of containers walked below one read value
 
 
@@ -328,14 +330,68 @@ class PlanBuilder:
         except Exception as exc:
             self.fail(f"recording what the capture read failed: {type(exc).__name__}: {exc}")
 
-    def _on_line(self, frame: types.FrameType) -> None:
-        code = frame.f_code
+    def on_opcode(self, frame: types.FrameType) -> None:
+        """Guard the dynamic reads (reads.py) of the instruction about to run in ``frame``.
+
+        Never raises into the traced frame: a failure makes the plan fail afterwards.
+        """
+        try:
+            table = self._code_chains(frame.f_code)
+            chains = table.by_offset.get(frame.f_lasti)
+            if chains:
+                self._resolve(frame, chains)
+        except Exception as exc:
+            self.fail(f"recording what the capture read failed: {type(exc).__name__}: {exc}")
+
+    def on_c_call(self, frame: types.FrameType, fn: Any) -> None:
+        """A C function about to be called from user code: a read the parser lost track of.
+
+        ``getattr``/``hasattr``/``vars`` called where the parser did not see the call (a
+        name or object computed across a branch) fail the plan; a dict's ``get`` there
+        guards the dict whole, when it has a source.
+        """
+        try:
+            if fn is builtins.getattr or fn is builtins.hasattr or fn is builtins.vars:
+                table = self._code_chains(frame.f_code)
+                offset = frame.f_lasti
+                if offset not in table.read_calls and offset not in table.opaque_calls:
+                    self.fail(
+                        f"{fn.__name__}() at line {frame.f_lineno} of {frame.f_code.co_qualname} "
+                        "reads through an object or name framecache could not follow"
+                    )
+                return
+            receiver = getattr(fn, "__self__", None)
+            if type(receiver) is dict and getattr(fn, "__name__", None) == "get":
+                table = self._code_chains(frame.f_code)
+                if frame.f_lasti in table.read_calls:
+                    return
+                source = self.known.get(id(receiver))
+                if source is not None:
+                    self._whole(source, receiver, f"dict.get() at line {frame.f_lineno}")
+        except Exception as exc:
+            self.fail(f"recording what the capture read failed: {type(exc).__name__}: {exc}")
+
+    def _code_chains(self, code: types.CodeType) -> reads.CodeChains:
         table = self._chains.get(code)
         if table is None:
-            table = self._chains[code] = reads.line_chains(code)
-        chains = table.get(frame.f_lineno)
-        if not chains:
-            return
+            table = self._chains[code] = reads.code_chains(code)
+        return table
+
+    def _on_line(self, frame: types.FrameType) -> None:
+        table = self._code_chains(frame.f_code)
+        if table.by_offset and not frame.f_trace_opcodes:
+            # Dynamic reads are resolved just before their instruction runs.
+            frame.f_trace_opcodes = True
+            if sys.version_info[:2] == (3, 12):
+                # 3.12's sys.settrace over sys.monitoring turns instruction events on only
+                # when settrace runs after a frame asked for opcodes (3.13's frame setter
+                # does it itself): install the same trace function again. Delete with 3.12.
+                sys.settrace(sys.gettrace())
+        chains = table.by_line.get(frame.f_lineno)
+        if chains:
+            self._resolve(frame, chains)
+
+    def _resolve(self, frame: types.FrameType, chains: list[reads.Chain]) -> None:
         f_locals: dict[str, Any] | None = None
         for kind, name, steps in chains:
             if kind == "G":
@@ -353,11 +409,134 @@ class PlanBuilder:
                 if source is None:
                     continue  # made by the capture, or got from a call
             for step in steps:
-                found = self._step(source, value, step)
+                if step[0] in ("attr", "item"):
+                    found = self._step(source, value, step)
+                else:
+                    if f_locals is None:
+                        f_locals = frame.f_locals
+                    found = self._dynamic_step(frame, f_locals, source, value, step)
                 if found is None:
                     break
                 source, value = found
                 self.read(source, value, 0)
+
+    def _dynamic_step(
+        self,
+        frame: types.FrameType,
+        f_locals: dict[str, Any],
+        source: Source,
+        value: Any,
+        step: tuple[Any, ...],
+    ) -> tuple[Source, Any] | None:
+        """A read whose key the frame holds (``getattr(o, name)``, ``d[k]``, ``d.get(k)``).
+
+        A key that is present is read like a constant one; an absent one gets a guard on
+        its absence (the code took the default or the other branch); a key the parser
+        could not follow guards the whole container read, or fails the plan.
+        """
+        what = step[0]
+        if what in ("getattr", "hasattr", "vars") and not self._is_builtin(frame, what):
+            return None  # a function of the user's own: its code is traced
+        if what == "vars":
+            state = getattr(value, "__dict__", None)
+            if type(state) is not dict or isinstance(value, type):
+                return None
+            return sources.obj_dict(source), state
+        ref = step[1]
+        if ref[0] == "const":
+            key = ref[1]
+        elif ref[0] == "local":
+            key = f_locals.get(ref[1], _ABSENT)
+            if key is _ABSENT:
+                return None  # unbound: the read raises, as it will next time
+        else:
+            key = _ABSENT
+        if what == "contains":
+            if type(value) is dict and key is not _ABSENT and type(key) in reads.KEY_TYPES:
+                self.plan.add(g.DictContains(source, key, key in value))
+            elif type(value) in (dict, list, tuple):
+                self._whole(source, value, f"an `in` test at line {frame.f_lineno}")
+            return None
+        if what == "item_of" or what == "get":
+            if type(value) not in ((dict,) if what == "get" else (dict, list, tuple)):
+                # A tensor's subscript is graph computation; another type's __getitem__ or
+                # get() is Python that is traced, or C that reads no Python state.
+                return None
+            if key is _ABSENT or type(key) not in reads.KEY_TYPES:
+                self._whole(source, value, f"a subscript at line {frame.f_lineno}")
+                return None
+            found = self._step(source, value, ("item", key))
+            if found is None and type(value) is dict:
+                self.plan.add(g.DictContains(source, key, False))
+            elif found is None and type(value) in (list, tuple):
+                self.plan.add(g.LengthCheck(source, len(value)))
+            return found
+        # getattr / hasattr
+        if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return None  # a tensor's attributes are its metadata (TENSOR_MATCH)
+        if key is _ABSENT or type(key) is not str:
+            self._whole(source, value, f"{what}() with a computed name at line {frame.f_lineno}")
+            return None
+        found = self._step(source, value, ("attr", key))
+        if found is not None:
+            if what == "hasattr":
+                self.read(found[0], found[1], 0)  # reading it guards that it is there
+                return None
+            return found
+        try:
+            present = hasattr(value, key)  # what the code itself just asked
+        except Exception:
+            present = True
+        if not present:
+            self.plan.add(g.NoHasattr(source, key))
+        # Present but not resolved statically: a class member (the guarded type keeps it),
+        # a property or __getattr__ (Python the capture traced), a tensor's metadata
+        # (TENSOR_MATCH): guarded like the same attribute read with a dot.
+        return None
+
+    @staticmethod
+    def _is_builtin(frame: types.FrameType, name: str) -> bool:
+        found = frame.f_globals.get(name, _ABSENT)
+        if found is _ABSENT:
+            b = frame.f_builtins
+            found = b.get(name, _ABSENT) if isinstance(b, dict) else _ABSENT
+        return found is getattr(builtins, name)
+
+    def _whole(self, source: Source, value: Any, why: str) -> None:
+        """Guard all of a container (or an object's ``__dict__``) read with a key framecache
+        could not follow: keys and every value, to _WHOLE_BUDGET items; else fail."""
+        if type(value) in (tuple, list):
+            target, container = source, value
+        elif type(value) is dict:
+            target, container = source, value
+        elif (
+            not isinstance(value, (type, types.ModuleType, torch.Tensor))
+            and type(getattr(value, "__dict__", None)) is dict
+            and not reads.python_attribute_hooks(type(value))
+        ):
+            target, container = sources.obj_dict(source), value.__dict__
+        else:
+            self.fail(f"{why} reads {sources.render(source)}, which framecache cannot guard whole")
+            return
+        if len(container) > _WHOLE_BUDGET:
+            self.fail(
+                f"{why} reads {sources.render(source)} with a key framecache cannot follow, "
+                f"and it has {len(container)} items (more than {_WHOLE_BUDGET} to guard whole)"
+            )
+            return
+        plan = self.plan
+        plan.add(g.TypeMatch(target, type(container)))
+        if type(container) is dict:
+            if not all(type(k) in reads.KEY_TYPES for k in container):
+                self.fail(f"{why} reads {sources.render(source)}, whose keys are not constants")
+                return
+            plan.add(g.MappingKeysMatch(target, tuple(container.keys())))
+            for k, item in container.items():
+                self.read(sources.item(target, k), item, 1)
+        else:
+            plan.add(g.LengthCheck(target, len(container)))
+            for i, item in enumerate(container):
+                self.read(sources.item(target, i), item, 1)
 
     def _global(self, f_globals: dict[str, Any], name: str) -> tuple[Source, Any] | None:
         key = id(f_globals)
@@ -407,6 +586,13 @@ class PlanBuilder:
         name = step[1]
         if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
             return None
+        if (
+            name == "__dict__"
+            and not isinstance(value, (type, types.ModuleType))
+            and not reads.python_attribute_hooks(type(value))
+            and type(getattr(value, "__dict__", None)) is dict
+        ):
+            return sources.obj_dict(source), value.__dict__  # ``obj.__dict__.get(name)``
         if isinstance(value, torch.nn.Module):
             state = value.__dict__
             d = sources.obj_dict(source)

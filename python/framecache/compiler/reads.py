@@ -24,67 +24,414 @@ and the object gets that source, so a callee reading ``self.weight`` of an objec
 caller reached through ``L['self'].encoder`` guards ``L['self'].encoder.weight``. Objects
 the plan has no source for are values the capture made or got from calls; what they were
 computed from is guarded where it was read.
+
+Reads with a key the frame holds (``getattr(cfg, name)``, ``d[k]``, ``d.get(k)``) are
+anchored at the instruction that reads (``CodeChains.by_offset``) and resolved on an
+opcode event just before it runs, when ``name`` / ``k`` are what it reads.
 """
 
 from __future__ import annotations
 
 import dis
+import sys
 import types
 from typing import Any
 
 # Instructions that load a chain's root: a frame variable (fast local, cell, free
-# variable) or a global / builtin.
+# variable) or a global / builtin. LOAD_FAST_CHECK (3.12+) is LOAD_FAST for a local
+# that may be unbound; 3.13's LOAD_FAST_LOAD_FAST loads two (handled apart).
 _LOCAL_ROOTS = frozenset(
     {"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_CLOSURE"}
 )
 _GLOBAL_ROOTS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
-# Attribute loads (3.11 has LOAD_METHOD; 3.12 folds it into LOAD_ATTR).
-_ATTR_STEPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR"})
 KEY_TYPES = (int, str, bytes, bool)
 
-Chain = tuple[str, str, tuple[tuple[str, Any], ...]]
-"""``(root kind "L" or "G", root name, steps)``, steps ``("attr", name)`` / ``("item", key)``."""
+Chain = tuple[str, str, tuple[tuple[Any, ...], ...]]
+"""``(root kind "L" or "G", root name, steps)``.
+
+Steps: ``("attr", name)``, ``("item", key)`` (a constant key) and the dynamic ones, whose
+key is a ``KeyRef`` resolved when the read runs: ``("item_of", keyref)`` (``c[k]``),
+``("getattr", keyref, has_default)``, ``("hasattr", keyref)`` (ends a chain),
+``("get", keyref)`` (``dict.get``: the value when the key is present), ``("contains",
+keyref)`` (``k in c``, ends a chain) and ``("vars",)``.
+"""
+
+KeyRef = tuple[str, Any]
+"""``("const", value)``, ``("local", name)`` (the frame variable's value at the read) or
+``("unknown", None)`` (computed: the whole container read is guarded)."""
+
+_STATIC_STEPS = frozenset({"attr", "item"})
+# Builtins whose call on a chain is a read framecache follows (checked to be the builtin
+# when the read is resolved: a global of the same name is user code, traced anyway).
+READ_BUILTINS = frozenset({"getattr", "hasattr", "vars"})
+# Instructions that bind or unbind frame variables: a value loaded before one of them
+# for the same name no longer is what the variable holds.
+_STORES = frozenset(
+    {
+        "STORE_FAST",
+        "DELETE_FAST",
+        "STORE_DEREF",
+        "DELETE_DEREF",
+        "LOAD_FAST_AND_CLEAR",  # 3.12: an inlined comprehension saves and clears its variable
+        "STORE_GLOBAL",
+        "DELETE_GLOBAL",
+        "STORE_NAME",
+        "DELETE_NAME",
+    }
+)
+# (pops, pushes) of instructions whose result is no chain; anything not listed ends
+# what the parser knows about the stack.
+_EFFECTS: dict[str, tuple[int, int]] = {
+    "POP_TOP": (1, 0),
+    "BINARY_OP": (2, 1),
+    "COMPARE_OP": (2, 1),
+    "IS_OP": (2, 1),
+    "UNARY_NEGATIVE": (1, 1),
+    "UNARY_NOT": (1, 1),
+    "UNARY_INVERT": (1, 1),
+    "TO_BOOL": (1, 1),
+    "GET_ITER": (1, 1),
+    "STORE_ATTR": (2, 0),
+    "DELETE_ATTR": (1, 0),
+    "STORE_SUBSCR": (3, 0),
+    "DELETE_SUBSCR": (2, 0),
+    "STORE_SLICE": (4, 0),
+}
+_NO_EFFECT = frozenset(
+    {"NOP", "RESUME", "PRECALL", "MAKE_CELL", "COPY_FREE_VARS", "CACHE", "EXTENDED_ARG"}
+)
+
+
+class _Item:
+    """What the parser knows about one value on the stack: a chain, a constant, or a
+    method loaded for a call (``method``: the receiver chain and the method's name)."""
+
+    __slots__ = ("anchor", "const", "kind", "line", "method", "name", "steps")
+
+    def __init__(
+        self,
+        kind: str,
+        name: Any = None,
+        steps: tuple[tuple[Any, ...], ...] = (),
+        line: int | None = None,
+        anchor: int | None = None,
+    ) -> None:
+        self.kind = kind  # "L", "G", "const", "method"
+        self.name = name
+        self.steps = steps
+        self.line = line
+        self.anchor = anchor  # offset of the first dynamic read
+        self.const: Any = None
+        self.method: tuple[_Item, str] | None = None
+
+    def extended(self, step: tuple[Any, ...], offset: int) -> _Item:
+        dynamic = step[0] not in _STATIC_STEPS
+        anchor = self.anchor if self.anchor is not None or not dynamic else offset
+        return _Item(self.kind, self.name, (*self.steps, step), self.line, anchor)
+
+    def uses(self, name: str) -> bool:
+        if self.kind == "method":
+            return self.method is not None and self.method[0].uses(name)
+        if self.kind not in ("L", "G"):
+            return False
+        if self.name == name:
+            return True
+        return any(
+            s[0] in ("item_of", "getattr", "hasattr", "get", "contains") and s[1] == ("local", name)
+            for s in self.steps
+        )
+
+
+def _is_bare_local(item: _Item | None) -> bool:
+    return item is not None and item.kind == "L" and not item.steps
+
+
+class CodeChains:
+    """The access chains of one code object.
+
+    ``by_line``: chains of constant steps, resolved when their line starts (the line's
+    root values are the locals then). ``by_offset``: chains with a dynamic step, resolved
+    just before the instruction at that offset runs (an opcode event): the frame
+    variables they name are then exactly what the instruction reads, even in a loop or
+    a comprehension that rebinds them within the line.
+    """
+
+    def __init__(self) -> None:
+        self.by_line: dict[int, list[Chain]] = {}
+        self.by_offset: dict[int, list[Chain]] = {}
+        # CALL offsets of getattr/hasattr/vars/get calls the parser followed (the object a
+        # chain) or saw with an object of the capture's own (a call's result).
+        self.read_calls: set[int] = set()
+        self.opaque_calls: set[int] = set()
+        self._seen: set[tuple[Any, ...]] = set()
+
+    def _emit(self, item: _Item | None) -> None:
+        if item is None:
+            return
+        if item.kind == "method":
+            if item.method is not None:
+                receiver, name = item.method
+                self._emit(receiver.extended(("attr", name), -1))
+            return
+        if item.kind not in ("L", "G") or not isinstance(item.name, str):
+            return
+        chain: Chain = (item.kind, item.name, item.steps)
+        if item.anchor is not None:
+            key: tuple[Any, ...] = ("o", item.anchor, chain)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.by_offset.setdefault(item.anchor, []).append(chain)
+        elif item.line is not None and (item.kind == "G" or item.steps):
+            key = ("l", item.line, chain)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.by_line.setdefault(item.line, []).append(chain)
+
+
+def _keyref(item: _Item | None) -> KeyRef:
+    if item is not None and item.kind == "const" and type(item.const) in KEY_TYPES:
+        return ("const", item.const)
+    if _is_bare_local(item):
+        assert item is not None
+        return ("local", item.name)
+    return ("unknown", None)
+
+
+def code_chains(code: types.CodeType) -> CodeChains:
+    """The access chains of ``code`` (3.11 to 3.13 bytecode), by line or by offset.
+
+    A small abstract interpretation of the value stack within straight-line code: a jump
+    target or an instruction the parser does not model forgets the stack (the values
+    under it become unknown, never wrong).
+    """
+    out = CodeChains()
+    stack: list[_Item | None] = []
+    kw_call = False
+
+    def pop() -> _Item | None:
+        return stack.pop() if stack else None
+
+    def forget() -> None:
+        for item in stack:
+            out._emit(item)
+        stack.clear()
+
+    for ins in dis.get_instructions(code):
+        op = ins.opname
+        if op in ("CACHE", "EXTENDED_ARG"):
+            continue
+        if ins.is_jump_target:
+            forget()
+        line = ins.positions.lineno if ins.positions is not None else None
+        offset = ins.offset
+        if op in _LOCAL_ROOTS:
+            stack.append(_Item("L", ins.argval, (), line))
+        elif op == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals at once
+            first, second = ins.argval
+            stack.append(_Item("L", first, (), line))
+            stack.append(_Item("L", second, (), line))
+        elif op in _GLOBAL_ROOTS:
+            if op == "LOAD_GLOBAL" and ins.arg is not None and ins.arg & 1:
+                stack.append(None)  # the NULL of a call (before it on 3.11/3.12, after on 3.13)
+            stack.append(_Item("G", ins.argval, (), line))
+        elif op == "LOAD_CONST" or op == "LOAD_SMALL_INT":
+            item = _Item("const", line=line)
+            item.const = ins.argval
+            stack.append(item)
+        elif op == "PUSH_NULL":
+            stack.append(None)
+        elif op in ("LOAD_ATTR", "LOAD_METHOD"):
+            obj = pop()
+            # 3.12+: LOAD_ATTR's low bit loads a method (two values, like LOAD_METHOD).
+            method = op == "LOAD_METHOD" or (
+                sys.version_info >= (3, 12) and ins.arg is not None and bool(ins.arg & 1)
+            )
+            if method:
+                marker = _Item("method", line=line)
+                if obj is not None and obj.kind in ("L", "G"):
+                    marker.method = (obj, ins.argval)
+                else:
+                    out._emit(obj)
+                stack.append(marker)
+                stack.append(None)
+            elif obj is not None and obj.kind in ("L", "G"):
+                stack.append(obj.extended(("attr", ins.argval), offset))
+            else:
+                stack.append(None)
+        elif op == "BINARY_SUBSCR":
+            key = pop()
+            container = pop()
+            if container is not None and container.kind in ("L", "G"):
+                ref = _keyref(key)
+                if ref[0] == "const":
+                    stack.append(container.extended(("item", ref[1]), offset))
+                else:
+                    out._emit(key)
+                    stack.append(container.extended(("item_of", ref), offset))
+            else:
+                out._emit(key)
+                out._emit(container)
+                stack.append(None)
+        elif op == "BINARY_SLICE":  # 3.12+: ``c[a:b]`` without a slice object
+            for _ in range(2):
+                out._emit(pop())
+            container = pop()
+            if container is not None and container.kind in ("L", "G"):
+                stack.append(container.extended(("item_of", ("unknown", None)), offset))
+            else:
+                out._emit(container)
+                stack.append(None)
+        elif op == "CONTAINS_OP":  # ``k in c`` / ``k not in c``: the container is TOS
+            container = pop()
+            key = pop()
+            if container is not None and container.kind in ("L", "G"):
+                out._emit(key if _keyref(key)[0] == "unknown" else None)
+                out._emit(container.extended(("contains", _keyref(key)), offset))
+            else:
+                out._emit(key)
+                out._emit(container)
+            stack.append(None)
+        elif op == "KW_NAMES":
+            kw_call = True
+        elif op in ("CALL", "CALL_KW"):
+            n = ins.arg or 0
+            extra = 1 if op == "CALL_KW" else 0
+            popped = [pop() for _ in range(n + extra)]
+            args = list(reversed(popped[extra:])) if extra else list(reversed(popped))
+            under = [pop(), pop()]
+            is_kw = kw_call or op == "CALL_KW"
+            kw_call = False
+            result = None if is_kw else _read_call(under, args, offset)
+            if result is not None:
+                out.read_calls.add(offset)
+            elif _reader_callee(under):
+                out.opaque_calls.add(offset)
+            for item in (*under, *args):
+                if result is not None and (
+                    item is result[1] or (item is not None and item.kind == "method")
+                ):
+                    continue  # the receiver is part of the result; a recognised method is no read
+                out._emit(item)
+            if result is not None:
+                produced, _receiver, terminal = result
+                if terminal:
+                    out._emit(produced)
+                    stack.append(None)
+                else:
+                    stack.append(produced)
+            else:
+                stack.append(None)
+        elif op in _STORES or op in ("STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST"):
+            names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+            if op == "STORE_FAST_STORE_FAST":
+                out._emit(pop())
+                out._emit(pop())
+            elif op in ("LOAD_FAST_AND_CLEAR",):
+                pass
+            elif op not in ("DELETE_FAST", "DELETE_DEREF", "DELETE_GLOBAL", "DELETE_NAME"):
+                out._emit(pop())
+            if op == "STORE_FAST_LOAD_FAST":
+                names = (ins.argval[0],)
+            for name in names:
+                for i, item in enumerate(stack):
+                    if item is not None and item.uses(name):
+                        # Loaded before the variable changed: its dynamic keys can no
+                        # longer be read from the frame; what it read so far still can.
+                        out._emit(_static_prefix(item))
+                        stack[i] = None
+            if op == "LOAD_FAST_AND_CLEAR":
+                stack.append(None)
+            elif op == "STORE_FAST_LOAD_FAST":
+                stack.append(_Item("L", ins.argval[1], (), line))
+        elif op == "COPY":
+            n = ins.arg or 1
+            stack.append(stack[-n] if len(stack) >= n else None)
+        elif op == "SWAP":
+            n = ins.arg or 2
+            if len(stack) >= n:
+                stack[-1], stack[-n] = stack[-n], stack[-1]
+            else:
+                forget()
+        elif op in _EFFECTS:
+            pops, pushes = _EFFECTS[op]
+            for _ in range(pops):
+                out._emit(pop())
+            stack.extend([None] * pushes)
+        elif op in ("BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_STRING", "BUILD_SLICE"):
+            for _ in range(ins.arg or 0):
+                out._emit(pop())
+            stack.append(None)
+        elif op == "BUILD_MAP":
+            for _ in range(2 * (ins.arg or 0)):
+                out._emit(pop())
+            stack.append(None)
+        elif op == "BUILD_CONST_KEY_MAP":
+            for _ in range((ins.arg or 0) + 1):
+                out._emit(pop())
+            stack.append(None)
+        elif op in _NO_EFFECT:
+            pass
+        else:
+            forget()
+        if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
+            forget()
+    forget()
+    return out
+
+
+def _static_prefix(item: _Item) -> _Item | None:
+    """``item`` cut before its first dynamic step (None for a method marker)."""
+    if item.kind not in ("L", "G"):
+        return None
+    steps: list[tuple[Any, ...]] = []
+    for step in item.steps:
+        if step[0] not in _STATIC_STEPS:
+            break
+        steps.append(step)
+    return _Item(item.kind, item.name, tuple(steps), item.line)
+
+
+def _reader_callee(under: list[_Item | None]) -> bool:
+    """Whether the callee under a call's arguments is one of the reads followed."""
+    for item in under:
+        if item is None:
+            continue
+        if item.kind == "G" and not item.steps and item.name in READ_BUILTINS:
+            return True
+        if item.kind == "method" and item.method is not None and item.method[1] == "get":
+            return True
+    return False
+
+
+def _read_call(
+    under: list[_Item | None], args: list[_Item | None], offset: int
+) -> tuple[_Item, _Item, bool] | None:
+    """A call that reads through a chain: ``(result chain, receiver, terminal)``."""
+    callee = next((u for u in under if u is not None), None)
+    if callee is None or any(u is not None and u is not callee for u in under):
+        return None
+    if callee.kind == "G" and not callee.steps and callee.name in READ_BUILTINS:
+        if not args or args[0] is None or args[0].kind not in ("L", "G"):
+            return None
+        obj = args[0]
+        if callee.name == "vars" and len(args) == 1:
+            return obj.extended(("vars",), offset), obj, False
+        if callee.name == "getattr" and len(args) in (2, 3):
+            step = ("getattr", _keyref(args[1]), len(args) == 3)
+            return obj.extended(step, offset), obj, False
+        if callee.name == "hasattr" and len(args) == 2:
+            return obj.extended(("hasattr", _keyref(args[1])), offset), obj, True
+        return None
+    if callee.kind == "method" and callee.method is not None:
+        receiver, name = callee.method
+        if name == "get" and len(args) in (1, 2):
+            return receiver.extended(("get", _keyref(args[0])), offset), receiver, False
+    return None
 
 
 def line_chains(code: types.CodeType) -> dict[int, list[Chain]]:
-    """The access chains of ``code``, by the line of their root instruction."""
-    instrs = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG")]
-    out: dict[int, list[Chain]] = {}
-    n = len(instrs)
-    k = 0
-    while k < n:
-        ins = instrs[k]
-        op = ins.opname
-        if op in _LOCAL_ROOTS or op in _GLOBAL_ROOTS:
-            kind = "L" if op in _LOCAL_ROOTS else "G"
-            name = ins.argval
-            steps: list[tuple[str, Any]] = []
-            j = k + 1
-            while j < n:
-                nxt = instrs[j]
-                if nxt.is_jump_target:
-                    break
-                if nxt.opname in _ATTR_STEPS and nxt.opname != "LOAD_SUPER_ATTR":
-                    steps.append(("attr", nxt.argval))
-                    j += 1
-                elif (
-                    nxt.opname == "LOAD_CONST"
-                    and j + 1 < n
-                    and instrs[j + 1].opname in ("BINARY_SUBSCR",)
-                    and type(nxt.argval) in KEY_TYPES
-                    and not instrs[j + 1].is_jump_target
-                ):
-                    steps.append(("item", nxt.argval))
-                    j += 2
-                else:
-                    break
-            line = ins.positions.lineno if ins.positions is not None else None
-            if isinstance(name, str) and line is not None and (kind == "G" or steps):
-                out.setdefault(line, []).append((kind, name, tuple(steps)))
-            k = j if j > k + 1 else k + 1
-        else:
-            k += 1
-    return out
+    """The chains of constant steps of ``code``, by the line of their root instruction."""
+    return code_chains(code).by_line
 
 
 _MISSING = object()
@@ -141,9 +488,13 @@ def missing() -> Any:
 
 __all__ = [
     "KEY_TYPES",
+    "READ_BUILTINS",
     "Chain",
+    "CodeChains",
+    "KeyRef",
     "class_function",
     "class_value",
+    "code_chains",
     "is_data_descriptor",
     "line_chains",
     "missing",

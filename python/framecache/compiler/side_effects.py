@@ -48,6 +48,7 @@ _PURE_BUILTINS = {
         issubclass,
         getattr,
         hasattr,
+        vars,  # the object's own __dict__ (writes into it are checked as stores)
         callable,
         id,
         hash,
@@ -249,9 +250,13 @@ class SideEffectMonitor:
         top_code: types.CodeType,
         tensor_args: set[str],
         on_line: Callable[[types.FrameType], None] | None = None,
+        on_opcode: Callable[[types.FrameType], None] | None = None,
+        on_c_call: Callable[[types.FrameType, Any], None] | None = None,
     ) -> None:
         self.top_code = top_code
         self._on_line = on_line
+        self._on_opcode = on_opcode
+        self._on_c_call = on_c_call
         self._tracing = False
         self.tensor_args = tensor_args
         self.violations: list[str] = []
@@ -303,6 +308,9 @@ class SideEffectMonitor:
     def _line(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if event == "line":
             self._on_line(frame)  # type: ignore[misc]
+        elif event == "opcode" and self._on_opcode is not None:
+            # Only in frames whose reader turned f_trace_opcodes on (dynamic reads).
+            self._on_opcode(frame)
         return self._line
 
     def _set_tracing(self, on: bool) -> None:
@@ -355,6 +363,8 @@ class SideEffectMonitor:
                 if found:
                     self._abort(found)
         else:
+            if self._on_c_call is not None:
+                self._on_c_call(frame, arg)
             reason = self._check_c_call(frame, arg)
             if reason is not None:
                 self._abort([reason])

@@ -248,6 +248,49 @@ class MappingKeysMatch(Guard):
 
 
 @dataclass(frozen=True)
+class DictContains(Guard):
+    """``key in value`` is ``contains``: a key read that was absent (``d.get(k)``)."""
+
+    KIND: ClassVar[str] = "DICT_CONTAINS"
+    key_: Any = None
+    contains: bool = True
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.source, self.KIND, type(self.key_), self.key_)
+
+    def detail(self) -> str:
+        return repr(self.key_) if self.contains else f"{self.key_!r}, contains=False"
+
+    def lower(self, root: Any, node_of: NodeOf) -> None:
+        node_of(self.source).dict_contains(self.key_, self.contains)
+
+    def encode(self, codec: Codec, lifted: set[int]) -> list[Encoded]:
+        if type(self.key_) not in _PRIMITIVES:
+            raise codec.NotPortable(f"dict key of type {type(self.key_).__name__}")
+        return [(self.KIND, self.source, (self.key_, self.contains))]
+
+
+@dataclass(frozen=True)
+class NoHasattr(Guard):
+    """The value has no attribute ``name``: ``hasattr`` was False, ``getattr`` defaulted."""
+
+    KIND: ClassVar[str] = "NO_HASATTR"
+    name: str = ""
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.source, self.KIND, self.name)
+
+    def detail(self) -> str:
+        return repr(self.name)
+
+    def lower(self, root: Any, node_of: NodeOf) -> None:
+        node_of(self.source).no_hasattr(self.name)
+
+    def data(self) -> tuple[Any, ...]:
+        return (self.name,)
+
+
+@dataclass(frozen=True)
 class TensorMatch(Guard):
     """dtype, device, sizes and strides (``dynamic_dims`` free), requires_grad, keys."""
 
@@ -346,6 +389,8 @@ KINDS: dict[str, type[Guard]] = {
         LengthCheck,
         DictLength,
         MappingKeysMatch,
+        DictContains,
+        NoHasattr,
         TensorMatch,
         ObjectAliasing,
         NoTensorAliasing,
@@ -369,6 +414,7 @@ __all__ = [
     "KINDS",
     "Codec",
     "DeviceMatch",
+    "DictContains",
     "DictLength",
     "Encoded",
     "EqualsMatch",
@@ -378,6 +424,7 @@ __all__ = [
     "IdMatch",
     "LengthCheck",
     "MappingKeysMatch",
+    "NoHasattr",
     "NoTensorAliasing",
     "NoneMatch",
     "ObjectAliasing",
