@@ -46,6 +46,8 @@ bool Relation::see(size_t member, PyObject* value) {
   return relate(member, value);
 }
 
+bool Relation::can_decide_alone() const { return !poisoned_ && root_.active_checks() == 1; }
+
 std::string Relation::explain(size_t member, PyObject* value) {
   if (poisoned_ || root_.active_checks() != 1) {
     return std::string(kind()) + " could not be checked: another check of this guard tree was in "
@@ -56,11 +58,14 @@ std::string Relation::explain(size_t member, PyObject* value) {
 
 void Relation::reset() {
   clear_index();
+  // Nothing recorded (the usual case when the root decided the relation in
+  // bulk): no slot to empty.
+  const bool any = count_ != 0;
   count_ = 0;
   // Dropping a reference may run a __del__, which may check this tree again:
   // each slot is emptied before its value is released.
-  for (Ref& slot : seen_) {
-    Ref drop = std::move(slot);
+  for (size_t i = 0; any && i < seen_.size(); ++i) {
+    Ref drop = std::move(seen_[i]);
   }
   poisoned_ = root_.active_checks() > 1;
 }

@@ -67,6 +67,8 @@ class Relation {
   virtual std::string explain_relate(size_t member, PyObject* value) = 0;
   // Forgets any index built by relate(); runs no Python.
   virtual void clear_index() {}
+  // No check overlaps this one and the relation is not poisoned.
+  bool can_decide_alone() const;
 
   const RootGuardManager& root_;
   std::vector<std::string> sources_;
@@ -93,6 +95,17 @@ class NoTensorAliasing final : public Relation {
  public:
   NoTensorAliasing(const RootGuardManager& root, std::vector<std::string> sources);
   const char* kind() const override { return "NO_TENSOR_ALIASING"; }
+
+  // The whole relation decided at once, for a caller that holds every
+  // member's value (borrowed) and runs no Python between reading them and
+  // calling end_bulk(): the values need no references then. begin_bulk()
+  // returns false, and the caller must fall back to see() per member, when
+  // the relation is poisoned or another check of the tree is in progress
+  // (see() would fail and poison it). add_bulk() returns false on a value
+  // already added; end_bulk() forgets them. Records nothing for reset().
+  bool begin_bulk() const { return can_decide_alone(); }
+  bool add_bulk(PyObject* value) { return relate(0, value); }
+  void end_bulk() { clear_index(); }
 
  protected:
   bool relate(size_t member, PyObject* value) override;
