@@ -104,6 +104,7 @@ NoTensorAliasing::NoTensorAliasing(const RootGuardManager& root, std::vector<std
   unsigned bits = 3;
   while ((size_t{1} << bits) < 2 * size()) ++bits;
   table_.assign(size_t{1} << bits, nullptr);
+  bulk_table_.assign(size_t{1} << bits, Stamped{nullptr, 0});
   shift_ = 64 - bits;
   used_.reserve(size());
 }
@@ -123,6 +124,26 @@ bool NoTensorAliasing::relate(size_t, PyObject* value) {
   table_[slot] = value;
   used_.push_back(slot);
   return true;
+}
+
+bool NoTensorAliasing::begin_bulk() {
+  if (!can_decide_alone()) return false;
+  ++bulk_stamp_;  // 64 bits: never wraps back to a stamp in the table
+  return true;
+}
+
+bool NoTensorAliasing::add_bulk(PyObject* value) {
+  const uint64_t h = (reinterpret_cast<uintptr_t>(value) >> 4) * 0x9E3779B97F4A7C15ull;
+  const size_t mask = bulk_table_.size() - 1;
+  Stamped* table = bulk_table_.data();
+  for (size_t slot = static_cast<size_t>(h >> shift_);; slot = (slot + 1) & mask) {
+    Stamped& s = table[slot];
+    if (s.stamp != bulk_stamp_) {
+      s = Stamped{value, bulk_stamp_};
+      return true;
+    }
+    if (s.value == value) return false;
+  }
 }
 
 void NoTensorAliasing::clear_index() {

@@ -77,33 +77,51 @@ void RootGuardManager::plan_tensor_pass() {
 }
 
 void RootGuardManager::plan_tensor_batch() {
-  batch_expect_.assign(tensor_pass_.size(), FcTensorExpect{});
-  batch_values_.assign(tensor_pass_.size(), nullptr);
+  const size_t n = tensor_pass_.size();
+  batch_expect_.assign(n, FcTensorExpect{});
+  batch_values_.assign(n, nullptr);
   bulk_relations_.clear();
-  batch_ok_ = !tensor_pass_.empty();
-  for (size_t i = 0; i < tensor_pass_.size(); ++i) {
-    batch_ok_ = batch_ok_ && tensor_pass_[i].match->fill_expect(batch_expect_[i]);
+  batch_ok_ = n != 0;
+  size_t dims = 0;
+  for (size_t i = 0; batch_ok_ && i < n; ++i) {
+    batch_ok_ = tensor_pass_[i].match->fill_expect(batch_expect_[i]);
+    dims += 2 * static_cast<size_t>(batch_expect_[i].ndim);
+  }
+  if (!batch_ok_) return;
+  batch_dims_.clear();
+  batch_dims_.reserve(dims);  // no reallocation below: the pointers stay valid
+  for (FcTensorExpect& e : batch_expect_) {
+    const int64_t* sizes = e.sizes;
+    const int64_t* strides = e.strides;
+    e.sizes = batch_dims_.data() + batch_dims_.size();
+    batch_dims_.insert(batch_dims_.end(), sizes, sizes + e.ndim);
+    e.strides = batch_dims_.data() + batch_dims_.size();
+    batch_dims_.insert(batch_dims_.end(), strides, strides + e.ndim);
   }
   // A NO_TENSOR_ALIASING relation is decided in bulk when each of its
   // members is exactly one item of the pass: then the pass sees every value
   // it relates, with no Python running in between.
-  std::unordered_map<Relation*, std::vector<char>> members;
-  for (const TensorPassItem& t : tensor_pass_) {
+  std::unordered_map<Relation*, std::vector<size_t>> members;  // member -> item, or npos
+  constexpr size_t npos = static_cast<size_t>(-1);
+  for (size_t i = 0; i < n; ++i) {
+    const TensorPassItem& t = tensor_pass_[i];
     if (t.relation == nullptr || dynamic_cast<NoTensorAliasing*>(t.relation) == nullptr) continue;
-    std::vector<char>& seen = members[t.relation];
-    seen.resize(t.relation->size(), 0);
-    if (t.member < seen.size()) ++seen[t.member];
+    std::vector<size_t>& items = members[t.relation];
+    items.resize(t.relation->size(), npos);
+    // A member met twice cannot be decided in bulk: mark it so.
+    if (t.member < items.size()) items[t.member] = items[t.member] == npos ? i : npos - 1;
   }
-  for (TensorPassItem& t : tensor_pass_) {
-    auto it = t.relation ? members.find(t.relation) : members.end();
-    if (it == members.end()) continue;
+  for (auto& [relation, items] : members) {
     bool covered = true;
-    for (char c : it->second) covered = covered && c == 1;
+    for (size_t item : items) covered = covered && item < n;
     if (!covered) continue;
-    t.bulk = static_cast<NoTensorAliasing*>(t.relation);
-    bool listed = false;
-    for (NoTensorAliasing* r : bulk_relations_) listed = listed || r == t.bulk;
-    if (!listed) bulk_relations_.push_back(t.bulk);
+    auto* r = static_cast<NoTensorAliasing*>(relation);
+    for (size_t item : items) tensor_pass_[item].bulk = r;
+    bulk_relations_.emplace_back(r, std::move(items));
+  }
+  batch_sees_members_ = false;
+  for (const TensorPassItem& t : tensor_pass_) {
+    batch_sees_members_ = batch_sees_members_ || (t.relation != nullptr && t.bulk == nullptr);
   }
 }
 
@@ -157,16 +175,13 @@ RootGuardManager::BatchResult RootGuardManager::check_tensor_batch(
     ++t.accessor->fail_count_;
     return BatchResult::kFailed;
   }
-  for (NoTensorAliasing* r : bulk_relations_) {
+  for (const auto& [r, items] : bulk_relations_) {
     if (!r->begin_bulk()) {
       release();
       return BatchResult::kUndecided;
     }
     bool distinct = true;
-    for (size_t i = 0; distinct && i < n; ++i) {
-      if (tensor_pass_[i].bulk == r) distinct = r->add_bulk(values[i]);
-    }
-    r->end_bulk();
+    for (size_t k = 0; distinct && k < items.size(); ++k) distinct = r->add_bulk(values[items[k]]);
     if (!distinct) {
       // The per-item pass finds the pair again, and counts the failure.
       release();
@@ -175,7 +190,7 @@ RootGuardManager::BatchResult RootGuardManager::check_tensor_batch(
   }
   // Relations not decided in bulk see their members as in the walk (each
   // keeps its own reference).
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; batch_sees_members_ && i < n; ++i) {
     const TensorPassItem& t = tensor_pass_[i];
     if (t.relation == nullptr || t.bulk != nullptr) continue;
     if (!t.relation->see(t.member, values[i])) {

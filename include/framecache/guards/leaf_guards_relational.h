@@ -98,14 +98,15 @@ class NoTensorAliasing final : public Relation {
 
   // The whole relation decided at once, for a caller that holds every
   // member's value (borrowed) and runs no Python between reading them and
-  // calling end_bulk(): the values need no references then. begin_bulk()
+  // the last add_bulk(): the values need no references then. begin_bulk()
   // returns false, and the caller must fall back to see() per member, when
   // the relation is poisoned or another check of the tree is in progress
   // (see() would fail and poison it). add_bulk() returns false on a value
-  // already added; end_bulk() forgets them. Records nothing for reset().
-  bool begin_bulk() const { return can_decide_alone(); }
-  bool add_bulk(PyObject* value) { return relate(0, value); }
-  void end_bulk() { clear_index(); }
+  // already added; at most size() values per begin_bulk() (the table is sized
+  // for them). The next begin_bulk() forgets them; nothing is recorded
+  // for reset().
+  bool begin_bulk();
+  bool add_bulk(PyObject* value);
 
  protected:
   bool relate(size_t member, PyObject* value) override;
@@ -118,6 +119,14 @@ class NoTensorAliasing final : public Relation {
   std::vector<PyObject*> table_;
   std::vector<size_t> used_;  // slots filled during this check
   unsigned shift_;
+  // The bulk decision's own table, of the same size: a slot is filled when
+  // its stamp is the current one, so starting over is one increment.
+  struct Stamped {
+    PyObject* value;
+    uint64_t stamp;
+  };
+  std::vector<Stamped> bulk_table_;
+  uint64_t bulk_stamp_ = 0;
 };
 
 // The leaf on one member's node. Every member shares the relation; the root

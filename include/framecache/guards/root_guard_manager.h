@@ -88,7 +88,12 @@ class RootGuardManager : public GuardManager {
   // (batch_ok_), with the scratch array of values it reads.
   std::vector<FcTensorExpect> batch_expect_;
   std::vector<PyObject*> batch_values_;
-  std::vector<NoTensorAliasing*> bulk_relations_;
+  // Per relation decided in bulk, the pass items of its members.
+  std::vector<std::pair<NoTensorAliasing*, std::vector<size_t>>> bulk_relations_;
+  // The expected sizes then strides of every item, contiguous (what
+  // batch_expect_ points into): one stream of memory for the batch to read.
+  std::vector<int64_t> batch_dims_;
+  bool batch_sees_members_ = false;  // some item's relation is not decided in bulk
   bool batch_ok_ = false;
   bool batch_busy_ = false;  // check_tensor_batch is using batch_values_
   uint64_t tensor_pass_version_ = 0;
