@@ -148,7 +148,10 @@ RootGuardManager::BatchResult RootGuardManager::check_tensor_batch(
   };
   for (size_t i = 0; i < n; ++i) {
     const TensorPassItem& t = tensor_pass_[i];
-    PyObject* v = local_value(in, t.local_id, t.name);
+    // A plain fast local is read here; cells and dicts through local_value.
+    const int32_t slot =
+        in.fast != nullptr && t.local_id < in.nslots ? in.slots[t.local_id] : int32_t{-1};
+    PyObject* v = slot >= 0 ? in.fast[slot] : local_value(in, t.local_id, t.name);
     if (v == nullptr) {
       release();
       // Unbound, an error, or a non-dict mapping: the per-item pass decides,

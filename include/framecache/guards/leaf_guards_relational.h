@@ -106,7 +106,19 @@ class NoTensorAliasing final : public Relation {
   // for them). The next begin_bulk() forgets them; nothing is recorded
   // for reset().
   bool begin_bulk();
-  bool add_bulk(PyObject* value);
+  bool add_bulk(PyObject* value) {
+    const uint64_t h = (reinterpret_cast<uintptr_t>(value) >> 4) * 0x9E3779B97F4A7C15ull;
+    const size_t mask = bulk_table_.size() - 1;
+    Stamped* table = bulk_table_.data();
+    for (size_t slot = static_cast<size_t>(h >> bulk_shift_);; slot = (slot + 1) & mask) {
+      Stamped& s = table[slot];
+      if (s.stamp != bulk_stamp_) {
+        s = Stamped{value, bulk_stamp_};
+        return true;
+      }
+      if (s.value == value) return false;
+    }
+  }
 
  protected:
   bool relate(size_t member, PyObject* value) override;
@@ -119,7 +131,7 @@ class NoTensorAliasing final : public Relation {
   std::vector<PyObject*> table_;
   std::vector<size_t> used_;  // slots filled during this check
   unsigned shift_;
-  // The bulk decision's own table, of the same size: a slot is filled when
+  // The bulk decision's own table, twice the size: a slot is filled when
   // its stamp is the current one, so starting over is one increment.
   struct Stamped {
     PyObject* value;
@@ -127,6 +139,7 @@ class NoTensorAliasing final : public Relation {
   };
   std::vector<Stamped> bulk_table_;
   uint64_t bulk_stamp_ = 0;
+  unsigned bulk_shift_;
 };
 
 // The leaf on one member's node. Every member shares the relation; the root
