@@ -93,6 +93,23 @@ bool TensorMatch::check(PyObject* value) {
   return true;
 }
 
+static_assert(TensorMatch::kDynamic == FC_TENSOR_DYNAMIC);
+
+bool TensorMatch::fill_expect(FcTensorExpect& out) const {
+  PyObject* type = type_.get();
+  if (type == nullptr || !torch_access::is_plain_tensor_type(type)) return false;
+  out.type = reinterpret_cast<PyTypeObject*>(type);
+  out.dispatch_keys = dispatch_keys_;
+  out.dtype = dtype_.get();
+  out.device_type = device_type_.get();
+  out.device_index = device_index_;
+  out.requires_grad = requires_grad_ ? 1 : 0;
+  out.ndim = ndim_;
+  out.sizes = sizes_.data();
+  out.strides = strides_.data();
+  return true;
+}
+
 std::string TensorMatch::explain(PyObject* value) {
   if (type_.get() == nullptr) return "expected type " + type_name_ + ", which no longer exists";
   if (!type_.is(reinterpret_cast<PyObject*>(Py_TYPE(value)))) {

@@ -4,6 +4,9 @@
 #include "framecache/guards/accessors_frame.h"
 #include "framecache/guards/leaf_guards_relational.h"
 #include "framecache/guards/leaf_guards_tensor.h"
+#include "framecache/guards/torch_access.h"
+
+#include <unordered_map>
 
 namespace framecache::guards {
 
@@ -66,9 +69,141 @@ void RootGuardManager::plan_tensor_pass() {
     }
     acc.in_tensor_pass_ = true;
     tensor_pass_.push_back({&acc, local->id(), local->name(), match,
-                            member ? &member->relation() : nullptr, member ? member->member() : 0});
+                            member ? &member->relation() : nullptr, member ? member->member() : 0,
+                            nullptr});
   }
+  plan_tensor_batch();
   tensor_pass_version_ = structure_version_;
+}
+
+void RootGuardManager::plan_tensor_batch() {
+  const size_t n = tensor_pass_.size();
+  batch_expect_.assign(n, FcTensorExpect{});
+  batch_values_.assign(n, nullptr);
+  bulk_relations_.clear();
+  batch_ok_ = n != 0;
+  size_t dims = 0;
+  for (size_t i = 0; batch_ok_ && i < n; ++i) {
+    batch_ok_ = tensor_pass_[i].match->fill_expect(batch_expect_[i]);
+    dims += 2 * static_cast<size_t>(batch_expect_[i].ndim);
+  }
+  if (!batch_ok_) return;
+  batch_dims_.clear();
+  batch_dims_.reserve(dims);  // no reallocation below: the pointers stay valid
+  for (FcTensorExpect& e : batch_expect_) {
+    const int64_t* sizes = e.sizes;
+    const int64_t* strides = e.strides;
+    e.sizes = batch_dims_.data() + batch_dims_.size();
+    batch_dims_.insert(batch_dims_.end(), sizes, sizes + e.ndim);
+    e.strides = batch_dims_.data() + batch_dims_.size();
+    batch_dims_.insert(batch_dims_.end(), strides, strides + e.ndim);
+  }
+  // A NO_TENSOR_ALIASING relation is decided in bulk when each of its
+  // members is exactly one item of the pass: then the pass sees every value
+  // it relates, with no Python running in between.
+  std::unordered_map<Relation*, std::vector<size_t>> members;  // member -> item, or npos
+  constexpr size_t npos = static_cast<size_t>(-1);
+  for (size_t i = 0; i < n; ++i) {
+    const TensorPassItem& t = tensor_pass_[i];
+    if (t.relation == nullptr || dynamic_cast<NoTensorAliasing*>(t.relation) == nullptr) continue;
+    std::vector<size_t>& items = members[t.relation];
+    items.resize(t.relation->size(), npos);
+    // A member met twice cannot be decided in bulk: mark it so.
+    if (t.member < items.size()) items[t.member] = items[t.member] == npos ? i : npos - 1;
+  }
+  for (auto& [relation, items] : members) {
+    bool covered = true;
+    for (size_t item : items) covered = covered && item < n;
+    if (!covered) continue;
+    auto* r = static_cast<NoTensorAliasing*>(relation);
+    for (size_t item : items) tensor_pass_[item].bulk = r;
+    bulk_relations_.emplace_back(r, std::move(items));
+  }
+  batch_sees_members_ = false;
+  for (const TensorPassItem& t : tensor_pass_) {
+    batch_sees_members_ = batch_sees_members_ || (t.relation != nullptr && t.bulk == nullptr);
+  }
+}
+
+RootGuardManager::BatchResult RootGuardManager::check_tensor_batch(
+    const FrameInputs& in, size_t (*accept)(PyObject* const*, const FcTensorExpect*, size_t)) {
+  // A __del__ run by release() below may check this tree again: the nested
+  // check must not reuse the scratch array the outer one is releasing.
+  if (batch_busy_) return BatchResult::kUndecided;
+  struct Busy {
+    bool& flag;
+    explicit Busy(bool& f) : flag(f) { flag = true; }
+    ~Busy() { flag = false; }
+  } busy(batch_busy_);
+  const size_t n = tensor_pass_.size();
+  PyObject** values = batch_values_.data();
+  // Fast locals cannot change while no Python runs, so borrowed values stay
+  // valid until the relations are decided. A dict lookup may run a key's
+  // __eq__, which may drop a value read earlier: those are held.
+  const bool hold = in.fast == nullptr;
+  size_t held = 0;
+  auto release = [&] {
+    for (size_t k = 0; k < held; ++k) Py_DECREF(values[k]);
+    held = 0;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const TensorPassItem& t = tensor_pass_[i];
+    // A plain fast local is read here; cells and dicts through local_value.
+    const int32_t slot =
+        in.fast != nullptr && t.local_id < in.nslots ? in.slots[t.local_id] : int32_t{-1};
+    PyObject* v = slot >= 0 ? in.fast[slot] : local_value(in, t.local_id, t.name);
+    if (v == nullptr) {
+      release();
+      // Unbound, an error, or a non-dict mapping: the per-item pass decides,
+      // as the walk would; a fatal error stays set and fails the check.
+      if (PyErr_Occurred() && consume_check_error()) return BatchResult::kFailed;
+      return BatchResult::kUndecided;
+    }
+    values[i] = v;
+    if (hold) {
+      Py_INCREF(v);
+      held = i + 1;
+    }
+  }
+  const size_t accepted = accept(values, batch_expect_.data(), n);
+  if (accepted != n) {
+    // Usually a mismatch: TENSOR_MATCH on that value decides (the check
+    // fails whichever guard fails first). The value is held: the reader may
+    // run Python.
+    const TensorPassItem& t = tensor_pass_[accepted];
+    Ref value = Ref::borrow(values[accepted]);
+    const bool matched = t.match->check(value.get());
+    release();
+    if (matched) return BatchResult::kUndecided;
+    ++t.accessor->fail_count_;
+    return BatchResult::kFailed;
+  }
+  for (const auto& [r, items] : bulk_relations_) {
+    if (!r->begin_bulk()) {
+      release();
+      return BatchResult::kUndecided;
+    }
+    bool distinct = true;
+    for (size_t k = 0; distinct && k < items.size(); ++k) distinct = r->add_bulk(values[items[k]]);
+    if (!distinct) {
+      // The per-item pass finds the pair again, and counts the failure.
+      release();
+      return BatchResult::kUndecided;
+    }
+  }
+  // Relations not decided in bulk see their members as in the walk (each
+  // keeps its own reference).
+  for (size_t i = 0; batch_sees_members_ && i < n; ++i) {
+    const TensorPassItem& t = tensor_pass_[i];
+    if (t.relation == nullptr || t.bulk != nullptr) continue;
+    if (!t.relation->see(t.member, values[i])) {
+      ++t.accessor->fail_count_;
+      release();
+      return BatchResult::kFailed;
+    }
+  }
+  release();
+  return BatchResult::kPassed;
 }
 
 size_t RootGuardManager::tensor_pass_size() {
@@ -80,7 +215,12 @@ bool RootGuardManager::check_with_tensor_pass(const FrameInputs& in) {
   for (const auto& leaf : leaves_) {
     if (!leaf->check(nullptr)) return false;
   }
-  for (const TensorPassItem& t : tensor_pass_) {
+  auto accept = batch_ok_ ? torch_access::batch_reader() : nullptr;
+  const BatchResult batch =
+      accept != nullptr ? check_tensor_batch(in, accept) : BatchResult::kUndecided;
+  if (batch == BatchResult::kFailed) return false;
+  for (size_t k = 0; batch == BatchResult::kUndecided && k < tensor_pass_.size(); ++k) {
+    const TensorPassItem& t = tensor_pass_[k];
     PyObject* raw = local_value(in, t.local_id, t.name);
     if (raw == nullptr) {
       // Unbound, an error, or a non-dict mapping of locals: the accessor's own

@@ -262,6 +262,10 @@ bool is_plain_tensor(PyObject* obj) {
   return t == g_py->tensor_type.get() || t == g_py->parameter_type.get();
 }
 
+bool is_plain_tensor_type(PyObject* type) {
+  return g_py != nullptr && (type == g_py->tensor_type.get() || type == g_py->parameter_type.get());
+}
+
 bool read_tensor_slow(PyObject* tensor, TensorMetadata& out) {
   const PythonTorch& p = *g_py;
   FcTensorMeta& m = out.meta;

@@ -28,6 +28,7 @@
 namespace {
 
 using framecache::guards::FcGlobalState;
+using framecache::guards::FcTensorExpect;
 using framecache::guards::FcTensorMeta;
 using framecache::guards::FcTorchApi;
 
@@ -115,6 +116,57 @@ int read_tensor(PyObject* obj, FcTensorMeta* out) noexcept {
   }
 }
 
+// Whether `obj` matches `e`, read without running Python: 1 yes, 0 no or
+// undecided (the caller decides it through read_tensor). May throw.
+bool accept_one(PyObject* obj, const FcTensorExpect& e, const c10::impl::LocalDispatchKeySet& tls) {
+  if (Py_TYPE(obj) != e.type) return false;
+  const at::Tensor& tensor = THPVariable_Unpack(obj);
+  if (!tensor.defined()) return false;
+  c10::TensorImpl* impl = tensor.unsafeGetTensorImpl();
+  const c10::DispatchKeySet keys = impl->key_set();
+  // A Python-dispatched tensor (a wrapper subclass) may answer sizes() or
+  // requires_grad in Python: left to the caller.
+  if (keys.has(c10::DispatchKey::Python) || impl->has_symbolic_sizes_strides()) return false;
+  if (((keys | tls.included_) - tls.excluded_).raw_repr() != e.dispatch_keys) return false;
+  const auto st = static_cast<size_t>(impl->dtype().toScalarType());
+  if (st >= g_dtypes.size() || g_dtypes[st] != e.dtype) return false;
+  const c10::Device device = impl->device();
+  const auto dt = static_cast<size_t>(device.type());
+  if (dt >= g_device_type_names.size() || g_device_type_names[dt] != e.device_type ||
+      device.index() != e.device_index) {
+    return false;
+  }
+  if ((impl->requires_grad() ? 1 : 0) != e.requires_grad) return false;
+  const c10::IntArrayRef sizes = impl->sizes();
+  if (static_cast<int64_t>(sizes.size()) != e.ndim) return false;
+  const c10::IntArrayRef strides = impl->strides();
+  const int64_t* sz = sizes.data();
+  const int64_t* sd = strides.data();
+  for (int64_t i = 0; i < e.ndim; ++i) {
+    if (e.sizes[i] != sz[i] && e.sizes[i] != FC_TENSOR_DYNAMIC) return false;
+    if (e.strides[i] != sd[i] && e.strides[i] != FC_TENSOR_DYNAMIC) return false;
+  }
+  return true;
+}
+
+// The dtype and device-type singletons compared above are those read_tensor
+// filled in (g_dtypes, g_device_type_names): a guard's expected values were
+// read through it (or through Python, which yields the same objects), so an
+// entry not filled yet cannot be expected and the comparison fails, leaving
+// the value to read_tensor.
+size_t accept_tensors(PyObject* const* values, const FcTensorExpect* expect, size_t n) noexcept {
+  size_t i = 0;
+  try {
+    const c10::impl::LocalDispatchKeySet tls = c10::impl::tls_local_dispatch_key_set();
+    for (; i < n; ++i) {
+      if (!accept_one(values[i], expect[i], tls)) return i;
+    }
+  } catch (...) {
+    // Undecided: read_tensor raises the same error for the caller.
+  }
+  return i;
+}
+
 int read_global_state(FcGlobalState* out) noexcept {
   try {
     out->grad_enabled = c10::GradMode::is_enabled();
@@ -164,7 +216,7 @@ static_assert(at::impl::TorchFunctionDisabledState::ALL_DISABLED == 2);
 
 const FcTorchApi kApi = {
     FRAMECACHE_TORCH_API_VERSION, sizeof(FcTorchApi), FRAMECACHE_TORCH_VERSION, &read_tensor,
-    &read_global_state,           &function_mode_at,  &dispatch_mode_at,
+    &read_global_state,           &function_mode_at,  &dispatch_mode_at,  &accept_tensors,
 };
 
 PyModuleDef g_module = {

@@ -772,3 +772,170 @@ def test_tensor_pass_takes_only_plain_tensor_nodes() -> None:
     assert root.tensor_pass_size() == 0
     assert root.check({"a": t, "b": t, "c": t})
     assert not root.check({"a": None, "b": t, "c": t})
+
+
+# --- the batched tensor pass (one call into _torch_C per check) ------------------------------
+
+
+def batch_root(xs: list[torch.Tensor]) -> RootGuardManager:
+    """A root of TENSOR_MATCH + NO_TENSOR_ALIASING over ``x0..xN``, with ambient state."""
+    root = RootGuardManager()
+    nodes = []
+    for i, t in enumerate(xs):
+        node = root.local(f"x{i}")
+        node.tensor_match(t, dynamic_dims=(0,) if i == 1 else ())
+        nodes.append(node)
+    root.no_tensor_aliasing(nodes)
+    root.global_state()
+    return root
+
+
+def test_tensor_batch_agrees_with_the_walk_and_the_python_reader() -> None:
+    w = torch.nn.Parameter(torch.zeros(2, 2))
+    xs = [torch.zeros(2, 3), torch.ones(4, 5), w, torch.zeros(3, dtype=torch.int64)]
+    root = batch_root(xs)
+    assert root.tensor_pass_size() == len(xs)
+    good = {f"x{i}": t for i, t in enumerate(xs)}
+    variants: list[tuple[str, dict[str, object], bool]] = [
+        ("same", good, True),
+        ("other tensors, same metadata", {**good, "x0": torch.ones(2, 3)}, True),
+        ("dynamic first size", {**good, "x1": torch.ones(9, 5)}, True),
+        ("static second size", {**good, "x1": torch.ones(4, 6)}, False),
+        ("dtype", {**good, "x0": torch.zeros(2, 3, dtype=torch.float64)}, False),
+        ("strides", {**good, "x0": torch.zeros(3, 2).t()}, False),
+        ("ndim", {**good, "x3": torch.zeros(3, 1, dtype=torch.int64)}, False),
+        ("requires_grad", {**good, "x0": torch.zeros(2, 3, requires_grad=True)}, False),
+        ("Tensor for Parameter", {**good, "x2": torch.zeros(2, 2)}, False),
+        ("Parameter for Tensor", {**good, "x0": torch.nn.Parameter(torch.zeros(2, 3))}, False),
+        ("subclass", {**good, "x0": torch.zeros(2, 3).as_subclass(Subclass)}, False),
+        ("not a tensor", {**good, "x3": [0, 0, 0]}, False),
+        ("meta device", {**good, "x0": torch.zeros(2, 3, device="meta")}, False),
+    ]
+    alias = torch.zeros(2, 3)
+    variants.append(("alias", {**good, "x0": alias, "x1": alias}, False))  # metadata differs too
+    same = torch.zeros(3, dtype=torch.int64)
+    two = [torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64)]
+    root2 = batch_root(two)
+    for name, f_locals, expected in variants:
+        walk = root.check_verbose(f_locals).result
+        assert root.check(f_locals) is expected is walk, name
+        previous = _guards.set_torch_fast_path(False)
+        try:
+            assert root.check(f_locals) is expected, name
+        finally:
+            _guards.set_torch_fast_path(previous)
+    # Pure aliasing: everything matches but one tensor is under two names; the
+    # relation is reset after each check, so the next distinct pair passes.
+    for _ in range(3):
+        assert not root2.check({"x0": same, "x1": same})
+        assert root2.check({"x0": same, "x1": two[1]})
+    assert root2.check_verbose({"x0": same, "x1": same}).failures == [
+        "L['x1']: L['x0'] and L['x1'] are the same tensor"
+    ]
+    with torch.inference_mode():
+        assert not root.check(good)
+    with torch.no_grad():
+        assert not root.check(good)  # the ambient state, checked before the pass
+    assert root.check(good)
+    # A failing tensor counts as a failure of its accessor, as in the per-item pass.
+    before = sum(root.fail_counts())
+    assert not root.check({**good, "x0": torch.zeros(5)})
+    assert sum(root.fail_counts()) == before + 1
+
+
+def test_tensor_batch_relation_with_members_outside_the_pass() -> None:
+    t = torch.zeros(3)
+    root = RootGuardManager()
+    a, b, c = root.local("a"), root.local("b"), root.local("c")
+    for node in (a, b, c):
+        node.tensor_match(t)
+    c.not_none()  # c is walked, not in the pass: the relation is not decided in bulk
+    root.no_tensor_aliasing([a, b, c])
+    assert root.tensor_pass_size() == 2
+    u, v, w = torch.zeros(3), torch.zeros(3), torch.zeros(3)
+    for _ in range(2):
+        assert root.check({"a": u, "b": v, "c": w})
+        assert not root.check({"a": u, "b": v, "c": u})
+        assert not root.check({"a": u, "b": u, "c": w})
+    # OBJECT_ALIASING between two pass members: decided through the relation.
+    root2 = RootGuardManager()
+    p, q = root2.local("p"), root2.local("q")
+    p.tensor_match(t)
+    q.tensor_match(t)
+    root2.object_aliasing(p, q)
+    assert root2.tensor_pass_size() == 2
+    for _ in range(2):
+        assert root2.check({"p": u, "q": u})
+        assert not root2.check({"p": u, "q": v})
+
+
+def test_tensor_batch_through_the_hook_with_fast_locals_and_cells() -> None:
+    def make() -> Callable[..., torch.Tensor]:
+        c = torch.ones(2)
+
+        def f(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return x.sum() + y.sum() + c.sum()
+
+        return f
+
+    f = make()
+    compiled = []
+
+    def callback(frame: framecache.FrameView, entry: object, state: dict) -> Any:
+        loc = frame.f_locals
+        compiled.append(1)
+        root = RootGuardManager()
+        nodes = [root.local(n) for n in ("x", "y", "c")]
+        for node, n in zip(nodes, ("x", "y", "c"), strict=True):
+            node.tensor_match(loc[n])
+        root.no_tensor_aliasing(nodes)
+        return framecache.CallbackResult(framecache.GuardedCode(frame.f_code.replace(), root))
+
+    x, y = torch.zeros(2), torch.zeros(2)
+    with framecache.optimize(callback):
+        f(x, y)
+        f(torch.ones(2), torch.ones(2))  # hit
+        f(x, x)  # aliased: recompiles
+        f(torch.ones(3), y)  # another size: recompiles
+    assert len(compiled) == 3
+    hits = sorted(e.hit_count for e in framecache.cache_entries(f.__code__))
+    assert hits == [0, 0, 1]
+
+
+def test_tensor_batch_survives_a_dict_key_that_drops_values() -> None:
+    # The check view reads locals from a dict; a key whose __eq__ runs on a
+    # hash collision may delete values the batch read earlier. They are held.
+    result = run_python(
+        """
+        import gc, torch
+        from framecache.guards import RootGuardManager
+
+        xs = [torch.zeros(3) for _ in range(4)]
+        root = RootGuardManager()
+        nodes = [root.local(f"x{i}") for i in range(4)]
+        for node, t in zip(nodes, xs):
+            node.tensor_match(t)
+        root.no_tensor_aliasing(nodes)
+
+        class Evil:
+            def __init__(self, d):
+                self.d = d
+            def __hash__(self):
+                return hash("x3")
+            def __eq__(self, other):
+                for k in ("x0", "x1", "x2"):
+                    self.d[k] = torch.ones(3)  # drops the tensor read before
+                gc.collect()
+                return False
+
+        results = []
+        for _ in range(20):
+            d = {f"x{i}": torch.zeros(3) for i in range(3)}
+            d[Evil(d)] = 0
+            d["x3"] = torch.zeros(3)
+            results.append(root.check(d))
+        print(results.count(True), results.count(False))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["20", "0"]

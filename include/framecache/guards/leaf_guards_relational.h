@@ -67,6 +67,8 @@ class Relation {
   virtual std::string explain_relate(size_t member, PyObject* value) = 0;
   // Forgets any index built by relate(); runs no Python.
   virtual void clear_index() {}
+  // No check overlaps this one and the relation is not poisoned.
+  bool can_decide_alone() const;
 
   const RootGuardManager& root_;
   std::vector<std::string> sources_;
@@ -94,6 +96,30 @@ class NoTensorAliasing final : public Relation {
   NoTensorAliasing(const RootGuardManager& root, std::vector<std::string> sources);
   const char* kind() const override { return "NO_TENSOR_ALIASING"; }
 
+  // The whole relation decided at once, for a caller that holds every
+  // member's value (borrowed) and runs no Python between reading them and
+  // the last add_bulk(): the values need no references then. begin_bulk()
+  // returns false, and the caller must fall back to see() per member, when
+  // the relation is poisoned or another check of the tree is in progress
+  // (see() would fail and poison it). add_bulk() returns false on a value
+  // already added; at most size() values per begin_bulk() (the table is sized
+  // for them). The next begin_bulk() forgets them; nothing is recorded
+  // for reset().
+  bool begin_bulk();
+  bool add_bulk(PyObject* value) {
+    const uint64_t h = (reinterpret_cast<uintptr_t>(value) >> 4) * 0x9E3779B97F4A7C15ull;
+    const size_t mask = bulk_table_.size() - 1;
+    Stamped* table = bulk_table_.data();
+    for (size_t slot = static_cast<size_t>(h >> bulk_shift_);; slot = (slot + 1) & mask) {
+      Stamped& s = table[slot];
+      if (s.stamp != bulk_stamp_) {
+        s = Stamped{value, bulk_stamp_};
+        return true;
+      }
+      if (s.value == value) return false;
+    }
+  }
+
  protected:
   bool relate(size_t member, PyObject* value) override;
   std::string explain_relate(size_t member, PyObject* value) override;
@@ -105,6 +131,15 @@ class NoTensorAliasing final : public Relation {
   std::vector<PyObject*> table_;
   std::vector<size_t> used_;  // slots filled during this check
   unsigned shift_;
+  // The bulk decision's own table, twice the size: a slot is filled when
+  // its stamp is the current one, so starting over is one increment.
+  struct Stamped {
+    PyObject* value;
+    uint64_t stamp;
+  };
+  std::vector<Stamped> bulk_table_;
+  uint64_t bulk_stamp_ = 0;
+  unsigned bulk_shift_;
 };
 
 // The leaf on one member's node. Every member shares the relation; the root

@@ -21,6 +21,7 @@
 
 #include "framecache/guards/guard_manager.h"
 #include "framecache/guards/object_identity.h"
+#include "framecache/guards/torch_api.h"
 #include "framecache/ref.h"
 
 namespace framecache::guards {
@@ -47,6 +48,11 @@ class TensorMatch final : public LeafGuard {
 
   const std::vector<int64_t>& sizes() const { return sizes_; }      // kDynamic where unchecked
   const std::vector<int64_t>& strides() const { return strides_; }  // kDynamic where unchecked
+  // Fills what the batched check (FcTorchApi::accept_tensors) compares, with
+  // pointers into this guard. False when the guard is not for a plain
+  // torch.Tensor or torch.nn.Parameter (types that live as long as torch, so
+  // the expected type can be compared by address).
+  bool fill_expect(FcTensorExpect& out) const;
 
  private:
   explicit TensorMatch(PyObject* type);

@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "framecache/guards/guard_manager.h"
+#include "framecache/guards/torch_api.h"
 
 namespace framecache::guards {
 
 class TensorMatch;
 class Relation;
+class NoTensorAliasing;
 
 struct GuardDebugInfo {
   bool result = true;
@@ -68,10 +70,32 @@ class RootGuardManager : public GuardManager {
     TensorMatch* match;      // owned by the child node
     Relation* relation;      // null, or the relation of the node's second leaf
     size_t member;
+    // The relation when the batch decides it in bulk (a NO_TENSOR_ALIASING
+    // whose members are all in the pass), else null.
+    NoTensorAliasing* bulk;
   };
   void plan_tensor_pass();
+  void plan_tensor_batch();
   bool check_with_tensor_pass(const FrameInputs& in);
+  // The batched form of the pass (fast part loaded): every local read into
+  // one array, one call into _torch_C for all TENSOR_MATCHes, the covered
+  // NO_TENSOR_ALIASING relations decided in bulk with no references held.
+  enum class BatchResult { kPassed, kFailed, kUndecided };
+  BatchResult check_tensor_batch(const FrameInputs& in,
+                                 size_t (*accept)(PyObject* const*, const FcTensorExpect*, size_t));
   std::vector<TensorPassItem> tensor_pass_;
+  // Parallel to tensor_pass_ when every item's TENSOR_MATCH can be batched
+  // (batch_ok_), with the scratch array of values it reads.
+  std::vector<FcTensorExpect> batch_expect_;
+  std::vector<PyObject*> batch_values_;
+  // Per relation decided in bulk, the pass items of its members.
+  std::vector<std::pair<NoTensorAliasing*, std::vector<size_t>>> bulk_relations_;
+  // The expected sizes then strides of every item, contiguous (what
+  // batch_expect_ points into): one stream of memory for the batch to read.
+  std::vector<int64_t> batch_dims_;
+  bool batch_sees_members_ = false;  // some item's relation is not decided in bulk
+  bool batch_ok_ = false;
+  bool batch_busy_ = false;  // check_tensor_batch is using batch_values_
   uint64_t tensor_pass_version_ = 0;
   std::vector<RelationalGuard*> relational_;
   std::vector<std::string> local_names_;

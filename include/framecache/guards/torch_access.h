@@ -41,6 +41,8 @@ bool loaded();
 bool is_tensor(PyObject* obj);
 // type(obj) is torch.Tensor or torch.nn.Parameter exactly (borrowed).
 bool is_plain_tensor(PyObject* obj);
+// `type` (borrowed) is torch.Tensor or torch.nn.Parameter.
+bool is_plain_tensor_type(PyObject* type);
 
 // One tensor's metadata; owns what the Python reader had to create.
 class TensorMetadata {
@@ -65,6 +67,13 @@ inline bool read_tensor(PyObject* tensor, TensorMetadata& out) {
   const FcTorchApi* api = detail::active_api;
   if (api != nullptr) return api->read_tensor(tensor, &out.meta) == 0;
   return read_tensor_slow(tensor, out);
+}
+
+// The batched TENSOR_MATCH (FcTorchApi::accept_tensors) when the fast part is
+// in force, else null.
+inline size_t (*batch_reader())(PyObject* const*, const FcTensorExpect*, size_t) {
+  const FcTorchApi* api = detail::active_api;
+  return api != nullptr ? api->accept_tensors : nullptr;
 }
 
 // The thread's ambient state; owns what the Python reader had to create.

@@ -29,7 +29,7 @@
 
 #include <cstdint>
 
-#define FRAMECACHE_TORCH_API_VERSION 1
+#define FRAMECACHE_TORCH_API_VERSION 2
 #define FRAMECACHE_TORCH_API_CAPSULE "framecache._torch_C._api"
 
 namespace framecache::guards {
@@ -75,6 +75,23 @@ struct FcGlobalState {
   int64_t dispatch_mode_count;   // length of the dispatch mode stack (with infra modes)
 };
 
+// What one TENSOR_MATCH expects, as the batched check (FcTorchApi::accept_tensors)
+// compares it. Pointers are borrowed from the guard and live as long as it.
+struct FcTensorExpect {
+  PyTypeObject* type;  // the exact Python type
+  uint64_t dispatch_keys;
+  PyObject* dtype;        // torch.dtype
+  PyObject* device_type;  // interned str
+  int32_t device_index;
+  int32_t requires_grad;  // 0 or 1
+  int64_t ndim;
+  const int64_t* sizes;    // ndim entries; FC_TENSOR_DYNAMIC where not compared
+  const int64_t* strides;  // ndim entries; FC_TENSOR_DYNAMIC where not compared
+};
+
+// A size or stride that FcTensorExpect does not compare (TensorMatch::kDynamic).
+#define FC_TENSOR_DYNAMIC INT64_MIN
+
 struct FcTorchApi {
   uint32_t version;           // FRAMECACHE_TORCH_API_VERSION
   uint32_t struct_size;       // sizeof(FcTorchApi)
@@ -88,6 +105,16 @@ struct FcTorchApi {
   // Mode stack entries, bottom first; borrowed, or null when out of range.
   PyObject* (*function_mode_at)(int64_t index);
   PyObject* (*dispatch_mode_at)(int64_t index);
+  // The batched TENSOR_MATCH: compares values[i] (borrowed, any object)
+  // against expect[i] for i in [0, n), reading the thread's dispatch-key TLS
+  // once, and returns the index of the first value it does not accept, or n
+  // when it accepts them all. It accepts only what TENSOR_MATCH passes; it
+  // stops, without deciding, at anything it cannot read cheaply and without
+  // running Python (another type, a tensor with the Python dispatch key,
+  // symbolic or custom sizes, an undefined tensor), so the caller decides
+  // values[result] and beyond through read_tensor. Never raises, never runs
+  // Python, never leaves an exception set.
+  size_t (*accept_tensors)(PyObject* const* values, const FcTensorExpect* expect, size_t n);
 };
 
 }  // namespace framecache::guards
