@@ -169,6 +169,9 @@ def test_a_session_gets_a_private_cache_dir_by_default(
     real = str(tmp_path / "real")
     record = str(tmp_path / "seen")
     monkeypatch.setenv("FRAMECACHE_CACHE_DIR", real)
+    # The inner session runs in this process: when this suite runs on an xdist worker,
+    # the worker's PYTEST_XDIST_WORKER would name the inner (non-xdist) session's dir.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     pytester.makepyfile(test_session=_SESSION_TEST.format(record=record, real=real))
     result = pytester.runpytest(*plugin_args())
     result.assert_outcomes(passed=1)
