@@ -8,7 +8,16 @@
    garbage collector off; figures are medians over ``--repeats`` samples. The overhead is
    the median minus eager's median; the ratio is torch.compile's overhead over
    framecache's. Every framecache call is checked to be a hit (one compile in all).
-2. **First-call latency**: capture + compile + run of the first call of a small MLP
+2. **Hit overhead on a module tree** (``--case stack36``): a ``Stack`` of 36 ``Layer``s,
+   each a 4x4 weight, a 4-bias and 12 integer attributes that its forward reads, on a
+   2x4 input, eager backends. Five callables, samples interleaved as above: the eager
+   module call, framecache.compile's hit, torch.compile's hit, and each tool's captured
+   graph called alone on tensors shaped like its inputs (framecache's lean eager graph;
+   torch.compile's ``GraphModule.forward``, which is what its ``eager`` backend runs).
+   The overhead of a hit is the hit minus **its own graph alone** (guards, the wrapper,
+   collecting the parameters as graph inputs); the hit minus the eager module call is
+   reported too. Every framecache call is checked to be a hit of one compiled graph.
+3. **First-call latency**: capture + compile + run of the first call of a small MLP
    (``Linear(64, 128) -> ReLU -> Linear(128, 10)`` on a ``32 x 64`` batch) with the eager
    and inductor backends, framecache against torch.compile. Each measurement runs in a
    fresh interpreter, alternating framecache and torch.compile, so that neither profits
@@ -20,7 +29,8 @@
    process's CPU time are both reported; medians over ``--first-call-repeats`` runs.
 
 Run: ``python benchmarks/compile_overhead.py [--json PATH] [--repeats N] [--calls N]
-[--first-call-repeats N] [--skip-first-call]`` with ``PYTHONPATH=build/dev/pkg``.
+[--first-call-repeats N] [--skip-first-call] [--case all|add|stack36]`` with
+``PYTHONPATH=build/dev/pkg``.
 """
 
 from __future__ import annotations
@@ -83,6 +93,119 @@ def hit_overhead(repeats: int, n: int) -> dict[str, float]:
     out["overhead ratio torch/framecache"] = out["torch.compile overhead ns"] / max(
         out["framecache overhead ns"], 1.0
     )
+    return out
+
+
+MODULE_INTS = tuple(f"a{k}" for k in range(12))
+
+
+class Layer(torch.nn.Module):
+    """A weight, a bias and 12 integer attributes, all read by forward."""
+
+    def __init__(self, i: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(4, 4) * 0.3)
+        self.bias = torch.nn.Parameter(torch.randn(4) * 0.1)
+        for k, name in enumerate(MODULE_INTS):
+            setattr(self, name, i + k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (
+            self.a0 + self.a1 + self.a2 + self.a3 + self.a4 + self.a5
+            + self.a6 + self.a7 + self.a8 + self.a9 + self.a10 + self.a11
+        )  # fmt: skip
+        return torch.tanh(x @ self.weight + self.bias) + s * 1e-4
+
+
+class Stack(torch.nn.Module):
+    """36 Layers in a ModuleList."""
+
+    def __init__(self, n: int = 36) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(Layer(i) for i in range(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _loop1(fn: Callable[..., Any], args: tuple[Any, ...], n: int) -> int:
+    """Thread CPU ns of ``n`` calls of ``fn(*args)``."""
+    start = time.thread_time_ns()
+    for _ in range(n):
+        fn(*args)
+    return time.thread_time_ns() - start
+
+
+def _like(inputs: Any) -> tuple[Any, ...]:
+    """Real tensors shaped like a backend's (possibly fake) example inputs."""
+    out = []
+    for t in inputs:
+        if isinstance(t, torch.Tensor):
+            out.append(torch.randn(tuple(int(s) for s in t.shape), dtype=t.dtype))
+        else:
+            out.append(t)
+    return tuple(out)
+
+
+def stack36_overhead(repeats: int, n: int) -> dict[str, float]:
+    """Hit overhead on the 36-layer module: framecache vs torch.compile, eager backends."""
+    from framecache.compiler.backends import eager as fc_eager
+
+    torch.manual_seed(0)
+    stack = Stack()
+    x = torch.randn(2, 4)
+    graphs: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+
+    def fc_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
+        fn = fc_eager(gm, example_inputs)
+        graphs["framecache"] = (fn, _like(example_inputs))
+        return fn
+
+    def tc_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
+        graphs["torch.compile"] = (gm.forward, _like(example_inputs))
+        return gm.forward
+
+    fc = framecache.compile(stack, backend=fc_backend, cache=False)
+    tc = torch.compile(stack, backend=tc_backend)
+    with torch.no_grad():
+        expected = stack(x)
+        for f in (fc, tc):
+            for _ in range(3):
+                torch.testing.assert_close(f(x), expected)
+        stats = framecache.stats(type(stack).forward)
+        assert stats.compiles == 1, stats
+        hits_before = stats.hits
+        calls: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+            "eager": (stack, (x,)),
+            "framecache": (fc, (x,)),
+            "torch.compile": (tc, (x,)),
+            "framecache graph": graphs["framecache"],
+            "torch.compile graph": graphs["torch.compile"],
+        }
+        samples: dict[str, list[float]] = {k: [] for k in calls}
+        gc.disable()
+        try:
+            for _ in range(repeats):
+                for name, (fn, args) in calls.items():
+                    samples[name].append(_loop1(fn, args, n) / n)
+        finally:
+            gc.enable()
+        stats = framecache.stats(type(stack).forward)
+    assert stats.compiles == 1, stats
+    assert stats.hits - hits_before == repeats * n, stats
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    out = {f"{k} ns/call": v for k, v in med.items()}
+    fc_over = med["framecache"] - med["framecache graph"]
+    tc_over = med["torch.compile"] - med["torch.compile graph"]
+    out["framecache overhead over its graph ns"] = fc_over
+    out["torch.compile overhead over its graph ns"] = tc_over
+    out["overhead ratio torch/framecache"] = tc_over / max(fc_over, 1.0)
+    out["framecache minus eager ns"] = med["framecache"] - med["eager"]
+    out["torch.compile minus eager ns"] = med["torch.compile"] - med["eager"]
+    out["graph inputs framecache"] = float(len(graphs["framecache"][1]))
+    out["graph inputs torch.compile"] = float(len(graphs["torch.compile"][1]))
     return out
 
 
@@ -161,9 +284,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--first-call-repeats", type=int, default=3)
     parser.add_argument("--skip-first-call", action="store_true")
+    parser.add_argument("--case", choices=("all", "add", "stack36"), default="all")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    results: dict[str, Any] = {"hit": hit_overhead(args.repeats, args.calls)}
+    results: dict[str, Any] = {}
+    if args.case in ("all", "add"):
+        results["hit"] = hit_overhead(args.repeats, args.calls)
+    if args.case in ("all", "stack36"):
+        results["stack36"] = stack36_overhead(args.repeats, max(args.calls // 25, 20))
     if not args.skip_first_call:
         results["first_call"] = first_call(args.first_call_repeats)
     results["machine"] = {

@@ -121,6 +121,81 @@ def _unflattener(spec: pytree.TreeSpec) -> Callable[[Sequence[Any]], Any]:
     return unflatten
 
 
+_Step = tuple[str, Any]
+
+
+def _chain(expr: str) -> tuple[str, tuple[_Step, ...]] | None:
+    """``expr`` as a name and its attribute / constant-subscript steps, or None."""
+    import ast
+
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+    steps: list[_Step] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            steps.append(("attr", node.attr))
+            node = node.value
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            steps.append(("item", node.slice.value))
+            node = node.value
+        elif isinstance(node, ast.Name):
+            return node.id, tuple(reversed(steps))
+        else:
+            return None
+
+
+def _spell(base: str, steps: Sequence[_Step]) -> str:
+    return base + "".join(f".{v}" if k == "attr" else f"[{v!r}]" for k, v in steps)
+
+
+def share_prefixes(call_args: Sequence[str], prefix: str) -> tuple[list[str], list[str]]:
+    """Statements and argument expressions that read each shared prefix of the arguments once.
+
+    ``self.__dict__['_modules']['0'].__dict__['_parameters']['weight']`` and ``...['bias']``
+    share everything up to ``['_parameters']``: that prefix is read into a local once, and
+    each argument reads only its last steps from it. A module tree's parameters (graph
+    inputs on every call) thus cost about one subscript each instead of a walk from
+    ``self``. The reads are of attributes and dict items the guards have just checked, so
+    reading a prefix once gives the objects that reading it for each argument would.
+    """
+    chains = [_chain(expr) for expr in call_args]
+    uses: dict[tuple[str, tuple[_Step, ...]], int] = {}
+    for chain in chains:
+        if chain is None:
+            continue
+        base, steps = chain
+        for k in range(1, len(steps)):
+            key = (base, steps[:k])
+            uses[key] = uses.get(key, 0) + 1
+    lines: list[str] = []
+    locals_: dict[tuple[str, tuple[_Step, ...]], str] = {}
+
+    def spelled(base: str, steps: tuple[_Step, ...], more_than: int = 1) -> str:
+        """``base`` + ``steps`` from the longest prefix used by more than ``more_than``
+        arguments, held in a local (made here on first use). A prefix's own local starts
+        from a prefix that more arguments share (a branch point), not from every step."""
+        for k in range(len(steps) - 1, 0, -1):
+            key = (base, steps[:k])
+            count = uses.get(key, 0)
+            if count <= more_than:
+                continue
+            name = locals_.get(key)
+            if name is None:
+                value = spelled(base, steps[:k], count)
+                name = f"{prefix}p{len(locals_)}"
+                lines.append(f"{name} = {value}")
+                locals_[key] = name
+            return _spell(name, steps[k:])
+        return _spell(base, steps)
+
+    exprs = []
+    for expr, chain in zip(call_args, chains, strict=True):
+        exprs.append(expr if chain is None else spelled(*chain))
+    return lines, exprs
+
+
 def wrapper_code(
     original: types.CodeType,
     call_args: Sequence[str],
@@ -135,7 +210,7 @@ def wrapper_code(
     """
     prefix = _fresh_prefix(original)
     constant = _Constants()
-    lines: list[str] = []
+    lines, call_args = share_prefixes(call_args, prefix)
     lean = getattr(compiled, INLINE_ATTR, None)
     if isinstance(lean, LeanGraph) and lean.num_inputs == len(call_args):
         # Each input is read once: nested ones (xs[0]) go through a local first.

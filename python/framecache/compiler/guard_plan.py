@@ -622,7 +622,10 @@ class PlanBuilder:
                 return None
         state = getattr(value, "__dict__", None)
         if type(state) is dict and name in state and not reads.is_data_descriptor(tp, name):
-            return sources.attr(source, name), state[name]
+            # Guarded as the instance-dict entry (a DICT_VERSION node skips it while the
+            # dict is unchanged); that reading holds for this class, which is guarded.
+            self.plan.add(g.TypeMatch(source, tp))
+            return sources.dict_attr(source, name), state[name]
         found = reads.class_value(tp, name)
         if found is reads.missing():
             return None

@@ -63,6 +63,12 @@ class GuardPlan:
 def materialize(plan: GuardPlan) -> Any:
     """Build the C++ guard tree of a plan (a ``RootGuardManager``).
 
+    Values read from a dict by key (a module's ``__dict__`` and its ``_parameters``,
+    ``_buffers`` and ``_modules`` tables, an object's instance-dict attributes, a dict
+    global) are reached through DICT_VERSION nodes (include/framecache/guards/
+    dict_version.h): when such a dict is unchanged, the guards on its immutable items (a
+    layer's integer attributes) are not rerun; mutable items (tensors, submodules) are.
+
     The root does not bind the globals: the runtime checks it against each frame's own, and
     a bound dict would keep the function (and its code, which owns this tree) alive.
     TypeError or ValueError when a guard cannot be built.
@@ -90,21 +96,36 @@ def materialize(plan: GuardPlan) -> Any:
                 n = root.object_source(module.__dict__, sources.render(source))
             else:
                 raise ValueError(f"unknown source root {step!r}")
+        elif step[0] == "dattr":
+            # An instance-dict entry: ``__dict__[name]`` under the object's DICT_VERSION node.
+            n = dict_node(sources.obj_dict(source[:-1])).dict_item(step[1])
         else:
             parent = node(source[:-1])
             if step[0] == "attr":
                 n = parent.attr(step[1])
             elif step[0] == "dict":
-                n = parent.obj_dict()
+                n = parent.obj_dict().dict_version()
             elif step[0] == "type":
                 n = parent.type_()
             elif step[0] == "cell":
                 n = parent.closure_cell(step[1])
             elif step[0] == "item":
-                n = parent.dict_item(step[1]) if isinstance(step[1], str) else parent.item(step[1])
+                if isinstance(step[1], str):
+                    n = dict_node(source[:-1]).dict_item(step[1])
+                else:
+                    n = parent.item(step[1])
             else:
                 raise ValueError(f"unknown source step {step!r}")
         nodes[source] = n
+        return n
+
+    def dict_node(source: Source) -> Any:
+        """The node of a dict read by key: DICT_VERSION, so that an unchanged dict skips
+        the subtrees of its immutable items (a node whose value turns out not to be a
+        dict is walked in full)."""
+        n = node(source)
+        if not n.dict_versioned:
+            n.dict_version()
         return n
 
     for guard in plan.guards:

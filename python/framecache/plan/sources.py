@@ -6,7 +6,9 @@ A source is a tuple of steps starting at a root step:
 * ``("G", name)`` — a global of the compiled function;
 * ``("M", module_name)`` — the globals dict of another module (a callee's module);
 
-followed by access steps ``("attr", name)``, ``("item", key)``, ``("dict",)`` (an object's
+followed by access steps ``("attr", name)``, ``("dattr", name)`` (an attribute that is an
+entry of the object's instance ``__dict__``: guarded as ``__dict__[name]``, shown as
+``.name``), ``("item", key)``, ``("dict",)`` (an object's
 ``__dict__``), ``("type",)`` (its class) and ``("cell", i)`` (a function's closure cell).
 Sources are plain tuples so that they can be written to disk and rebuilt in a new
 process (the persistent cache relies on that).
@@ -49,6 +51,11 @@ def attr(source: Source, name: str) -> Source:
     return (*source, ("attr", name))
 
 
+def dict_attr(source: Source, name: str) -> Source:
+    """``source.name`` where ``name`` is an entry of ``source.__dict__`` (no descriptor)."""
+    return (*source, ("dattr", name))
+
+
 def item(source: Source, key: Any) -> Source:
     """``source[key]``."""
     return (*source, ("item", key))
@@ -79,7 +86,7 @@ def render(source: Source) -> str:
             out = f"sys.modules[{step[1]!r}].__dict__"
         elif kind == "cell":
             out += f".__closure__[{step[1]}].cell_contents"
-        elif kind == "attr":
+        elif kind in ("attr", "dattr"):
             out += f".{step[1]}"
         elif kind == "item":
             out += f"[{step[1]!r}]"
@@ -106,11 +113,11 @@ def python_expr(source: Source) -> str:
 def steps_expr(base: str, source: Source) -> str:
     """``base`` (an expression for ``source``'s root) followed by ``source``'s steps.
 
-    ValueError for a step no Python expression spells (anything but attr, item, dict).
+    ValueError for a step no Python expression spells (anything but attr, dattr, item, dict).
     """
     out = base
     for step in source[1:]:
-        if step[0] == "attr":
+        if step[0] in ("attr", "dattr"):
             out += f".{step[1]}"
         elif step[0] == "item":
             out += f"[{step[1]!r}]"
