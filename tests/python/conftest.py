@@ -34,9 +34,11 @@ DEFAULT_ACCUMULATED_LIMIT = 256
 # without torch still fails loudly on them.
 TORCH_ONLY_MODULES = frozenset(
     {
+        "test_codegen_share_prefixes.py",
         "test_compile_api.py",
         "test_compile_correctness.py",
         "test_compile_dynamic.py",
+        "test_compile_options.py",
         "test_compile_soundness.py",
         "test_cudagraphs.py",
         "test_disk_cache.py",
@@ -44,6 +46,9 @@ TORCH_ONLY_MODULES = frozenset(
         "test_disk_cache_eviction.py",
         "test_guards_tensor.py",
         "test_model_zoo.py",
+        "test_remote_cache.py",
+        "test_torch_compat.py",
+        "test_warm_start_lean.py",
     }
 )
 
