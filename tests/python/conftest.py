@@ -45,6 +45,7 @@ TORCH_ONLY_MODULES = frozenset(
         "test_disk_cache_corrupt.py",
         "test_disk_cache_eviction.py",
         "test_guards_tensor.py",
+        "test_install_fast_path.py",
         "test_model_zoo.py",
         "test_remote_cache.py",
         "test_torch_compat.py",
