@@ -59,6 +59,38 @@ _STDLIB_DIRS = tuple(
 )
 _SITE_DIRS = _site_dirs()
 
+
+def _torch_dependency_dirs() -> tuple[str, ...]:
+    """Packages torch's internals run while tracing (symbolic shapes use sympy): library."""
+    import importlib.util
+
+    dirs = []
+    for name in (
+        "sympy",
+        "mpmath",
+        "networkx",
+        "jinja2",
+        "markupsafe",
+        "filelock",
+        "fsspec",
+        "typing_extensions",
+        "triton",
+        "optree",
+    ):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin and spec.origin != "built-in":
+            origin = os.path.abspath(spec.origin)
+            dirs.append(
+                os.path.dirname(origin) + os.sep if spec.submodule_search_locations else origin
+            )
+    return tuple(dirs)
+
+
+_TORCH_DEPENDENCY_DIRS = _torch_dependency_dirs()
+
 _PURE_BUILTINS = {
     id(f)
     for f in (
@@ -152,7 +184,7 @@ def is_library_code(code: types.CodeType) -> bool:
     if filename.startswith("<") and not filename.startswith("<framecache"):
         # <eval_with_key>, <string>, <frozen ...>: generated or interactive code.
         return filename.startswith(("<eval_with_key", "<frozen"))
-    if filename.startswith((_TORCH_DIR, _FRAMECACHE_DIR)):
+    if filename.startswith((_TORCH_DIR, _FRAMECACHE_DIR, *_TORCH_DEPENDENCY_DIRS)):
         return True
     return filename.startswith(_STDLIB_DIRS) and not filename.startswith(_SITE_DIRS)
 
