@@ -621,3 +621,72 @@ class _KeyIn(_Reader):
 
 def test_key_in_a_large_dict_flip_recompiles():
     _recompiles_on(_KeyIn(), ("extra",), _set(("table", "extra"), 0.0), lambda x: x + 1)
+
+
+_THIRD_PARTY_HELPER = """
+def scaled(holder, x):
+    return x * holder.factor
+"""
+
+
+def test_attribute_read_in_a_site_packages_module_recompiles(tmp_path, monkeypatch):
+    """A pyenv/system layout: site-packages sits under the stdlib directory.
+
+    Code installed there is third-party, not standard library: what it reads is guarded.
+    """
+    import importlib
+    import os
+    import sys
+
+    from framecache.compiler import side_effects
+
+    stdlib = tmp_path / "lib" / "python3"
+    site = stdlib / "site-packages"
+    site.mkdir(parents=True)
+    (site / "fc_third_party_helper.py").write_text(_THIRD_PARTY_HELPER)
+    stdlib_dirs = (*side_effects._STDLIB_DIRS, str(stdlib) + os.sep)
+    monkeypatch.setattr(side_effects, "_STDLIB_DIRS", stdlib_dirs)
+    monkeypatch.setattr(side_effects, "_SITE_DIRS", (*side_effects._SITE_DIRS, str(site) + os.sep))
+    monkeypatch.syspath_prepend(str(site))
+    helper = importlib.import_module("fc_third_party_helper")
+    monkeypatch.delitem(sys.modules, "fc_third_party_helper")
+    assert not side_effects.is_library_code(helper.scaled.__code__)
+    assert side_effects.is_third_party_code(helper.scaled.__code__)
+
+    class Holder:
+        factor = 2.0
+
+    holder = Holder()
+
+    def f(x):
+        return helper.scaled(holder, x) + 1
+
+    g = _compiled(f)
+    x = torch.randn(4)
+    torch.testing.assert_close(g(x), x * 2.0 + 1)
+    holder.factor = 3.0
+    torch.testing.assert_close(g(x), x * 3.0 + 1)
+    assert framecache.stats(g).compiles == 2
+
+
+def test_tiny_bert_attention_scaling_change_is_seen():
+    """transformers' BertSelfAttention reads ``self.scaling`` in forward: changing it recompiles."""
+    pytest.importorskip("transformers")
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+    try:
+        import zoo_models
+    finally:
+        sys.path.pop(0)
+    model, args = zoo_models.MODELS["hf_bert"].build(torch.device("cpu"))
+    attention = model.encoder.layer[0].attention.self
+    with torch.no_grad():
+        compiled = framecache.compile(model, backend="eager", cache=False)
+        first = compiled(*args).last_hidden_state
+        torch.testing.assert_close(first, model(*args).last_hidden_state)
+        attention.scaling = attention.scaling * 4.0
+        expected = model(*args).last_hidden_state
+        assert not torch.allclose(expected, first)
+        torch.testing.assert_close(compiled(*args).last_hidden_state, expected)

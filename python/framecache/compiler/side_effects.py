@@ -36,9 +36,60 @@ import torch
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _FRAMECACHE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _site_dirs() -> tuple[str, ...]:
+    """Where third-party packages are installed: purelib, platlib and site's own list."""
+    import site
+
+    dirs = {sysconfig.get_paths().get(k) for k in ("purelib", "platlib")}
+    dirs.update(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    dirs.add(user_site)
+    dirs.update(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))
+    return tuple(sorted({os.path.abspath(d) + os.sep for d in dirs if d}))
+
+
+# With a pyenv or system Python, site-packages sits under the stdlib directory: the
+# standard library is that directory minus the site directories, so that third-party
+# code is user code (its reads recorded and guarded, its side effects judged) whatever
+# the install layout.
 _STDLIB_DIRS = tuple(
     {os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")}
 )
+_SITE_DIRS = _site_dirs()
+
+
+def _torch_dependency_dirs() -> tuple[str, ...]:
+    """Packages torch's internals run while tracing (symbolic shapes use sympy): library."""
+    import importlib.util
+
+    dirs = []
+    for name in (
+        "sympy",
+        "mpmath",
+        "networkx",
+        "jinja2",
+        "markupsafe",
+        "filelock",
+        "fsspec",
+        "typing_extensions",
+        "triton",
+        "optree",
+    ):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.origin and spec.origin != "built-in":
+            origin = os.path.abspath(spec.origin)
+            dirs.append(
+                os.path.dirname(origin) + os.sep if spec.submodule_search_locations else origin
+            )
+    return tuple(dirs)
+
+
+_TORCH_DEPENDENCY_DIRS = _torch_dependency_dirs()
 
 _PURE_BUILTINS = {
     id(f)
@@ -111,8 +162,21 @@ _FRESH_PRODUCERS = {
 }
 
 
+def is_third_party_code(code: types.CodeType) -> bool:
+    """Code installed in a site directory: its reads are guarded, its side effects not judged.
+
+    Judging it like the user's own makes captures fall back on bookkeeping that packages
+    and tools do (import hooks that note what they checked, registries, lazy caches).
+    """
+    return code.co_filename.startswith(_SITE_DIRS) and not is_library_code(code)
+
+
 def is_library_code(code: types.CodeType) -> bool:
-    """Code of torch, framecache or the standard library: traced through, never judged."""
+    """Code of torch, framecache or the standard library: traced through, never judged.
+
+    Third-party packages (site-packages, dist-packages) are not library code: their
+    reads are guarded and their side effects judged like the user's own.
+    """
     filename = code.co_filename
     if code.co_qualname.startswith("__create_fn__"):
         # Methods that dataclasses and namedtuples generate with exec().
@@ -120,7 +184,9 @@ def is_library_code(code: types.CodeType) -> bool:
     if filename.startswith("<") and not filename.startswith("<framecache"):
         # <eval_with_key>, <string>, <frozen ...>: generated or interactive code.
         return filename.startswith(("<eval_with_key", "<frozen"))
-    return filename.startswith((_TORCH_DIR, _FRAMECACHE_DIR, *_STDLIB_DIRS))
+    if filename.startswith((_TORCH_DIR, _FRAMECACHE_DIR, *_TORCH_DEPENDENCY_DIRS)):
+        return True
+    return filename.startswith(_STDLIB_DIRS) and not filename.startswith(_SITE_DIRS)
 
 
 class SideEffectAbort(BaseException):
@@ -266,6 +332,7 @@ class SideEffectMonitor:
         # is-user-code answers for codes with a file: the profile function runs for every
         # call torch makes while tracing, so it must be one dict lookup for library code.
         self._user_code: dict[types.CodeType, bool] = {}
+        self._third_party_code: dict[types.CodeType, bool] = {}
 
     def _is_user_frame(self, frame: types.FrameType) -> bool:
         """User code is judged; library code (and what it generates) is traced through.
@@ -288,6 +355,12 @@ class SideEffectMonitor:
                 back = back.f_back
             return False
         return not is_library_code(code)
+
+    def _third_party(self, code: types.CodeType) -> bool:
+        third = self._third_party_code.get(code)
+        if third is None:
+            third = self._third_party_code[code] = is_third_party_code(code)
+        return third
 
     def _is_user(self, frame: types.FrameType) -> bool:
         code = frame.f_code
@@ -356,6 +429,8 @@ class SideEffectMonitor:
         if event == "call":
             if code not in self.executed:
                 self.executed[code] = ExecutedCode(code, frame.f_globals, None)
+            if code is not self.top_code and self._third_party(code):
+                return
             if code not in self._static_checked:
                 self._static_checked.add(code)
                 tensor_args = self.tensor_args if code is self.top_code else set()
@@ -365,6 +440,8 @@ class SideEffectMonitor:
         else:
             if self._on_c_call is not None:
                 self._on_c_call(frame, arg)
+            if code is not self.top_code and self._third_party(code):
+                return
             reason = self._check_c_call(frame, arg)
             if reason is not None:
                 self._abort([reason])
@@ -450,5 +527,6 @@ __all__ = [
     "code_reads",
     "fresh_locals",
     "is_library_code",
+    "is_third_party_code",
     "static_violations",
 ]
