@@ -61,7 +61,14 @@ _SITE_DIRS = _site_dirs()
 
 
 def _torch_dependency_dirs() -> tuple[str, ...]:
-    """Packages torch's internals run while tracing (symbolic shapes use sympy): library."""
+    """Packages that run during a capture without being the model's code: library.
+
+    torch's internals run its dependencies while tracing (symbolic shapes use sympy), and
+    test and tooling hooks run inside any frame (pytest's warning capture reads its stash
+    when torch warns, coverage and hypothesis trace): their reads are no part of what a
+    compiled graph depends on, and guarding them would pin harness objects that no other
+    process has (the disk cache could then store nothing).
+    """
     import importlib.util
 
     dirs = []
@@ -76,6 +83,13 @@ def _torch_dependency_dirs() -> tuple[str, ...]:
         "typing_extensions",
         "triton",
         "optree",
+        "_pytest",
+        "pytest",
+        "pluggy",
+        "xdist",
+        "hypothesis",
+        "coverage",
+        "redis",
     ):
         try:
             spec = importlib.util.find_spec(name)
