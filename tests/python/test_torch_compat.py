@@ -210,3 +210,15 @@ def test_vec_isa_without_the_probe_hook_probes_as_usual(monkeypatch, caplog):
         assert vec_isa.replay({"some_test_library.so": True}) is False
     assert "VecISA._probe_load" in torch_compat.fallbacks()["VecISA._probe_load"]
     assert any("VecISA._probe_load" in m for m in _reasons(caplog))
+
+
+def test_aoti_is_refused_below_its_first_sound_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch 2.11's package loader crashed the process (the GPU machine): entries there
+    # must take standalone_compile, with the reason logged once.
+    torch_compat.reset_fallbacks()
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    reason = torch_compat.aoti_unavailable()
+    assert reason is not None and "2.11" in reason
+    assert "AOTInductor packages" in torch_compat.fallbacks()
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    assert torch_compat.aoti_unavailable() is None

@@ -16,8 +16,15 @@ from typing import Any
 import pytest
 
 from conftest import run_python
+from framecache.cache import torch_compat
 
-pytestmark = pytest.mark.torch
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.skipif(
+        torch_compat.torch_version() < torch_compat.AOTI_SINCE,
+        reason="inductor entries are AOTInductor packages from torch 2.13 on (torch_compat)",
+    ),
+]
 
 MODULE = """
 import torch

@@ -86,6 +86,9 @@ def inductor_aoti(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> An
 
 def _aoti_refusal(gm: torch.fx.GraphModule, inputs: list[Any]) -> str | None:
     """Why AOTInductor cannot serve this graph, or None when it can."""
+    unavailable = torch_compat.aoti_unavailable()
+    if unavailable is not None:
+        return unavailable
     if not all(isinstance(t, torch.Tensor) for t in inputs):
         return "a non-tensor graph input"
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):

@@ -91,6 +91,25 @@ def reset_fallbacks() -> None:
 
 
 # -- AOTInductor -------------------------------------------------------------------------
+# The first torch whose AOTInductor package loader framecache has run without fault: on
+# torch 2.11 (CUDA build, Python 3.12, the GPU machine) loading a package that
+# aoti_compile_and_package had just written ended the process with SIGSEGV, on CPU and
+# CUDA inputs alike, so older torches keep inductor entries on standalone_compile.
+AOTI_SINCE = (2, 13)
+
+
+def aoti_unavailable() -> str | None:
+    """Why inductor entries cannot be AOTInductor packages in this torch, or None."""
+    if torch_version() < AOTI_SINCE:
+        fallback(
+            "AOTInductor packages",
+            f"torch {torch.__version__} < {AOTI_SINCE[0]}.{AOTI_SINCE[1]}: its package loader "
+            "crashed (SIGSEGV) in framecache's tests; inductor entries use standalone_compile",
+        )
+        return f"torch {torch.__version__}'s AOTInductor loader is not used (crashed on 2.11)"
+    return None
+
+
 def aoti_package(
     gm: torch.fx.GraphModule,
     inputs: Sequence[torch.Tensor],
@@ -243,5 +262,6 @@ __all__ = [
     "reset_fallbacks",
     "standalone_compile",
     "torch_version",
+    "aoti_unavailable",
     "vec_isa_module",
 ]
