@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..compiler.stats import PROCESS
 from . import location
 from .entry import CorruptEntry
 from .key import FORMAT_VERSION
@@ -508,6 +507,10 @@ def store_for(url: str | None) -> RemoteStore | None:
             if store is not None:
                 store.prepare()
         if store is not None:
+            # Imported here: framecache.compiler needs torch, and `python -m framecache
+            # cache info` (which imports this module) must work without it.
+            from ..compiler.stats import PROCESS
+
             PROCESS.remote = store.stats
         return store
 
