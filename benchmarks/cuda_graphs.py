@@ -6,7 +6,9 @@ Launch-bound inference at batch 1, side by side in one process (µs per call):
 * ``add``: ``x + y`` on two 4-float tensors;
 * ``transformer``: a tiny GPT-2 (transformers' GPT2Model, hidden 64, 2 layers, 2 heads,
   16 tokens) when framecache captures it as one graph, else a hand-written block model
-  of the same size (the output says which).
+  of the same size (the output says which);
+* ``hf_gpt2``: that GPT2Model whole, with graph breaks allowed for both compilers (the
+  frames neither captures run eagerly between graphs).
 
 Variants, each under ``torch.no_grad()``: eager; framecache inductor; framecache inductor
 with CUDA graphs; torch.compile inductor; torch.compile ``mode="reduce-overhead"``. Each
@@ -16,7 +18,7 @@ two compiled variants share a cache entry. One sample is ``--calls`` calls follo
 interleaved in a shuffled order per repeat; figures are medians over ``--repeats``.
 
 Run: ``python benchmarks/cuda_graphs.py --device cuda [--json PATH] [--repeats N]
-[--calls N] [--cases mlp,add,transformer]``. ``--device cpu`` is a smoke run (no graphs:
+[--calls N] [--cases mlp,add,transformer,hf_gpt2]``. ``--device cpu`` is a smoke run (no graphs:
 framecache says why, torch.compile's reduce-overhead skips CPU graphs too).
 """
 
@@ -115,6 +117,9 @@ def fresh() -> types.SimpleNamespace:
 
 def hf_gpt2(device: str) -> torch.nn.Module | None:
     """A tiny GPT2Model (hidden 64, 2 layers), or None when transformers is missing."""
+    import zoo_models  # the zoo's torchvision shim: transformers imports torchvision
+
+    zoo_models._torchvision_if_installed()
     try:
         from transformers import GPT2Config, GPT2Model
     except ImportError:
@@ -142,7 +147,7 @@ def build(case: str, device: str, transformer: str) -> Callable[..., Any]:
         return ns.add  # type: ignore[no-any-return]
     if case == "mlp":
         return ns.MLP().to(device).eval()  # type: ignore[no-any-return]
-    if transformer == "hf":
+    if transformer == "hf" or case == "hf_gpt2":
         torch.manual_seed(0)
         return ns.HFWrapper(hf_gpt2(device)).eval()  # type: ignore[no-any-return]
     return ns.TinyGPT().to(device).eval()  # type: ignore[no-any-return]
@@ -254,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--cases", default="mlp,add,transformer")
+    parser.add_argument("--cases", default="mlp,add,transformer,hf_gpt2")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

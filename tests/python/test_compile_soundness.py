@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -586,6 +588,123 @@ def test_getattr_the_parser_cannot_follow_is_not_served_stale():
     )
 
 
+class _AliasedCfg:
+    """A config whose own Python ``__getattribute__`` maps alias names (as Hugging Face
+    configs do): every attribute read runs it."""
+
+    aliases: ClassVar[dict[str, str]] = {"gain": "scale"}
+
+    def __init__(self) -> None:
+        self.scale = 2.0
+        self.shift = 1.0
+
+    def __getattribute__(self, name):
+        if name != "aliases" and name in type(self).aliases:
+            name = type(self).aliases[name]
+        return super().__getattribute__(name)
+
+
+class _FormattedName(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = _AliasedCfg()
+
+    def forward(self, x, suffix):
+        # The name is an f-string: out of the parser's reach; the config's
+        # __getattribute__ receives it, and the read is guarded there.
+        return x * getattr(self.config, f"{suffix}", 1.0) + self.config.shift
+
+
+def test_getattr_with_a_formatted_name_on_a_hooked_config_is_captured_and_guarded():
+    m = _FormattedName()
+    f = framecache.compile(m, backend="eager")
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x, "gain"), x * 2.0 + 1.0)
+    assert framecache.stats(f).compiles == 1 and framecache.stats(f).fallbacks == 0
+    m.config.scale = 5.0  # what the alias reads
+    torch.testing.assert_close(f(x, "gain"), x * 5.0 + 1.0)
+    _AliasedCfg.aliases = {"gain": "shift"}  # the alias map itself
+    try:
+        torch.testing.assert_close(f(x, "gain"), x * 1.0 + 1.0)
+    finally:
+        _AliasedCfg.aliases = {"gain": "scale"}
+    torch.testing.assert_close(f(x, "bias"), x + 1.0)  # absent: the default
+    m.config.bias = 3.0
+    torch.testing.assert_close(f(x, "bias"), x * 3.0 + 1.0)
+    assert framecache.stats(f).compiles >= 4
+
+
+_WRAPPED_INIT_HELPER = """
+class WrapInitMeta(type):
+    # Wraps each class's __init__ in a closure, as transformers' ModelOutput does.
+    def __setattr__(cls, name, value):
+        if name == "__init__":
+            init = value
+
+            def __init__(self, *args, **kwargs):
+                init(self, *args, **kwargs)
+
+            value = __init__
+        super().__setattr__(name, value)
+
+
+class Out(metaclass=WrapInitMeta):
+    pass
+
+
+def plain_init(self, value):
+    self.value = value
+
+
+def doubled_init(self, value):
+    self.value = value * 2.0
+
+
+Out.__init__ = plain_init
+"""
+
+
+def _third_party_module(tmp_path, monkeypatch, name, source):
+    """``source`` imported as an installed (site-packages) module: what it reads is
+    guarded, its side effects are its own (side_effects.is_third_party_code)."""
+    import importlib
+    import os
+    import sys
+
+    from framecache.compiler import side_effects
+
+    stdlib = tmp_path / "lib" / "python3"
+    site = stdlib / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{name}.py").write_text(source)
+    stdlib_dirs = (*side_effects._STDLIB_DIRS, str(stdlib) + os.sep)
+    monkeypatch.setattr(side_effects, "_STDLIB_DIRS", stdlib_dirs)
+    monkeypatch.setattr(side_effects, "_SITE_DIRS", (*side_effects._SITE_DIRS, str(site) + os.sep))
+    monkeypatch.syspath_prepend(str(site))
+    module = importlib.import_module(name)
+    monkeypatch.delitem(sys.modules, name)
+    return module
+
+
+def test_a_class_with_a_wrapped_init_closure_is_captured_and_its_init_guarded(
+    tmp_path, monkeypatch
+):
+    helper = _third_party_module(
+        tmp_path, monkeypatch, "fc_wrapped_init_helper", _WRAPPED_INIT_HELPER
+    )
+
+    def f(x):
+        return helper.Out(x * 2.0).value
+
+    g = _compiled(f)
+    x = torch.randn(4)
+    torch.testing.assert_close(g(x), x * 2.0)
+    assert framecache.stats(g).compiles == 1 and framecache.stats(g).fallbacks == 0
+    helper.Out.__init__ = helper.doubled_init  # a new closure around another init
+    torch.testing.assert_close(g(x), x * 4.0)
+    assert framecache.stats(g).compiles == 2
+
+
 class _SliceOfList(_Reader):
     def forward(self, x, n):
         return x * sum(self.factors[1:n])
@@ -634,22 +753,11 @@ def test_attribute_read_in_a_site_packages_module_recompiles(tmp_path, monkeypat
 
     Code installed there is third-party, not standard library: what it reads is guarded.
     """
-    import importlib
-    import os
-    import sys
-
     from framecache.compiler import side_effects
 
-    stdlib = tmp_path / "lib" / "python3"
-    site = stdlib / "site-packages"
-    site.mkdir(parents=True)
-    (site / "fc_third_party_helper.py").write_text(_THIRD_PARTY_HELPER)
-    stdlib_dirs = (*side_effects._STDLIB_DIRS, str(stdlib) + os.sep)
-    monkeypatch.setattr(side_effects, "_STDLIB_DIRS", stdlib_dirs)
-    monkeypatch.setattr(side_effects, "_SITE_DIRS", (*side_effects._SITE_DIRS, str(site) + os.sep))
-    monkeypatch.syspath_prepend(str(site))
-    helper = importlib.import_module("fc_third_party_helper")
-    monkeypatch.delitem(sys.modules, "fc_third_party_helper")
+    helper = _third_party_module(
+        tmp_path, monkeypatch, "fc_third_party_helper", _THIRD_PARTY_HELPER
+    )
     assert not side_effects.is_library_code(helper.scaled.__code__)
     assert side_effects.is_third_party_code(helper.scaled.__code__)
 

@@ -78,6 +78,7 @@ def build_plan(capture: Capture, closure: tuple[Any, ...] | None = None) -> Guar
     guard can reach (a closure whose cells have no source, globals of no module).
     """
     builder = capture.builder
+    builder.unresolved_hooked_reads()
     if builder.failure is not None:
         raise Unsupported(builder.failure)
     builder.aliasing()
@@ -122,7 +123,12 @@ class PlanBuilder:
         self._done: set[Source] = set()
         self._chains: dict[types.CodeType, dict[int, list[reads.Chain]]] = {}
         self._roots: dict[int, Source | None] = {id(top_globals): None}
-        self._types: dict[type, Source] = {}
+        self._types: dict[type, Source] = {}  # classes of guarded objects: type(x)'s source
+        self._classes: dict[type, Source] = {}  # classes read as values, at their source
+        # getattr()/hasattr() with a computed name on an object whose type's own Python
+        # __getattribute__ runs for every read: (source, object, what, line), resolved when
+        # that __getattribute__ starts with the name in its arguments (``on_line``).
+        self._hooked: list[tuple[Source, Any, str, int]] = []
         # Codes whose free variables are guarded (their function was read with a source).
         self.covered: set[types.CodeType] = {args.code}
         for name in args.names:
@@ -223,7 +229,11 @@ class PlanBuilder:
         plan.add(g.IdMatch(source, value))
         if isinstance(value, types.FunctionType):
             self.function_closure(source, value, depth)
-        elif not isinstance(value, (type, types.ModuleType)):
+        elif isinstance(value, type):
+            # A class the capture called or read: its methods (a dataclass's wrapped
+            # __init__) run when it is instantiated; check_closures_covered finds them here.
+            self._classes.setdefault(value, source)
+        elif not isinstance(value, types.ModuleType):
             self._note_type(source, value)
 
     def _same_as_before(self, source: Source, value: Any) -> None:
@@ -377,7 +387,41 @@ class PlanBuilder:
             table = self._chains[code] = reads.code_chains(code)
         return table
 
+    def _hooked_read(self, frame: types.FrameType) -> None:
+        """The first line of a ``__getattribute__(self, name)`` that a pending computed
+        getattr()/hasattr() on ``self`` called: guard ``self.<name>`` as if read with a dot."""
+        code = frame.f_code
+        if code.co_name != "__getattribute__" or code.co_argcount < 2:
+            return
+        f_locals = frame.f_locals
+        obj = f_locals.get(code.co_varnames[0], _ABSENT)
+        for i, (source, value, what, _line) in enumerate(self._hooked):
+            if value is not obj:
+                continue
+            del self._hooked[i]
+            name = f_locals.get(code.co_varnames[1], _ABSENT)
+            if type(name) is not str:
+                self.fail(f"{what}() on {sources.render(source)} with a name that is no string")
+                return
+            found = self._step(source, value, ("attr", name))
+            if found is None:
+                self.plan.add(g.NoHasattr(source, name))
+            else:
+                self.read(found[0], found[1], 0)
+            return
+
+    def unresolved_hooked_reads(self) -> None:
+        """Fail the plan for a computed getattr() whose __getattribute__ was not seen."""
+        for source, _value, what, line in self._hooked:
+            self.fail(
+                f"{what}() with a computed name at line {line} reads {sources.render(source)} "
+                "through a __getattribute__ framecache did not see run"
+            )
+        self._hooked.clear()
+
     def _on_line(self, frame: types.FrameType) -> None:
+        if self._hooked:
+            self._hooked_read(frame)
         table = self._code_chains(frame.f_code)
         if table.by_offset and not frame.f_trace_opcodes:
             # Dynamic reads are resolved just before their instruction runs.
@@ -474,6 +518,12 @@ class PlanBuilder:
         # getattr / hasattr
         if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
             return None  # a tensor's attributes are its metadata (TENSOR_MATCH)
+        if key is _ABSENT and reads.python_attribute_hooks(type(value)):
+            # The name is on the value stack, out of reach here; the type's __getattribute__
+            # is about to receive it (a config's alias map, say).
+            self._alive.append(value)
+            self._hooked.append((source, value, what, frame.f_lineno))
+            return None
         if key is _ABSENT or type(key) is not str:
             self._whole(source, value, f"{what}() with a computed name at line {frame.f_lineno}")
             return None
@@ -651,8 +701,9 @@ class PlanBuilder:
         """Every closure the capture ran had its cells guarded, or the frame is not captured.
 
         A function read with a source had its cells guarded when it was read; a method
-        reached through an object's class (a decorated ``forward``) is found here, in the
-        classes of the objects the plan guards.
+        reached through an object's class (a decorated ``forward``) or run by instantiating
+        a class the capture read (a wrapped ``__init__``) is found here, in the classes of
+        the objects the plan guards and the classes it guards.
         """
         created: set[types.CodeType] = set()
         for code in executed:
@@ -674,7 +725,7 @@ class PlanBuilder:
             self.read(source, fn, 0)
 
     def _class_function_of(self, code: types.CodeType) -> tuple[Source, Any] | None:
-        for tp, type_source in list(self._types.items()):
+        for tp, type_source in [*self._types.items(), *self._classes.items()]:
             for klass in tp.__mro__:
                 for name, member in klass.__dict__.items():
                     fn = member.__func__ if isinstance(member, staticmethod) else member

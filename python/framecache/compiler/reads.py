@@ -96,6 +96,10 @@ _EFFECTS: dict[str, tuple[int, int]] = {
     "STORE_SUBSCR": (3, 0),
     "DELETE_SUBSCR": (2, 0),
     "STORE_SLICE": (4, 0),
+    # 3.13's f-string fields (3.11/3.12 have FORMAT_VALUE, handled apart).
+    "CONVERT_VALUE": (1, 1),
+    "FORMAT_SIMPLE": (1, 1),
+    "FORMAT_WITH_SPEC": (2, 1),
 }
 _NO_EFFECT = frozenset(
     {"NOP", "RESUME", "PRECALL", "MAKE_CELL", "COPY_FREE_VARS", "CACHE", "EXTENDED_ARG"}
@@ -357,6 +361,10 @@ def code_chains(code: types.CodeType) -> CodeChains:
             for _ in range(pops):
                 out._emit(pop())
             stack.extend([None] * pushes)
+        elif op == "FORMAT_VALUE":  # 3.11/3.12 f-string field; flag 0x04: a format spec above it
+            for _ in range(2 if (ins.arg or 0) & 0x04 else 1):
+                out._emit(pop())
+            stack.append(None)
         elif op in ("BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_STRING", "BUILD_SLICE"):
             for _ in range(ins.arg or 0):
                 out._emit(pop())
