@@ -348,3 +348,36 @@ def test_store_lists_entries(tmp_path):
     c(torch.ones(2))
     (listed,) = Store(tmp_path).list_entries()
     assert listed.size > 0 and listed.hits == 0
+
+
+def _closure_scale():
+    w = torch.full((4,), 3.0)
+
+    def scale(x):
+        return x * w
+
+    return scale
+
+
+class _HoldsAClosure(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fn = _closure_scale()
+
+    def forward(self, x):
+        return self.fn(x) + 1
+
+
+def test_a_tensor_in_a_closure_cell_is_read_by_the_compiled_code(tmp_path):
+    # The tensor's source ends in a closure cell (L['self'].fn.__closure__[0].cell_contents):
+    # the wrapper reads it with that expression (it raised ValueError before), and the
+    # entry is not stored (the function has no importable name), with the reason given.
+    m = _HoldsAClosure()
+    f = framecache.compile(m, backend="eager", cache_dir=str(tmp_path))
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x), x * 3.0 + 1)
+    m.fn.__closure__[0].cell_contents.fill_(5.0)  # the same tensor, new values
+    torch.testing.assert_close(f(x), x * 5.0 + 1)
+    s = framecache.stats(f)
+    assert s.compiles == 1 and s.disk_stores == 0, s
+    assert any("no importable module" in r for r in s.disk_reasons), s.disk_reasons

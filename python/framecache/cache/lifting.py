@@ -38,11 +38,11 @@ class Lifted:
 def wrapper_expr(source: Source, params: set[str]) -> str:
     """A Python expression reading ``source`` in the wrapper (locals, or the function's globals)."""
     root = source[0]
-    if root[0] == "L":
-        return sources.python_expr(source)
-    if root[0] != "G" or root[1] in params:
+    if root[0] != "L" and (root[0] != "G" or root[1] in params):
         raise NotPortable(f"{sources.render(source)} cannot be read from the compiled function")
     try:
+        if root[0] == "L":
+            return sources.python_expr(source)
         return sources.steps_expr(str(root[1]), source)
     except ValueError:
         raise NotPortable(

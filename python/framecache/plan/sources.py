@@ -113,7 +113,7 @@ def python_expr(source: Source) -> str:
 def steps_expr(base: str, source: Source) -> str:
     """``base`` (an expression for ``source``'s root) followed by ``source``'s steps.
 
-    ValueError for a step no Python expression spells (anything but attr, dattr, item, dict).
+    ValueError for a step no Python expression spells.
     """
     out = base
     for step in source[1:]:
@@ -123,6 +123,10 @@ def steps_expr(base: str, source: Source) -> str:
             out += f"[{step[1]!r}]"
         elif step[0] == "dict":
             out += ".__dict__"
+        elif step[0] == "cell":
+            out += f".__closure__[{step[1]}].cell_contents"
+        elif step[0] == "type":
+            out = f"type({out})"
         else:
             raise ValueError(f"unknown source step {step!r}")
     return out
