@@ -319,7 +319,9 @@ def _frame_inputs(
         func = target
     if not inspect.isfunction(func):
         raise TypeError(f"profile_guards() expects a Python function, got {type(func).__name__}")
-    bound = inspect.signature(func).bind(*args, **kwargs)
+    # The frame's own parameters: a functools.wraps wrapper's (*args, **kwargs), not the
+    # signature of what it wraps (which inspect.signature follows by default).
+    bound = inspect.signature(func, follow_wrapped=False).bind(*args, **kwargs)
     bound.apply_defaults()
     f_locals = dict(bound.arguments)
     for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=False):

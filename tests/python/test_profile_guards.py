@@ -113,6 +113,34 @@ def test_profile_guards_without_an_entry() -> None:
         framecache.profile_guards(3)  # type: ignore[arg-type]
 
 
+def _passes_keywords(fn: Any) -> Any:
+    import functools
+
+    @functools.wraps(fn)  # inspect.signature(wrapper) now reports fn's parameters
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.torch
+def test_profile_a_module_whose_forward_is_a_wraps_decorator() -> None:
+    # Hugging Face models' forwards look like this: the compiled frame is the wrapper's
+    # (args, kwargs and the cell fn), which profile_guards must rebuild as it is.
+    import torch
+
+    class Scaled(torch.nn.Module):
+        @_passes_keywords
+        def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+            return x * scale
+
+    compiled = framecache.compile(Scaled())
+    profile = framecache.profile_guards(compiled, torch.ones(4), scale=3.0)
+    sources = {n.source for n in profile.nodes}
+    assert {"L['args']", "L['kwargs']"} <= sources, sources
+    assert profile.entry_index == 0 and profile.guards_executed > 0
+
+
 @pytest.mark.torch
 def test_profile_a_compiled_function() -> None:
     import torch
