@@ -84,19 +84,26 @@ def render(source: Source) -> str:
             out = f"B[{step[1]!r}]"
         elif kind == "M":
             out = f"sys.modules[{step[1]!r}].__dict__"
-        elif kind == "cell":
-            out += f".__closure__[{step[1]}].cell_contents"
-        elif kind in ("attr", "dattr"):
-            out += f".{step[1]}"
-        elif kind == "item":
-            out += f"[{step[1]!r}]"
-        elif kind == "dict":
-            out += ".__dict__"
-        elif kind == "type":
-            out = f"type({out})"
         else:
-            raise ValueError(f"unknown source step {step!r}")
+            out = _spell_step(out, step)
     return out
+
+
+def _spell_step(out: str, step: tuple[Any, ...]) -> str:
+    """``out`` (an expression) one step further, in Python syntax; ValueError for a root or
+    an unknown step."""
+    kind = step[0]
+    if kind in ("attr", "dattr"):
+        return f"{out}.{step[1]}"
+    if kind == "item":
+        return f"{out}[{step[1]!r}]"
+    if kind == "dict":
+        return f"{out}.__dict__"
+    if kind == "cell":
+        return f"{out}.__closure__[{step[1]}].cell_contents"
+    if kind == "type":
+        return f"type({out})"
+    raise ValueError(f"unknown source step {step!r}")
 
 
 def python_expr(source: Source) -> str:
@@ -117,16 +124,5 @@ def steps_expr(base: str, source: Source) -> str:
     """
     out = base
     for step in source[1:]:
-        if step[0] in ("attr", "dattr"):
-            out += f".{step[1]}"
-        elif step[0] == "item":
-            out += f"[{step[1]!r}]"
-        elif step[0] == "dict":
-            out += ".__dict__"
-        elif step[0] == "cell":
-            out += f".__closure__[{step[1]}].cell_contents"
-        elif step[0] == "type":
-            out = f"type({out})"
-        else:
-            raise ValueError(f"unknown source step {step!r}")
+        out = _spell_step(out, step)
     return out
