@@ -1,4 +1,8 @@
-"""framecache.compile matches eager on functions and small models, for each backend."""
+"""framecache.compile matches eager on functions and small models, for each backend.
+
+Every test runs once per device: on the CPU everywhere, and on CUDA where a CUDA device
+exists (the GPU machine; elsewhere the ``cuda`` cases skip, saying why).
+"""
 
 from __future__ import annotations
 
@@ -80,6 +84,23 @@ class Scaler:
         return x * self.k + 1
 
 
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.cuda,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+            ],
+        ),
+    ]
+)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device every tensor and model of a test lives on."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(autouse=True)
 def _fresh():
     framecache.reset()
@@ -88,12 +109,12 @@ def _fresh():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_models(backend):
+def test_models(backend, device):
     torch.manual_seed(0)
     cases = [
-        (MLP(), torch.randn(4, 16)),
-        (Attention(), torch.randn(2, 5, 16)),
-        (ConvNet().eval(), torch.randn(2, 3, 8, 8)),
+        (MLP().to(device), torch.randn(4, 16, device=device)),
+        (Attention().to(device), torch.randn(2, 5, 16, device=device)),
+        (ConvNet().eval().to(device), torch.randn(2, 3, 8, 8, device=device)),
     ]
     for model, x in cases:
         compiled = framecache.compile(model, backend=backend)
@@ -105,10 +126,33 @@ def test_models(backend):
         assert s.hits == 1
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_functions(backend):
-    x = torch.randn(4, 3)
-    small = torch.randn(2, 3)
+def test_models_with_cuda_graphs(backend):
+    """The models above, recorded into CUDA graphs: each replay returns eager's result."""
+    torch.manual_seed(0)
+    cuda = torch.device("cuda")
+    cases = [
+        (MLP().to(cuda), torch.randn(4, 16, device=cuda)),
+        (Attention().to(cuda), torch.randn(2, 5, 16, device=cuda)),
+        (ConvNet().eval().to(cuda), torch.randn(2, 3, 8, 8, device=cuda)),
+    ]
+    with torch.no_grad():
+        for model, x in cases:
+            compiled = framecache.compile(model, backend=backend, cudagraphs=True)
+            expected = model(x)
+            for _ in range(3):
+                torch.testing.assert_close(compiled(x), expected)
+            s = framecache.stats(compiled)
+            assert (s.compiles, s.cudagraph_recordings) == (1, 1), (type(model).__name__, s)
+            assert s.cudagraph_reasons == (), s
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functions(backend, device):
+    x = torch.randn(4, 3, device=device)
+    small = torch.randn(2, 3, device=device)
     for fn, args in [
         (shape_dependent, (x,)),
         (shape_dependent, (small,)),
@@ -120,9 +164,9 @@ def test_functions(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_data_dependent_branch_runs_normally(backend):
+def test_data_dependent_branch_runs_normally(backend, device):
     f = framecache.compile(data_dependent, backend=backend)
-    for x in (torch.ones(3), -torch.ones(3)):
+    for x in (torch.ones(3, device=device), -torch.ones(3, device=device)):
         torch.testing.assert_close(f(x), data_dependent(x))
     s = framecache.stats(f)
     assert s.compiles == 0
@@ -130,21 +174,21 @@ def test_data_dependent_branch_runs_normally(backend):
     assert "data-dependent" in s.fallback_reasons[0]
 
 
-def test_data_dependent_branch_with_fullgraph_raises():
+def test_data_dependent_branch_with_fullgraph_raises(device):
     f = framecache.compile(data_dependent, fullgraph=True)
     with pytest.raises(framecache.FullGraphError, match="data-dependent"):
-        f(torch.ones(3))
+        f(torch.ones(3, device=device))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_calls_another_compiled_function(backend):
+def test_calls_another_compiled_function(backend, device):
     inner = framecache.compile(lambda x: torch.sin(x) * 2, backend=backend)
 
     def outer(x):
         return inner(x) + torch.cos(x)
 
     f = framecache.compile(outer, backend=backend)
-    x = torch.randn(5)
+    x = torch.randn(5, device=device)
     expected = torch.sin(x) * 2 + torch.cos(x)
     torch.testing.assert_close(f(x), expected)
     torch.testing.assert_close(f(x), expected)
@@ -152,10 +196,10 @@ def test_calls_another_compiled_function(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_method(backend):
+def test_method(backend, device):
     s = Scaler(3.0)
     f = framecache.compile(s.apply, backend=backend)
-    x = torch.randn(4)
+    x = torch.randn(4, device=device)
     torch.testing.assert_close(f(x), x * 3.0 + 1)
     torch.testing.assert_close(f(x), x * 3.0 + 1)
     assert framecache.stats(Scaler.apply).hits == 1
@@ -178,9 +222,9 @@ class Doubler:
         return x * self.k * 2
 
 
-def test_compiled_function_in_a_class_body_binds_as_a_method():
+def test_compiled_function_in_a_class_body_binds_as_a_method(device):
     a, b = Doubler(1.0), Doubler(3.0)
-    x = torch.randn(4)
+    x = torch.randn(4, device=device)
     torch.testing.assert_close(a.apply(x), x * 2.0)
     torch.testing.assert_close(b.apply(x), x * 6.0)
     torch.testing.assert_close(Doubler.apply(a, x), x * 2.0)
@@ -192,7 +236,7 @@ def test_compiled_function_in_a_class_body_binds_as_a_method():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fallback_lets_callees_compile(backend):
+def test_fallback_lets_callees_compile(backend, device):
     def helper(x):
         return x * 3
 
@@ -203,7 +247,7 @@ def test_fallback_lets_callees_compile(backend):
         return y - 1
 
     f = framecache.compile(outer, backend=backend)
-    x = torch.ones(3)
+    x = torch.ones(3, device=device)
     torch.testing.assert_close(f(x), outer(x))
     torch.testing.assert_close(f(x), outer(x))
     assert framecache.stats(outer).fallbacks == 1
@@ -211,11 +255,11 @@ def test_fallback_lets_callees_compile(backend):
     assert framecache.stats(helper).hits == 1
 
 
-def test_backward_through_compiled_module():
+def test_backward_through_compiled_module(device):
     torch.manual_seed(0)
-    model = MLP()
+    model = MLP().to(device)
     compiled = framecache.compile(model)
-    x = torch.randn(4, 16)
+    x = torch.randn(4, 16, device=device)
     compiled(x).sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -224,12 +268,12 @@ def test_backward_through_compiled_module():
         torch.testing.assert_close(got, want)
 
 
-def test_output_structures():
+def test_output_structures(device):
     def many(x, y):
         return {"sum": x + y, "pair": (x * 2, 3), "n": x.shape[0]}
 
     f = framecache.compile(many)
-    x, y = torch.randn(3), torch.randn(3)
+    x, y = torch.randn(3, device=device), torch.randn(3, device=device)
     out = f(x, y)
     want = many(x, y)
     assert out.keys() == want.keys()
@@ -250,14 +294,14 @@ def test_output_structures():
     assert framecache.stats(with_nones).hits == 1
 
 
-def test_nested_inputs_and_keyword_arguments():
+def test_nested_inputs_and_keyword_arguments(device):
     def f(xs, *, scale=1.0, bias=None):
         out = xs[0] * scale + xs[1]
         return out if bias is None else out + bias["b"]
 
     c = framecache.compile(f)
-    a, b = torch.randn(3), torch.randn(3)
-    bias = {"b": torch.randn(3)}
+    a, b = torch.randn(3, device=device), torch.randn(3, device=device)
+    bias = {"b": torch.randn(3, device=device)}
     torch.testing.assert_close(c([a, b], scale=2.0), f([a, b], scale=2.0))
     torch.testing.assert_close(c((a, b), scale=2.0, bias=bias), f((a, b), scale=2.0, bias=bias))
     torch.testing.assert_close(c([a, b], scale=2.0), f([a, b], scale=2.0))
