@@ -25,13 +25,22 @@ by side:
 * ``speedup``: torch.compile's ``us`` over framecache's (>= 1: framecache is at least as
   fast), and ``cold_ratio``: torch.compile's cold seconds over framecache's.
 
+Backends: any torch.compile backend name (``eager``, ``inductor``, ...), and
+``cudagraphs``: framecache ``backend="inductor", cudagraphs=True`` against torch.compile
+``mode="reduce-overhead"`` (inductor with ``triton.cudagraphs``). On CPU tensors neither
+records a graph (framecache's ``not_captured`` column does not list that: its reason is in
+``stats().cudagraph_reasons``, reported here as ``cudagraph_reasons``); the training step
+runs without framecache's graphs (replay is inference only) while torch records its
+training graphs. ``graph_us`` is not measured for ``cudagraphs``: the recorded graph is
+not a callable of its own.
+
 ``torch._dynamo.reset()`` and ``framecache.reset()`` run between models. A model whose
 compile raises is reported with the error and the run goes on.
 
 Run (JSON on stdout, or to ``--json PATH``; a table on stderr)::
 
     PYTHONPATH=build/dev/pkg python benchmarks/models.py [--device cpu|cuda]
-        [--models resnet18,hf_bert,...] [--backends eager,inductor] [--repeats 11]
+        [--models resnet18,hf_bert,...] [--backends eager,inductor,cudagraphs] [--repeats 11]
         [--threads N] [--no-training] [--json PATH]
 
 ``--list`` names the models. See benchmarks/README.md ("models.py") for torchvision on a
@@ -84,13 +93,30 @@ class Recorder:
         return compiled
 
 
+CUDAGRAPHS = "cudagraphs"
+
+
 def _torch_backend(name: str) -> Callable[..., Any]:
-    """torch.compile's backend of that name, as the callable torch.compile would use."""
-    if name == "inductor":
+    """torch.compile's backend of that name, as the callable torch.compile would use
+    (``cudagraphs``: inductor as ``mode="reduce-overhead"`` configures it)."""
+    if name in ("inductor", CUDAGRAPHS):
         from torch._inductor.compile_fx import compile_fx
 
-        return compile_fx
+        if name == "inductor":
+            return compile_fx
+
+        def reduce_overhead(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
+            return compile_fx(gm, example_inputs, config_patches={"triton.cudagraphs": True})
+
+        return reduce_overhead
     return torch._dynamo.lookup_backend(name)
+
+
+def _framecache_options(name: str) -> dict[str, Any]:
+    """framecache.compile's keyword arguments for a zoo backend name."""
+    if name == CUDAGRAPHS:
+        return {"backend": "inductor", "cudagraphs": True}
+    return {"backend": name}
 
 
 def _sync(device: torch.device) -> None:
@@ -208,7 +234,8 @@ def bench_one(
     from torch._dynamo.utils import counters
 
     counters.clear()
-    fc, records = zoo_models.compile_recorded(fc_model, backend)
+    options = _framecache_options(backend)
+    fc, records = zoo_models.compile_recorded(fc_model, **options)
     context = fc._framecache_context
     fc_recorder = Recorder(context.backend)
     context.backend = fc_recorder
@@ -235,6 +262,10 @@ def bench_one(
             row[label].setdefault("mismatch", complaint)
     row["framecache"]["graphs"] = len(fc_recorder.graphs)
     row["framecache"]["not_captured"] = zoo_models.not_captured(records)
+    if options.get("cudagraphs"):
+        fc_stats = framecache.stats(fc)
+        row["framecache"]["cudagraph_recordings"] = fc_stats.cudagraph_recordings
+        row["framecache"]["cudagraph_reasons"] = sorted(set(fc_stats.cudagraph_reasons))
     row["torch.compile"]["graphs"] = len(tc_recorder.graphs)
     row["torch.compile"]["not_captured"] = _torch_breaks()
 
@@ -244,7 +275,9 @@ def bench_one(
         "torch.compile": lambda n: _timed_loop(tc, args, n, training, device),
     }
     graph_runners: dict[str, Callable[[int], float]] = {}
-    if not training:  # a training graph's backward runs separately: no single graph call
+    # A training graph's backward runs separately: no single graph call; a CUDA-graph
+    # replay is not the recorded callable.
+    if not training and backend != CUDAGRAPHS:
         for label, rec in (("framecache", fc_recorder), ("torch.compile", tc_recorder)):
             if rec.graphs and _real_inputs(rec.graphs):
                 graph_runners[label] = lambda n, g=rec.graphs: _graph_loop(g, n, training, device)
@@ -277,8 +310,8 @@ def _warm_imports(device: torch.device, backends: list[str]) -> None:
 
     x = torch.randn(4, device=device)
     for backend in backends:
-        framecache.compile(tiny, backend=backend, cache=False)(x)
-        torch.compile(tiny, backend=backend)(x)
+        framecache.compile(tiny, cache=False, **_framecache_options(backend))(x)
+        torch.compile(tiny, backend=_torch_backend(backend))(x)
     framecache.reset()
     torch._dynamo.reset()
 
