@@ -86,7 +86,14 @@ def doctor_report() -> tuple[list[str], bool]:
     from .guards import RootGuardManager
 
     RootGuardManager().local("x").tensor_match(torch.zeros(1))
+    from .cache import torch_compat
+
     lines.append(f"torch       {torch.__version__} ({os.path.dirname(torch.__file__)})")
+    if not torch_compat.is_supported():
+        lines.append(
+            f"            outside the supported range {torch_compat.SUPPORTED_RANGE}: "
+            "framecache.compile warns and is not tested there"
+        )
     lines.append(f"fast path   {guards.torch_fast_path_status()}")
     return lines, guards.torch_fast_path_enabled()
 

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import textwrap
+import tomllib
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+import framecache
 from framecache.cache import torch_compat, vec_isa
 
 pytestmark = pytest.mark.torch
@@ -36,6 +43,50 @@ def test_version_parsing_and_the_supported_range():
     assert torch_compat.is_supported("2.13.0+cpu")
     assert not torch_compat.is_supported("2.10.0") and not torch_compat.is_supported("2.14.0")
     assert torch_compat.is_supported()  # the torch this suite runs on
+
+
+def test_a_torch_outside_the_range_gets_one_warning_naming_it(monkeypatch):
+    monkeypatch.setattr(torch_compat, "_warned_unsupported", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert torch_compat.warn_if_unsupported("2.13.0+cpu") is False
+        assert torch_compat.warn_if_unsupported("2.14.1+cu130") is True
+        assert torch_compat.warn_if_unsupported("2.14.1+cu130") is True
+    found = [w for w in caught if issubclass(w.category, torch_compat.UnsupportedTorchWarning)]
+    assert len(found) == 1, [str(w.message) for w in caught]
+    message = str(found[0].message)
+    assert "2.14.1+cu130" in message and torch_compat.SUPPORTED_RANGE in message
+    assert framecache.UnsupportedTorchWarning is torch_compat.UnsupportedTorchWarning
+
+
+def test_the_declared_range_is_the_one_pyproject_states():
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extra = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["torch"]
+    assert extra == [f"torch{torch_compat.SUPPORTED_RANGE}"]
+
+
+def test_importing_the_compiler_on_an_unsupported_torch_warns_and_doctor_says_so():
+    """A fresh process whose torch reports 2.14.1: one warning at the compiler's import,
+    and doctor's torch line is followed by the range it is outside of."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import torch
+        torch.__version__ = "2.14.1+cu130"
+        from framecache.__main__ import doctor_report
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import framecache.compiler
+        names = [w.category.__name__ for w in caught]
+        print("WARNINGS", names.count("UnsupportedTorchWarning"))
+        print("\\n".join(doctor_report()[0]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    assert "WARNINGS 1" in out, out
+    assert "outside the supported range >=2.11,<2.14" in out, out
 
 
 def test_a_fallback_is_logged_once_with_its_reason(caplog):

@@ -64,6 +64,41 @@ def is_supported(version: str | None = None) -> bool:
     return SUPPORTED[0] <= torch_version(version) <= SUPPORTED[1]
 
 
+class UnsupportedTorchWarning(UserWarning):
+    """framecache runs on a torch release outside ``SUPPORTED_RANGE``."""
+
+
+_warned_unsupported = False
+
+
+def warn_if_unsupported(version: str | None = None) -> bool:
+    """Warn once per process when ``version`` (default: the running torch's) is outside
+    ``SUPPORTED``; returns whether it is outside.
+
+    Called when framecache's compiler is first imported. An install can end up outside
+    the range without asking for it: ``pip install timm`` may upgrade torch beside
+    framecache. Nothing is refused: the private APIs below are probed, not assumed, and
+    fall back to torch's public paths; what is not vouched for is the compiler's capture
+    of a torch it was never tested against.
+    """
+    global _warned_unsupported
+    if is_supported(version):
+        return False
+    if not _warned_unsupported:
+        _warned_unsupported = True
+        found = version if version is not None else torch.__version__
+        warnings.warn(
+            f"framecache supports torch {SUPPORTED_RANGE} and runs on torch {found}: "
+            "it is not tested there; private torch APIs it uses fall back to public paths "
+            "when they differ (framecache.cache.torch_compat.fallbacks() lists them), and a "
+            "capture or guard may be wrong in ways the tests would have caught. Install a "
+            f"supported torch ('torch{SUPPORTED_RANGE}') to be sure.",
+            UnsupportedTorchWarning,
+            stacklevel=2,
+        )
+    return True
+
+
 def fallback(api: str, reason: str) -> None:
     """Record (and log once per api) that ``api`` took its public fallback, and why."""
     with _lock:
@@ -253,6 +288,7 @@ def vec_isa_module() -> Any:
 __all__ = [
     "SUPPORTED",
     "SUPPORTED_RANGE",
+    "UnsupportedTorchWarning",
     "aoti_load",
     "aoti_package",
     "fallback",
@@ -264,4 +300,5 @@ __all__ = [
     "torch_version",
     "aoti_unavailable",
     "vec_isa_module",
+    "warn_if_unsupported",
 ]

@@ -1,6 +1,8 @@
 """framecache.compile and its tools: capture frames into FX graphs, compile, guard, cache.
 
-Needs torch (``torch==2.13.0``); ``import framecache`` alone does not import it.
+Needs torch, in the range ``framecache.cache.torch_compat.SUPPORTED_RANGE`` (a torch
+outside it gets one ``UnsupportedTorchWarning``); ``import framecache`` alone does not
+import it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import torch
 
 from .. import _C
+from ..cache.torch_compat import UnsupportedTorchWarning, warn_if_unsupported
 from . import logs
 from .api import OptimizedModule, compile
 from .dynamic import mark_dynamic
@@ -25,6 +28,7 @@ _C._set_skip_prefixes(
     ]
 )
 logs.configure()
+warn_if_unsupported()
 
 __all__ = [
     "BackendCompileError",
@@ -33,6 +37,7 @@ __all__ = [
     "OptimizedModule",
     "Stats",
     "Unsupported",
+    "UnsupportedTorchWarning",
     "compile",
     "explain",
     "mark_dynamic",
