@@ -14,7 +14,11 @@ import torch.nn.functional as F
 
 import framecache
 
-pytestmark = pytest.mark.torch
+pytestmark = [
+    pytest.mark.torch,
+    # Inductor's advice on CUDA matmuls (the cuda cases), not a framecache concern.
+    pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores:UserWarning"),
+]
 
 BACKENDS = ["eager", "inductor"]
 OFFSET = 0.5

@@ -123,6 +123,72 @@ def test_mutated_closure_cell_of_a_callee_recompiles():
     torch.testing.assert_close(f(x), x * 7.0 + 1)
 
 
+def _scaler(k, bias=0.0):
+    def scale(x):
+        return x * k + bias
+
+    return scale
+
+
+def _shifter(k):
+    def shift(x):
+        return x + k
+
+    return shift
+
+
+def test_a_closure_made_per_call_is_guarded_by_code_and_cells_not_identity():
+    """transformers builds its mask functions anew on every forward and passes them on: a
+    frame taking one hits while the closure computes the same thing, and recompiles when
+    a cell it reads or its code differs."""
+
+    def apply(x, fn):
+        return fn(x) + 1
+
+    f = _compiled(apply)
+    x = torch.randn(3)
+    for _ in range(3):
+        torch.testing.assert_close(f(x, _scaler(2.0)), x * 2.0 + 1)
+    s = framecache.stats(apply)
+    assert (s.compiles, s.hits) == (1, 2), s
+    torch.testing.assert_close(f(x, _scaler(3.0)), x * 3.0 + 1)  # a cell differs
+    torch.testing.assert_close(f(x, _shifter(2.0)), x + 3.0)  # another code, same cell
+    assert framecache.stats(apply).compiles == 3
+
+
+def test_a_closure_default_is_guarded():
+    def make(k):
+        def scale(x, bias=1.0):
+            return x * k + bias
+
+        return scale
+
+    def apply(x, fn):
+        return fn(x)
+
+    f = _compiled(apply)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x, make(2.0)), x * 2.0 + 1.0)
+    other = make(2.0)
+    other.__defaults__ = (4.0,)
+    torch.testing.assert_close(f(x, other), x * 2.0 + 4.0)
+    assert framecache.stats(apply).compiles == 2
+
+
+def test_one_closure_under_two_names_stays_one():
+    """``a is b`` was true at capture: two equal closures that are not one object miss."""
+
+    def pick(x, a, b):
+        return a(x) if a is b else x - 1
+
+    f = _compiled(pick)
+    x = torch.randn(3)
+    same = _scaler(2.0)
+    torch.testing.assert_close(f(x, same, same), x * 2.0)
+    torch.testing.assert_close(f(x, _scaler(2.0), _scaler(2.0)), x - 1)
+    assert framecache.stats(pick).compiles == 2
+
+
 class _Net(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

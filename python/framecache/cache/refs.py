@@ -102,6 +102,12 @@ def ref_of(obj: Any) -> Ref:
             continue
         if found is obj:
             return ("obj", module, name, fingerprint(obj))
+    if module == "builtins" and isinstance(obj, type):
+        # The interpreter's own types without a builtins name (function, code, cell) are
+        # named by the types module (types.FunctionType).
+        for name, value in vars(types).items():
+            if value is obj:
+                return ("obj", "types", name, fingerprint(obj))
     raise NotPortable(f"{_what(obj)} is not reachable as {module}.{qualname}")
 
 

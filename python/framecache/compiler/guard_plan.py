@@ -224,6 +224,9 @@ class PlanBuilder:
             self.read(sources.attr(source, "__func__"), value.__func__, depth + 1)
             self.read(sources.attr(source, "__self__"), value.__self__, depth + 1)
             return
+        if isinstance(value, types.FunctionType) and value.__closure__ is not None:
+            self.closure_value(source, value, depth)
+            return
         # Functions, classes, modules and other objects: the same object (their attributes
         # are guarded where the capture read them).
         plan.add(g.IdMatch(source, value))
@@ -246,6 +249,31 @@ class PlanBuilder:
         tp = type(value)
         if tp not in self._types and tp.__module__ != "builtins":
             self._types[tp] = sources.type_of(source)
+
+    def closure_value(self, source: Source, fn: types.FunctionType, depth: int) -> None:
+        """A closure, guarded by what calling it computes rather than by identity.
+
+        A closure is made anew each time its enclosing function runs: transformers builds
+        its attention-mask functions (``and_masks(...)``, ``packed_sequence_mask_function``)
+        on every forward and hands them to the next frame, so an identity guard failed on
+        every call and the frame recompiled each time. Two closures of one code object, with
+        the same globals, defaults and contents in the cells the code reads, compute the
+        same thing (dynamo's CLOSURE_MATCH makes the same bet). What a capture can still
+        observe of the object itself: it cannot return it (a graph output must be a tensor
+        or a constant, capture.py refuses others) nor store it (a side effect); ``is``
+        between two of the frame's closures is kept by an aliasing guard when they were one
+        object. Attributes read from the function are guarded where they are read.
+        """
+        plan = self.plan
+        first = self.known.get(id(fn))
+        if first is not None and first != source:
+            plan.add(g.ObjectAliasing(source, first, source))
+        plan.add(g.TypeMatch(source, types.FunctionType))
+        plan.add(g.IdMatch(sources.attr(source, "__code__"), fn.__code__))
+        plan.add(g.IdMatch(sources.attr(source, "__globals__"), fn.__globals__))
+        self.read(sources.attr(source, "__defaults__"), fn.__defaults__, depth + 1)
+        self.read(sources.attr(source, "__kwdefaults__"), fn.__kwdefaults__, depth + 1)
+        self.function_closure(source, fn, depth)
 
     def function_closure(self, source: Source, fn: types.FunctionType, depth: int) -> None:
         """The cells a function's code reads are part of what calling it computes."""
