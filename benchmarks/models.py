@@ -112,6 +112,23 @@ def _torch_backend(name: str) -> Callable[..., Any]:
     return torch._dynamo.lookup_backend(name)
 
 
+class _StepMarked:
+    """torch.compile's reduce-overhead model, each call a new step of its CUDA graph trees.
+
+    Without ``cudagraph_mark_step_begin()`` torch cannot tell a training step's next
+    forward from the backward's continuation, and reading the loss raises "accessing
+    tensor output of CUDAGraphs that has been overwritten" (torch's own advice).
+    """
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self._orig_mod = compiled._orig_mod
+
+    def __call__(self, *args: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(*args)
+
+
 def _framecache_options(name: str) -> dict[str, Any]:
     """framecache.compile's keyword arguments for a zoo backend name."""
     if name == CUDAGRAPHS:
@@ -241,6 +258,8 @@ def bench_one(
     context.backend = fc_recorder
     tc_recorder = Recorder(_torch_backend(backend))
     tc = torch.compile(tc_model, backend=tc_recorder)
+    if backend == CUDAGRAPHS:
+        tc = _StepMarked(tc)
 
     row: dict[str, Any] = {"model": name, "backend": backend, "training": training}
     for label, fn in (("framecache", fc), ("torch.compile", tc)):

@@ -192,6 +192,22 @@ def test_outputs_match_eager(backend, cache):
 
 @pytest.mark.cuda
 @needs_cuda
+def test_a_context_keeping_compile_records_still_records_graphs():
+    """The model zoo keeps the compile records of a real run (what explain() reads): that
+    must not turn it into explain()'s dry run, which records no graph."""
+    model = MLP().cuda().eval()
+    compiled = framecache.compile(model, backend="eager", cudagraphs=True)
+    compiled._framecache_context.records = []
+    with torch.no_grad():
+        x = torch.randn(2, 64, device="cuda")
+        for _ in range(3):
+            torch.testing.assert_close(compiled(x), model(x))
+    assert framecache.stats(model).cudagraph_recordings == 1
+    assert len(compiled._framecache_context.records) == 1
+
+
+@pytest.mark.cuda
+@needs_cuda
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_functions_and_structured_outputs(backend):
     def f(x, y, scale: float):

@@ -138,6 +138,10 @@ class CompileContext:
         # tag (below), stays its own while this context lives.
         self._backend_arg = backend
         self.records: list[CompileRecord] | None = [] if record else None
+        # explain()'s context: says what would happen and records no CUDA graph. Distinct
+        # from ``records``, which a caller may also set to keep the compile records of a
+        # context that runs for real (benchmarks/models.py does).
+        self.explaining = record
         if not isinstance(cudagraphs, bool):
             raise TypeError(f"cudagraphs must be a bool, got {type(cudagraphs).__name__}")
         if not isinstance(cudagraph_clone_outputs, bool):
@@ -351,7 +355,7 @@ class CompileContext:
             scope = dict(f_globals)
             scope.update(f_locals)
             inputs += [eval(expr, scope) for expr in call_args[n:]]
-        if self.records is not None:  # explain(): say what would happen, record nothing
+        if self.explaining:  # explain(): say what would happen, record nothing
             reason = cudagraphs.refusal(inputs, list(call_args), gm)
             return compiled, "cudagraphs" if reason is None else f"no cudagraphs: {reason}"
         return cudagraphs.graphed(
