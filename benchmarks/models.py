@@ -282,9 +282,14 @@ def bench_one(
     row["framecache"]["graphs"] = len(fc_recorder.graphs)
     row["framecache"]["not_captured"] = zoo_models.not_captured(records)
     if options.get("cudagraphs"):
-        fc_stats = framecache.stats(fc)
-        row["framecache"]["cudagraph_recordings"] = fc_stats.cudagraph_recordings
-        row["framecache"]["cudagraph_reasons"] = sorted(set(fc_stats.cudagraph_reasons))
+        # Every frame the compiler was asked about (a model whose top frame falls back has
+        # its graphs in the callees' entries).
+        codes = {id(r.code): r.code for r in records}.values()
+        every = [framecache.stats(code) for code in codes]
+        row["framecache"]["cudagraph_recordings"] = sum(s.cudagraph_recordings for s in every)
+        row["framecache"]["cudagraph_reasons"] = sorted(
+            {reason for s in every for reason in s.cudagraph_reasons}
+        )
     row["torch.compile"]["graphs"] = len(tc_recorder.graphs)
     row["torch.compile"]["not_captured"] = _torch_breaks()
 
