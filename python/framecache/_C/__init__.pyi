@@ -114,6 +114,15 @@ def _call_with_callback(
     callback: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any: ...
 
+class _CaptureProfile:
+    """The side-effect monitor's profile function, library code's events answered in C."""
+
+    tracing: bool
+    def __init__(
+        self, callback: Callable[[Any, str, Any], Any], user_code: dict[Any, bool]
+    ) -> None: ...
+    def install(self) -> None: ...
+
 class CompiledFunction:
     """What framecache.compile returns for a function: calls fn under its callback."""
 

@@ -10,7 +10,8 @@ Two checks, both conservative (when in doubt, the frame is not captured):
 * static, per user code object executed during capture: global/nonlocal/attribute
   writes, stores into containers that are not provably the frame's own, in-place
   operators on list/dict/set arguments;
-* dynamic, through ``sys.setprofile`` while capturing: every C function called from
+* dynamic, through a profile function while capturing (``_profile``, behind a filter in C
+  that answers library code's events itself): every C function called from
   user code must be on an allow-list (torch, math, pure builtins, read-only methods),
   and a mutating method of a list/dict/set must act on a container the calling frame
   built itself.
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from .. import _C
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _FRAMECACHE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -347,6 +350,12 @@ class SideEffectMonitor:
         # call torch makes while tracing, so it must be one dict lookup for library code.
         self._user_code: dict[types.CodeType, bool] = {}
         self._third_party_code: dict[types.CodeType, bool] = {}
+        # The profile function as installed while watching: events of code this table
+        # calls library code, which _profile would ignore, are answered in C
+        # (include/framecache/capture_profile.h); the rest call _profile. Made per watch
+        # and dropped after it: it refers back to this monitor, and a C++ object is no
+        # part of the garbage collector's cycles.
+        self._filter: Any = None
 
     def _is_user_frame(self, frame: types.FrameType) -> bool:
         """User code is judged; library code (and what it generates) is traced through.
@@ -381,8 +390,10 @@ class SideEffectMonitor:
         user = self._user_code.get(code)
         if user is None:
             user = self._is_user_frame(frame)
-            if not code.co_filename.startswith("<"):
-                # Only file-less code depends on its caller; the rest is decided once.
+            if not code.co_filename.startswith("<") or is_library_code(code):
+                # Only file-less code that is not library code (<string>, exec'd) depends
+                # on its caller; the rest (frozen modules, fx's generated code, files) is
+                # decided once.
                 self._user_code[code] = user
         return user
 
@@ -410,6 +421,8 @@ class SideEffectMonitor:
         """
         if on != self._tracing:
             self._tracing = on
+            if self._filter is not None:
+                self._filter.tracing = on
             sys.settrace(self._trace if on else None)
 
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
@@ -524,11 +537,14 @@ class SideEffectMonitor:
         previous = sys.getprofile()
         previous_trace = sys.gettrace()
         self._tracing = previous_trace is self._trace
-        sys.setprofile(self._profile)
+        self._filter = _C._CaptureProfile(self._profile, self._user_code)
+        self._filter.tracing = self._tracing
+        self._filter.install()
         try:
             yield self
         finally:
             sys.setprofile(previous)
+            self._filter = None
             if self._on_line is not None:
                 sys.settrace(previous_trace)
 

@@ -1,0 +1,99 @@
+// See include/framecache/capture_profile.h.
+#include "framecache/capture_profile.h"
+
+namespace framecache {
+
+namespace {
+
+constexpr const char* kCapsuleName = "framecache.CaptureProfile";
+
+struct Installed {
+  CaptureProfile* state;  // owned by `owner`
+  Ref owner;
+};
+
+void release_installed(PyObject* capsule) {
+  delete static_cast<Installed*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+}
+
+// 1: `code` (borrowed) is in the table as library code; 0: user code or not known yet.
+int known_library(PyObject* table, PyObject* code) {
+  PyObject* user = PyDict_GetItemWithError(table, code);  // borrowed
+  if (user == nullptr) {
+    PyErr_Clear();  // a lookup error is the same as unknown: the monitor decides
+    return 0;
+  }
+  return user == Py_False ? 1 : 0;
+}
+
+// Whether the monitor would do nothing for this event; see capture_profile.h. Mirrors
+// SideEffectMonitor._profile: C calls of library code return at once; calls of library
+// code return at once unless the line tracer must be switched off; returns matter only
+// when the tracer's state would change, i.e. when control goes back to user code.
+bool ignorable(const CaptureProfile& state, PyFrameObject* frame, int what) {
+  Ref code = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
+  PyObject* table = state.user_code.get();
+  if (what == PyTrace_C_CALL) return known_library(table, code.get()) == 1;
+  if (state.tracing) return false;
+  if (what == PyTrace_CALL) return known_library(table, code.get()) == 1;
+  // PyTrace_RETURN with the tracer off: it stays off unless the caller is user code.
+  Ref back = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(frame)));
+  if (!back) return true;
+  Ref back_code = Ref::steal(
+      reinterpret_cast<PyObject*>(PyFrame_GetCode(reinterpret_cast<PyFrameObject*>(back.get()))));
+  return known_library(table, back_code.get()) == 1;
+}
+
+// The Py_tracefunc: `obj` is the capsule (borrowed), `frame` borrowed, `arg` borrowed or
+// null. Returns 0, or -1 with the monitor's exception set (the capture's abort), after
+// removing itself as CPython's own sys.setprofile trampoline does on an error.
+int trampoline(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
+  static PyObject* const kCall = PyUnicode_InternFromString("call");
+  static PyObject* const kCCall = PyUnicode_InternFromString("c_call");
+  static PyObject* const kReturn = PyUnicode_InternFromString("return");
+  PyObject* event;
+  switch (what) {
+    case PyTrace_CALL:
+      event = kCall;
+      break;
+    case PyTrace_C_CALL:
+      event = kCCall;
+      break;
+    case PyTrace_RETURN:
+      event = kReturn;
+      break;
+    default:
+      return 0;  // c_return, c_exception: the monitor ignores them
+  }
+  auto* installed = static_cast<Installed*>(PyCapsule_GetPointer(obj, kCapsuleName));
+  if (installed == nullptr || event == nullptr) return -1;
+  const CaptureProfile& state = *installed->state;
+  if (ignorable(state, frame, what)) return 0;
+  PyObject* args[3] = {reinterpret_cast<PyObject*>(frame), event, arg ? arg : Py_None};
+  Ref result = Ref::steal(PyObject_Vectorcall(state.callback.get(), args, 3, nullptr));
+  if (!result) {
+    PyEval_SetProfile(nullptr, nullptr);
+    return -1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool capture_profile_install(CaptureProfile* state, PyObject* owner) {
+  if (!state->callback || !state->user_code || !PyDict_Check(state->user_code.get())) {
+    PyErr_SetString(PyExc_TypeError, "CaptureProfile needs a callable and a dict");
+    return false;
+  }
+  auto* installed = new Installed{state, Ref::borrow(owner)};
+  Ref capsule = Ref::steal(PyCapsule_New(installed, kCapsuleName, release_installed));
+  if (!capsule) {
+    delete installed;
+    return false;
+  }
+  // PyEval_SetProfile takes its own reference to the capsule.
+  PyEval_SetProfile(trampoline, capsule.get());
+  return true;
+}
+
+}  // namespace framecache
