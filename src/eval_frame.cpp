@@ -44,7 +44,7 @@ namespace {
 
 cpy::EvalFrameFn g_previous = nullptr;  // the evaluator we chain to (null: CPython's)
 int g_active_threads = 0;
-Py_ssize_t g_extra_index = -1;  // extra_state_index(), read once the hook is installed
+Py_ssize_t g_hook_extra_index = -1;  // extra_state_index(), read once the hook is installed
 PyObject* g_warning_category = nullptr;  // borrowed from the module that set it
 // The frame this thread is handing to g_previous. An evaluator installed on
 // top of ours that chains back to us, and that ours was later installed on
@@ -375,8 +375,8 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
 PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame);
 
 PyObject* evaluate_unless_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
-  const auto* es =
-      static_cast<const ExtraState*>(cpy::code_get_extra(cpy::frame_code(frame), g_extra_index));
+  const auto* es = static_cast<const ExtraState*>(
+      cpy::code_get_extra(cpy::frame_code(frame), g_hook_extra_index));
   const bool run_only = st->mode == EvalMode::kRunOnly;
   if (es == nullptr) {
     // Compile mode: a first sight, the callback decides. Run-only: nothing cached.
@@ -455,7 +455,7 @@ void install() {
   PyInterpreterState* interp = PyInterpreterState_Get();
   cpy::EvalFrameFn current = cpy::get_eval_frame(interp);
   if (current == framecache_eval_frame) return;
-  g_extra_index = extra_state_index();  // set_eval_frame_callback made it first
+  g_hook_extra_index = extra_state_index();  // set_eval_frame_callback made it first
   // Chain to whatever was there (a debugger's evaluator), not to the default.
   g_previous = cpy::is_default_eval_frame(current) ? nullptr : current;
   cpy::set_eval_frame(interp, framecache_eval_frame);

@@ -4,12 +4,17 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "framecache/guards/guard_manager.h"
 
 namespace framecache {
 
 namespace py = pybind11;
 using GuardManagerClass = py::class_<guards::GuardManager>;
+
+// The name of obj's type, for the TypeError a builder method raises on a bad argument.
+inline std::string type_name(const py::handle& obj) { return Py_TYPE(obj.ptr())->tp_name; }
 
 // FrameAction, FrameExecStrategy, GuardedCode, CallbackResult, FrameView,
 // CacheEntry views and the runtime functions.

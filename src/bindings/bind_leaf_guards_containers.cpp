@@ -8,13 +8,11 @@ using guards::GuardManager;
 
 namespace {
 
-std::string tp_name(const py::handle& obj) { return Py_TYPE(obj.ptr())->tp_name; }
-
 // A length argument: an int (or __index__ object, not a bool) from 0 to
 // PY_SSIZE_T_MAX.
 Py_ssize_t checked_length(const std::string& method, const py::handle& n) {
   if (PyBool_Check(n.ptr()) || !PyIndex_Check(n.ptr())) {
-    throw py::type_error(method + " expects an int length, got " + tp_name(n));
+    throw py::type_error(method + " expects an int length, got " + type_name(n));
   }
   py::int_ as_int = py::reinterpret_steal<py::int_>(PyNumber_Index(n.ptr()));
   if (!as_int) throw py::error_already_set();
@@ -33,7 +31,7 @@ Py_ssize_t checked_length(const std::string& method, const py::handle& n) {
 void check_hashable(const std::string& method, const py::handle& key) {
   if (PyObject_Hash(key.ptr()) == -1) {
     PyErr_Clear();
-    throw py::type_error(method + " expects hashable keys, got an unhashable " + tp_name(key));
+    throw py::type_error(method + " expects hashable keys, got an unhashable " + type_name(key));
   }
 }
 
@@ -59,7 +57,7 @@ void bind_leaf_guards_containers(GuardManagerClass& cls) {
              check_hashable("dict_contains()", key);
              if (!PyBool_Check(contains.ptr())) {
                throw py::type_error("dict_contains() expects contains=True or False, got " +
-                                    tp_name(contains));
+                                    type_name(contains));
              }
              g.add_leaf(std::make_unique<guards::DictContains>(key.ptr(), contains.ptr() == Py_True));
              return g;
@@ -72,7 +70,7 @@ void bind_leaf_guards_containers(GuardManagerClass& cls) {
              if (PyUnicode_Check(keys.ptr()) || PyBytes_Check(keys.ptr()) ||
                  !py::isinstance<py::iterable>(keys)) {
                throw py::type_error(method + " expects an iterable of keys (a list or tuple), got " +
-                                    tp_name(keys));
+                                    type_name(keys));
              }
              std::vector<Ref> expected;
              py::set distinct;

@@ -8,12 +8,10 @@ using guards::GuardManager;
 
 namespace {
 
-std::string tp_name(const py::handle& obj) { return Py_TYPE(obj.ptr())->tp_name; }
-
 // An int argument (or __index__ object, not a bool) as a Python int.
 py::int_ checked_int(const std::string& method, const char* what, const py::handle& v) {
   if (PyBool_Check(v.ptr()) || !PyIndex_Check(v.ptr())) {
-    throw py::type_error(method + " expects an int " + what + ", got " + tp_name(v));
+    throw py::type_error(method + " expects an int " + what + ", got " + type_name(v));
   }
   auto as_int = py::reinterpret_steal<py::int_>(PyNumber_Index(v.ptr()));
   if (!as_int) throw py::error_already_set();
@@ -50,7 +48,7 @@ void bind_leaf_guards_iterators(GuardManagerClass& cls) {
             if (Py_TYPE(it.ptr()) != &PyRangeIter_Type) {
               throw py::value_error(method + " expects a range whose values fit a C long (a " +
                                     py::repr(r).cast<std::string>() + " iterator is a " +
-                                    tp_name(it) + ", which this guard does not read)");
+                                    type_name(it) + ", which this guard does not read)");
             }
             const long length = static_cast<long>(py::len(r));
             g.add_leaf(std::make_unique<guards::RangeIteratorMatch>(
