@@ -5,19 +5,19 @@ namespace framecache {
 
 namespace {
 
-constexpr const char* kCapsuleName = "framecache.CaptureProfile";
+constexpr const char* kCaptureProfileCapsule = "framecache.CaptureProfile";
 
-struct Installed {
+struct InstalledProfile {
   CaptureProfile* state;  // owned by `owner`
   Ref owner;
 };
 
-void release_installed(PyObject* capsule) {
-  delete static_cast<Installed*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+void release_installed_profile(PyObject* capsule) {
+  delete static_cast<InstalledProfile*>(PyCapsule_GetPointer(capsule, kCaptureProfileCapsule));
 }
 
 // 1: `code` (borrowed) is in the table as library code; 0: user code or not known yet.
-int known_library(PyObject* table, PyObject* code) {
+int known_library_code(PyObject* table, PyObject* code) {
   PyObject* user = PyDict_GetItemWithError(table, code);  // borrowed
   if (user == nullptr) {
     PyErr_Clear();  // a lookup error is the same as unknown: the monitor decides
@@ -30,24 +30,24 @@ int known_library(PyObject* table, PyObject* code) {
 // SideEffectMonitor._profile: C calls of library code return at once; calls of library
 // code return at once unless the line tracer must be switched off; returns matter only
 // when the tracer's state would change, i.e. when control goes back to user code.
-bool ignorable(const CaptureProfile& state, PyFrameObject* frame, int what) {
+bool capture_event_ignorable(const CaptureProfile& state, PyFrameObject* frame, int what) {
   Ref code = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
   PyObject* table = state.user_code.get();
-  if (what == PyTrace_C_CALL) return known_library(table, code.get()) == 1;
+  if (what == PyTrace_C_CALL) return known_library_code(table, code.get()) == 1;
   if (state.tracing) return false;
-  if (what == PyTrace_CALL) return known_library(table, code.get()) == 1;
+  if (what == PyTrace_CALL) return known_library_code(table, code.get()) == 1;
   // PyTrace_RETURN with the tracer off: it stays off unless the caller is user code.
   Ref back = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(frame)));
   if (!back) return true;
   Ref back_code = Ref::steal(
       reinterpret_cast<PyObject*>(PyFrame_GetCode(reinterpret_cast<PyFrameObject*>(back.get()))));
-  return known_library(table, back_code.get()) == 1;
+  return known_library_code(table, back_code.get()) == 1;
 }
 
 // The Py_tracefunc: `obj` is the capsule (borrowed), `frame` borrowed, `arg` borrowed or
 // null. Returns 0, or -1 with the monitor's exception set (the capture's abort), after
 // removing itself as CPython's own sys.setprofile trampoline does on an error.
-int trampoline(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
+int capture_profile_trampoline(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
   static PyObject* const kCall = PyUnicode_InternFromString("call");
   static PyObject* const kCCall = PyUnicode_InternFromString("c_call");
   static PyObject* const kReturn = PyUnicode_InternFromString("return");
@@ -65,10 +65,11 @@ int trampoline(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg) {
     default:
       return 0;  // c_return, c_exception: the monitor ignores them
   }
-  auto* installed = static_cast<Installed*>(PyCapsule_GetPointer(obj, kCapsuleName));
+  auto* installed =
+      static_cast<InstalledProfile*>(PyCapsule_GetPointer(obj, kCaptureProfileCapsule));
   if (installed == nullptr || event == nullptr) return -1;
   const CaptureProfile& state = *installed->state;
-  if (ignorable(state, frame, what)) return 0;
+  if (capture_event_ignorable(state, frame, what)) return 0;
   PyObject* args[3] = {reinterpret_cast<PyObject*>(frame), event, arg ? arg : Py_None};
   Ref result = Ref::steal(PyObject_Vectorcall(state.callback.get(), args, 3, nullptr));
   if (!result) {
@@ -85,14 +86,15 @@ bool capture_profile_install(CaptureProfile* state, PyObject* owner) {
     PyErr_SetString(PyExc_TypeError, "CaptureProfile needs a callable and a dict");
     return false;
   }
-  auto* installed = new Installed{state, Ref::borrow(owner)};
-  Ref capsule = Ref::steal(PyCapsule_New(installed, kCapsuleName, release_installed));
+  auto* installed = new InstalledProfile{state, Ref::borrow(owner)};
+  Ref capsule =
+      Ref::steal(PyCapsule_New(installed, kCaptureProfileCapsule, release_installed_profile));
   if (!capsule) {
     delete installed;
     return false;
   }
   // PyEval_SetProfile takes its own reference to the capsule.
-  PyEval_SetProfile(trampoline, capsule.get());
+  PyEval_SetProfile(capture_profile_trampoline, capsule.get());
   return true;
 }
 
