@@ -265,9 +265,7 @@ class PlanBuilder:
         object. Attributes read from the function are guarded where they are read.
         """
         plan = self.plan
-        first = self.known.get(id(fn))
-        if first is not None and first != source:
-            plan.add(g.ObjectAliasing(source, first, source))
+        self._same_as_before(source, fn)
         plan.add(g.TypeMatch(source, types.FunctionType))
         plan.add(g.IdMatch(sources.attr(source, "__code__"), fn.__code__))
         plan.add(g.IdMatch(sources.attr(source, "__globals__"), fn.__globals__))
