@@ -8,7 +8,10 @@ the same source with the same inputs, torch, Python, framecache and CPU. It cove
 * the input signature: the type of each argument, and for a tensor its dtype, device,
   requires_grad, sizes and strides, with dynamic dimensions by name instead of size;
 * the backend's identity and options;
-* the versions of framecache, torch and Python, and the CPU's instruction-set level.
+* the versions of framecache, torch and Python, and the CPU's instruction-set level;
+* a digest of framecache's own Python source, whose guard planner decides what an entry's
+  guards check: an entry written by another revision of it (a development checkout, a
+  patched install) is never read back under the same version number.
 
 What the key does not cover (values of globals, closure cells, constants passed as
 arguments, module structure) is checked by the entry's stored guards.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
 import sys
 import types
@@ -104,6 +108,28 @@ def value_hash(value: Any) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def package_digest() -> str:
+    """A digest of framecache's ``.py`` files (about 1 ms, once per process).
+
+    The guards stored with an entry are the planner's answer at the time it was written;
+    a later planner may guard more (a class-level registry, a monkeypatched method), and
+    an entry with the older, weaker guards must not be reused by it. The version number
+    does not change with each such fix; the source does.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.blake2b(digest_size=16)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                h.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
 def environment() -> tuple[str, ...]:
     """Versions and CPU level that compiled artifacts depend on."""
     import torch
@@ -117,6 +143,7 @@ def environment() -> tuple[str, ...]:
     return (
         f"format={FORMAT_VERSION}",
         f"framecache={framecache.__version__}",
+        f"framecache-source={package_digest()}",
         f"torch={torch.__version__}",
         f"python={sys.version}",
         f"impl={sys.implementation.cache_tag}",
@@ -181,6 +208,7 @@ __all__ = [
     "code_hash",
     "environment",
     "input_signature",
+    "package_digest",
     "tensor_signature",
     "value_hash",
 ]
