@@ -864,3 +864,81 @@ def test_tiny_bert_attention_scaling_change_is_seen():
         expected = model(*args).last_hidden_state
         assert not torch.allclose(expected, first)
         torch.testing.assert_close(compiled(*args).last_hidden_state, expected)
+
+
+class _Registry:
+    """A class-level table, updated by a classmethod (transformers' GeneralInterface)."""
+
+    table: ClassVar[dict] = {"act": torch.relu}
+
+    @classmethod
+    def register(cls, key, fn):
+        cls.table[key] = fn
+
+
+_REGISTRY = _Registry()
+
+
+def test_a_class_level_registry_updated_recompiles():
+    """A dict held by a class, read through an instance or through the class: the class
+    guards nothing of its members (before the fix, both served relu after tanh was
+    registered)."""
+
+    def through_instance(x):
+        return _REGISTRY.table["act"](x)
+
+    def through_class(x):
+        return _Registry.table["act"](x)
+
+    x = torch.tensor([-1.0, 2.0])
+    for fn in (through_instance, through_class):
+        framecache.reset()
+        _Registry.register("act", torch.relu)
+        f = _compiled(fn)
+        try:
+            torch.testing.assert_close(f(x), torch.relu(x))
+            _Registry.register("act", torch.tanh)
+            torch.testing.assert_close(f(x), torch.tanh(x))
+            assert framecache.stats(fn).compiles == 2
+        finally:
+            _Registry.register("act", torch.relu)
+
+
+def test_a_method_monkeypatched_on_the_class_recompiles():
+    class Model:
+        def act(self, x):
+            return torch.relu(x)
+
+        def forward(self, x):
+            return self.act(x) + 1
+
+    m = Model()
+    f = _compiled(m.forward)
+    x = torch.tensor([-1.0, 2.0])
+    torch.testing.assert_close(f(x), torch.relu(x) + 1)
+    torch.testing.assert_close(f(x), torch.relu(x) + 1)
+    Model.act = lambda self, x: torch.tanh(x)
+    torch.testing.assert_close(f(x), torch.tanh(x) + 1)
+    s = framecache.stats(Model.forward)
+    assert (s.compiles, s.hits) == (2, 1), s
+
+
+def test_a_class_level_object_changed_recompiles():
+    class Settings:
+        def __init__(self):
+            self.scale = 2.0
+
+    class Model:
+        settings = Settings()
+
+        def forward(self, x):
+            return x * self.settings.scale
+
+    m = Model()
+    f = _compiled(m.forward)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x * 2.0)
+    Model.settings.scale = 3.0
+    torch.testing.assert_close(f(x), x * 3.0)
+    Model.settings = Settings()  # another object, the same value: reads the same
+    torch.testing.assert_close(f(x), x * 2.0)

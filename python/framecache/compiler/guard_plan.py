@@ -678,8 +678,7 @@ class PlanBuilder:
                     return sources.item(sources.item(d, table), name), entries[name]
             if name in state:
                 return sources.item(d, name), state[name]
-            found = reads.class_value(type(value), name)
-            return None if found is reads.missing() else (sources.attr(source, name), found)
+            return self._class_member(source, type(value), name)
         if isinstance(value, types.ModuleType):
             state = value.__dict__
             return (sources.attr(source, name), state[name]) if name in state else None
@@ -702,10 +701,25 @@ class PlanBuilder:
             # dict is unchanged); that reading holds for this class, which is guarded.
             self.plan.add(g.TypeMatch(source, tp))
             return sources.dict_attr(source, name), state[name]
+        return self._class_member(source, tp, name)
+
+    @staticmethod
+    def _class_member(source: Source, tp: type, name: str) -> tuple[Source, Any] | None:
+        """``obj.name`` found on the class ``tp`` of the object at ``source``, not on it.
+
+        The class is no constant: a registry dict on it is updated, a method is
+        monkeypatched (``Model.act = other``), a class-level object's attributes change. A
+        value is guarded where it is read (``obj.name``); a method as the class gives it
+        (``type(obj).name``: the bound method is made anew at every read). A property or
+        class method runs Python that the capture traced, where its reads are guarded.
+        """
         found = reads.class_value(tp, name)
-        if found is reads.missing():
+        if found is not reads.missing():
+            return sources.attr(source, name), found
+        fn = reads.class_function(tp, name)
+        if fn is reads.missing():
             return None
-        return sources.attr(source, name), found
+        return sources.attr(sources.type_of(source), name), fn
 
     # -- after the capture -------------------------------------------------------------------
     def aliasing(self) -> None:
@@ -751,15 +765,38 @@ class PlanBuilder:
             self.read(source, fn, 0)
 
     def _class_function_of(self, code: types.CodeType) -> tuple[Source, Any] | None:
+        """The method of a guarded class that runs ``code``: itself, or a function its
+        decorators hold in their cells (``@torch.no_grad()`` over ``@dynamic_rope_update``:
+        the class holds torch's wrapper, whose cell holds transformers' closure). Reading
+        the outer function guards the cells its code reads, down to ``code``'s."""
         for tp, type_source in [*self._types.items(), *self._classes.items()]:
             for klass in tp.__mro__:
                 for name, member in klass.__dict__.items():
                     fn = member.__func__ if isinstance(member, staticmethod) else member
-                    if isinstance(fn, types.FunctionType) and fn.__code__ is code:
+                    if isinstance(fn, types.FunctionType) and _runs_code(fn, code, 0):
                         if reads.class_function(tp, name) is not fn:
                             continue  # shadowed by a subclass: not what type(x).name gives
                         return sources.attr(type_source, name), fn
         return None
+
+
+def _runs_code(fn: types.FunctionType, code: types.CodeType, depth: int) -> bool:
+    """Whether ``fn`` is ``code``'s function or wraps one in the cells its code reads."""
+    if fn.__code__ is code:
+        return True
+    if not fn.__closure__ or depth >= 4:
+        return False
+    read = set(code_reads(fn.__code__).freevars_read)
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=False):
+        if name not in read:
+            continue
+        try:
+            inner = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(inner, types.FunctionType) and _runs_code(inner, code, depth + 1):
+            return True
+    return False
 
 
 _ABSENT = object()

@@ -476,17 +476,17 @@ def class_function(tp: type, name: str) -> Any:
     return found if isinstance(found, types.FunctionType) else _MISSING
 
 
-_PLAIN_CLASS_VALUES = (bool, int, float, complex, str, bytes, type(None), tuple, frozenset)
-
-
 def class_value(tp: type, name: str) -> Any:
-    """``tp.name`` when it is a plain value (not a method or descriptor); else _MISSING."""
+    """``tp.name`` when the class holds it as a value (a constant, a container, an object, a
+    class), which ``tp.name`` and ``instance.name`` both give as it is; else _MISSING.
+
+    Descriptors (functions, properties, class and static methods, slots) are no values:
+    reading them runs their ``__get__``.
+    """
     found = _class_lookup(tp, name)
-    if found is _MISSING:
+    if found is _MISSING or hasattr(type(found), "__get__"):
         return _MISSING
-    if isinstance(found, _PLAIN_CLASS_VALUES) or isinstance(found, (type, types.ModuleType)):
-        return found
-    return _MISSING
+    return found
 
 
 def missing() -> Any:
