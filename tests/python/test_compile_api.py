@@ -286,3 +286,72 @@ def test_eager_hit_runs_the_operators_in_the_cached_code():
     assert any(c is torch.mul for c in code.co_consts)
     assert code.co_names == ()
     assert code.co_varnames[:2] == ("x", "y")
+
+
+class _Config:
+    def __init__(self):
+        self.causal = False
+
+
+class _SetsAndRestores(torch.nn.Module):
+    """transformers' merge_with_config_defaults: a config attribute set for the call and
+    restored after it, the arguments copied with list() and changed."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = _Config()
+
+    def forward(self, *args, causal=True):
+        args = list(args)
+        args[0] = args[0] * 2
+        original = self.config.causal
+        self.config.causal = causal
+        try:
+            return self.inner(*args)
+        finally:
+            self.config.causal = original
+
+    def inner(self, x):
+        return x + 1 if self.config.causal else x - 1
+
+
+def test_an_attribute_set_and_restored_within_the_call_is_captured():
+    m = _SetsAndRestores()
+    f = framecache.compile(m)
+    x = torch.randn(3)
+    for _ in range(3):
+        torch.testing.assert_close(f(x), x * 2 + 1)
+        assert m.config.causal is False  # restored, by the capture's run too
+    torch.testing.assert_close(f(x, causal=False), x * 2 - 1)
+    s = framecache.stats(_SetsAndRestores.forward)
+    assert not s.fallback_reasons, s.fallback_reasons
+    assert (s.compiles, s.hits) == (2, 2), s
+    # What the frame read of the config before setting it is guarded; the value it set is
+    # no input (else the guard would compare the set value with the one found before the
+    # call, and fail every time).
+    m.config.causal = True
+    torch.testing.assert_close(f(x), x * 2 + 1)
+    assert m.config.causal is True
+
+
+class _SetsOnly(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.config = _Config()
+
+    def forward(self, x):
+        self.config.causal = not self.config.causal
+        return x + 1
+
+
+def test_an_attribute_left_changed_is_a_side_effect_and_is_put_back_before_the_real_run():
+    m = _SetsOnly()
+    f = framecache.compile(m)
+    x = torch.randn(3)
+    for i in range(3):
+        torch.testing.assert_close(f(x), x + 1)
+        assert m.config.causal is (i % 2 == 0)  # flipped once per call, never by the capture
+    s = framecache.stats(_SetsOnly.forward)
+    assert s.compiles == 0
+    reason = "sets the attribute .causal of a _Config and does not restore it"
+    assert reason in s.fallback_reasons[0]

@@ -98,6 +98,7 @@ def capture_frame(
         on_opcode=builder.on_opcode,
         on_c_call=builder.on_c_call,
     )
+    builder.writes = monitor.writes
     try:
         fakes = _fake_inputs(mode, args, dynamic_dims)
         with monitor.watching(), mode:

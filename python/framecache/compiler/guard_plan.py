@@ -131,11 +131,18 @@ class PlanBuilder:
         self._hooked: list[tuple[Source, Any, str, int]] = []
         # Codes whose free variables are guarded (their function was read with a source).
         self.covered: set[types.CodeType] = {args.code}
+        # The capture's side_effects.AttributeWrites (capture.py sets it): an attribute
+        # read while it holds a value the capture's own code wrote (transformers' config
+        # set for the call, restored after) is computed, not an input, and not guarded.
+        self.writes: Any = None
         for name in args.names:
             self.argument(sources.local(name), args.values[name], 0)
         self.own_closure(args.code, closure)
 
     # -- values ---------------------------------------------------------------------------
+    def _written(self, obj: Any, name: str) -> bool:
+        return self.writes is not None and self.writes.changed(obj, name)
+
     def _register(self, source: Source, value: Any) -> None:
         key = id(value)
         if key not in self.known:
@@ -429,6 +436,8 @@ class PlanBuilder:
             if type(name) is not str:
                 self.fail(f"{what}() on {sources.render(source)} with a name that is no string")
                 return
+            if self._written(value, name):
+                return
             found = self._step(source, value, ("attr", name))
             if found is None:
                 self.plan.add(g.NoHasattr(source, name))
@@ -544,6 +553,8 @@ class PlanBuilder:
         # getattr / hasattr
         if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
             return None  # a tensor's attributes are its metadata (TENSOR_MATCH)
+        if type(key) is str and self._written(value, key):
+            return None  # set by the capture's own code: no input
         if key is _ABSENT and reads.python_attribute_hooks(type(value)):
             # The name is on the value stack, out of reach here; the type's __getattribute__
             # is about to receive it (a config's alias map, say).
@@ -661,6 +672,8 @@ class PlanBuilder:
             return None
         name = step[1]
         if isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return None
+        if self._written(value, name):
             return None
         if (
             name == "__dict__"

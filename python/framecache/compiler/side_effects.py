@@ -7,9 +7,17 @@ runs, so a frame that does any of that must run normally instead.
 
 Two checks, both conservative (when in doubt, the frame is not captured):
 
-* static, per user code object executed during capture: global/nonlocal/attribute
-  writes, stores into containers that are not provably the frame's own, in-place
-  operators on list/dict/set arguments;
+* static, per user code object executed during capture: global/nonlocal writes, stores
+  into containers that are not provably the frame's own, in-place operators on
+  list/dict/set arguments;
+* attribute writes (``obj.x = v``, ``del obj.x``) on objects that existed before: an
+  object's attributes set for the duration of a call and restored before it returns
+  (transformers sets and restores ``config.is_causal`` around every forward) have no net
+  effect, which a graph replays by doing nothing. Each write's original value is noted
+  just before it runs (an opcode event); at the end of the capture every written
+  attribute must hold its original again, or the frame is not captured and every written
+  attribute is put back (``AttributeWrites``). What is read from such an attribute while
+  it is changed is no input: the capture computed it (the guard plan asks ``changed``);
 * dynamic, through a profile function while capturing (``_profile``, behind a filter in C
   that answers library code's events itself): every C function called from
   user code must be on an allow-list (torch, math, pure builtins, read-only methods),
@@ -251,6 +259,86 @@ def fresh_locals(code: types.CodeType) -> set[str]:
     return {name for name, ok in candidates.items() if ok and name not in args}
 
 
+_CONSTRUCTORS = frozenset({"list", "dict", "set", "bytearray"})
+
+
+def _builds_fresh(instrs: list[dis.Instruction], k: int, f_globals: dict[str, Any] | None) -> bool:
+    """Whether ``instrs[k]`` (right before a STORE_FAST) leaves a container made right here:
+    a BUILD_*/update instruction, or a call of the builtin ``list``/``dict``/``set``/
+    ``bytearray`` (``args = list(args)``), which copies whatever it is given."""
+    ins = instrs[k]
+    if ins.opname in _FRESH_PRODUCERS:
+        return True
+    if ins.opname != "CALL" or f_globals is None:
+        return False
+    total, argc = 0, ins.arg or 0
+    for j in range(k - 1, -1, -1):
+        prev = instrs[j]
+        if prev.opname in ("PRECALL", "KW_NAMES"):
+            continue  # 3.11's call prologue
+        if prev.is_jump_target or "JUMP" in prev.opname:
+            return False
+        try:
+            total += dis.stack_effect(prev.opcode, prev.arg, jump=False)
+        except ValueError:
+            return False
+        if total >= argc + 1:
+            # The instruction that pushed the callee (3.11-3.13 push a NULL beside a global
+            # loaded for a call: one more slot).
+            return (
+                prev.opname == "LOAD_GLOBAL"
+                and total in (argc + 1, argc + 2)
+                and prev.argval in _CONSTRUCTORS
+                and prev.argval not in f_globals
+            )
+    return False
+
+
+def _fresh_at(
+    instrs: list[dis.Instruction], i: int, name: str, f_globals: dict[str, Any] | None
+) -> bool:
+    """Whether local ``name``, stored into at ``instrs[i]``, was last bound in the same
+    straight run of code to a container made there (``args = list(args); args[0] = v``)."""
+    for j in range(i - 1, 0, -1):
+        ins = instrs[j]
+        if ins.opname == "STORE_FAST" and ins.argval == name:
+            return _builds_fresh(instrs, j - 1, f_globals)
+        if ins.is_jump_target or "JUMP" in ins.opname or ins.opname in _NAME_UNBINDS:
+            return False
+    return False
+
+
+_NAME_UNBINDS = frozenset({"DELETE_FAST", "LOAD_FAST_AND_CLEAR"})
+
+
+def attribute_write_target(
+    instrs: list[dis.Instruction], i: int
+) -> tuple[str, str, tuple[str, ...]] | None:
+    """``(root kind, root name, attribute steps)`` of the object that the STORE_ATTR or
+    DELETE_ATTR at ``instrs[i]`` writes to, when the instructions right before it load it
+    as a plain chain (``self.config``: LOAD_FAST self, LOAD_ATTR config); else None.
+
+    Root kinds: ``"L"`` a frame variable (fast local, cell, free variable), ``"G"`` a
+    global. The chain is re-read on the frame's variables just before the write runs.
+    """
+    steps: list[str] = []
+    for j in range(i - 1, -1, -1):
+        ins = instrs[j]
+        if ins.is_jump_target and j != i - 1 and steps == []:
+            return None
+        if ins.opname == "LOAD_ATTR":
+            if sys.version_info >= (3, 12) and (ins.arg or 0) & 1:
+                return None  # a method load pushes two values
+            steps.append(ins.argval)
+            continue
+        if ins.opname in ("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF"):
+            return "L", ins.argval, tuple(reversed(steps))
+        if ins.opname == "LOAD_GLOBAL" and not (sys.version_info >= (3, 11) and (ins.arg or 0) & 1):
+            return "G", ins.argval, tuple(reversed(steps))
+        return None
+    return None
+
+
 def _container_of_store(instrs: list[dis.Instruction], i: int) -> str | None:
     """The local name a STORE_SUBSCR at ``instrs[i]`` stores into, if it is a plain local."""
     total = 0
@@ -271,8 +359,15 @@ def _container_of_store(instrs: list[dis.Instruction], i: int) -> str | None:
     return None
 
 
-def static_violations(code: types.CodeType, tensor_args: set[str]) -> list[str]:
-    """Reasons why running ``code`` may have effects a graph cannot replay."""
+def static_violations(
+    code: types.CodeType, tensor_args: set[str], f_globals: dict[str, Any] | None = None
+) -> list[str]:
+    """Reasons why running ``code`` may have effects a graph cannot replay.
+
+    Attribute writes whose object is a plain chain (``attribute_write_target``) are not
+    among them: they are followed as they run (``AttributeWrites``). ``f_globals``, the
+    globals the code runs with, tells a builtin ``list(...)`` from a global of that name.
+    """
     out: list[str] = []
     where = f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})"
     free = set(code.co_freevars)
@@ -285,10 +380,15 @@ def static_violations(code: types.CodeType, tensor_args: set[str]) -> list[str]:
         elif op in ("STORE_DEREF", "DELETE_DEREF") and ins.argval in free:
             out.append(f"{where} assigns the nonlocal {ins.argval!r}")
         elif op in ("STORE_ATTR", "DELETE_ATTR"):
-            out.append(f"{where} sets the attribute .{ins.argval}")
+            if attribute_write_target(instrs, i) is None:
+                out.append(f"{where} sets the attribute .{ins.argval}")
         elif op in ("STORE_SUBSCR", "DELETE_SUBSCR"):
             target = _container_of_store(instrs, i)
-            if target is None or (target not in fresh and target not in tensor_args):
+            if target is None or (
+                target not in fresh
+                and target not in tensor_args
+                and not _fresh_at(instrs, i, target, f_globals)
+            ):
                 what = f"{target!r}" if target else "a container it did not create"
                 out.append(f"{where} stores into {what}")
         elif op in ("YIELD_VALUE", "SEND", "ASYNC_GEN_WRAP"):
@@ -325,6 +425,93 @@ class ExecutedCode:
     function: types.FunctionType | None
 
 
+_ABSENT = object()
+_WriteTarget = tuple[str, str, tuple[str, ...], str]
+_SCALARS = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _current(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name, _ABSENT)
+    except Exception:
+        return _ABSENT
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (type(a) is type(b) and type(a) in _SCALARS and a == b)
+
+
+class AttributeWrites:
+    """Attributes that a capture's judged code wrote, with their values from before.
+
+    Keyed by object identity (the objects are kept alive here for the capture's duration).
+    """
+
+    def __init__(self) -> None:
+        self._original: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._original)
+
+    def before_write(self, obj: Any, name: str) -> None:
+        """Note ``obj.name`` as it is just before code writes it (the first write counts)."""
+        key = (id(obj), name)
+        if key not in self._original:
+            self._original[key] = (obj, _current(obj, name))
+
+    def changed(self, obj: Any, name: str) -> bool:
+        """Whether ``obj.name`` was written and does not hold its original now."""
+        entry = self._original.get((id(obj), name))
+        return entry is not None and not _same(_current(obj, name), entry[1])
+
+    def unrestored(self) -> list[tuple[Any, str]]:
+        """The written attributes that do not hold their original values."""
+        return [
+            (obj, name)
+            for (_, name), (obj, before) in self._original.items()
+            if not _same(_current(obj, name), before)
+        ]
+
+    def undo(self) -> None:
+        """Put back every written attribute's original value (or remove it again)."""
+        for obj, name in self.unrestored():
+            before = self._original[(id(obj), name)][1]
+            try:
+                if before is _ABSENT:
+                    delattr(obj, name)
+                else:
+                    setattr(obj, name, before)
+            except Exception:
+                pass  # a setter that refuses: nothing more can be done here
+
+
+def _static_attribute(obj: Any, name: str) -> Any:
+    """``obj.name`` where reading it runs no Python: an instance-dict entry, a module's
+    parameter, buffer or submodule, a module attribute, a class's plain value."""
+    if isinstance(obj, torch.nn.Module):
+        state = obj.__dict__
+        for table in ("_parameters", "_buffers", "_modules"):
+            entries = state.get(table)
+            if entries is not None and name in entries:
+                return entries[name]
+    if isinstance(obj, types.ModuleType):
+        return obj.__dict__.get(name, _ABSENT)
+    tp = type(obj)
+    if isinstance(getattr(tp, "__getattribute__", None), types.FunctionType):
+        return _ABSENT
+    state = getattr(obj, "__dict__", None)
+    if type(state) is dict and name in state:
+        for klass in tp.__mro__:
+            member = klass.__dict__.get(name, _ABSENT)
+            if member is not _ABSENT:
+                kind = type(member)
+                if hasattr(kind, "__set__") or hasattr(kind, "__delete__"):
+                    return _ABSENT  # a property or slot wins over the dict
+                break
+        return state[name]
+    return _ABSENT
+
+
 class SideEffectMonitor:
     """Watches a capture: records user code executed and every side effect found."""
 
@@ -345,6 +532,10 @@ class SideEffectMonitor:
         self.violations: list[str] = []
         self.executed: dict[types.CodeType, ExecutedCode] = {}
         self._static_checked: set[types.CodeType] = set()
+        self.writes = AttributeWrites()
+        # Per judged code: the offsets of its attribute writes, the chain of the object each
+        # writes to (attribute_write_target) and the attribute's name.
+        self._write_targets: dict[types.CodeType, dict[int, _WriteTarget]] = {}
         self._fresh: dict[types.CodeType, set[str]] = {}
         # is-user-code answers for codes with a file: the profile function runs for every
         # call torch makes while tracing, so it must be one dict lookup for library code.
@@ -405,11 +596,76 @@ class SideEffectMonitor:
 
     def _line(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if event == "line":
-            self._on_line(frame)  # type: ignore[misc]
-        elif event == "opcode" and self._on_opcode is not None:
-            # Only in frames whose reader turned f_trace_opcodes on (dynamic reads).
-            self._on_opcode(frame)
+            if self._on_line is not None:
+                self._on_line(frame)
+        elif event == "opcode":
+            # Only in frames that turned f_trace_opcodes on: the reader's (dynamic reads)
+            # and those with attribute writes (below).
+            targets = self._write_targets.get(frame.f_code)
+            if targets:
+                target = targets.get(frame.f_lasti)
+                if target is not None:
+                    self._before_write(frame, target)
+            if self._on_opcode is not None:
+                self._on_opcode(frame)
         return self._line
+
+    def _before_write(self, frame: types.FrameType, target: _WriteTarget) -> None:
+        """The STORE_ATTR / DELETE_ATTR at ``frame.f_lasti`` is about to run: note the
+        original of what it writes, or stop the capture when its object is out of reach."""
+        kind, root, steps, name = target
+        if kind == "L":
+            obj = frame.f_locals.get(root, _ABSENT)
+        else:
+            obj = frame.f_globals.get(root, _ABSENT)
+        for step in steps:
+            if obj is _ABSENT:
+                break
+            obj = _static_attribute(obj, step)
+        if obj is _ABSENT:
+            self._abort(
+                [
+                    f"{frame.f_code.co_qualname} sets the attribute .{name} at line "
+                    f"{frame.f_lineno} on an object framecache cannot follow"
+                ]
+            )
+        self.writes.before_write(obj, name)
+
+    def _watch_writes(self, frame: types.FrameType) -> None:
+        """Opcode events for a judged frame whose code writes attributes."""
+        code = frame.f_code
+        targets = self._write_targets.get(code)
+        if targets is None:
+            instrs = _instructions(code)
+            targets = {}
+            for i, ins in enumerate(instrs):
+                if ins.opname in ("STORE_ATTR", "DELETE_ATTR"):
+                    found = attribute_write_target(instrs, i)
+                    if found is not None:
+                        targets[ins.offset] = (*found, ins.argval)
+            self._write_targets[code] = targets
+        if targets:
+            if frame.f_trace is None:
+                frame.f_trace = self._line
+            if not frame.f_trace_opcodes:
+                frame.f_trace_opcodes = True
+                if sys.version_info[:2] == (3, 12):
+                    # 3.12's settrace over sys.monitoring turns instruction events on only
+                    # when settrace runs after a frame asked for them. Delete with 3.12.
+                    sys.settrace(sys.gettrace())
+
+    def finish(self) -> None:
+        """After the capture: attributes written and not restored are a side effect.
+
+        They are put back (the frame then runs for real, from the state it started in).
+        """
+        left = self.writes.unrestored()
+        if left:
+            self.violations.extend(
+                f"sets the attribute .{name} of a {type(obj).__name__} and does not restore it"
+                for obj, name in left
+            )
+        self.writes.undo()
 
     def _set_tracing(self, on: bool) -> None:
         """The line tracer is on only while a user frame runs.
@@ -461,9 +717,10 @@ class SideEffectMonitor:
             if code not in self._static_checked:
                 self._static_checked.add(code)
                 tensor_args = self.tensor_args if code is self.top_code else set()
-                found = static_violations(code, tensor_args)
+                found = static_violations(code, tensor_args, frame.f_globals)
                 if found:
                     self._abort(found)
+            self._watch_writes(frame)
         else:
             if self._on_c_call is not None:
                 self._on_c_call(frame, arg)
@@ -545,15 +802,18 @@ class SideEffectMonitor:
         finally:
             sys.setprofile(previous)
             self._filter = None
-            if self._on_line is not None:
+            if self._on_line is not None or self._write_targets:
                 sys.settrace(previous_trace)
+            self.finish()
 
 
 __all__ = [
+    "AttributeWrites",
     "CodeReads",
     "SideEffectAbort",
     "ExecutedCode",
     "SideEffectMonitor",
+    "attribute_write_target",
     "code_reads",
     "fresh_locals",
     "is_library_code",
