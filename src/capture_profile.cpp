@@ -16,14 +16,16 @@ void release_installed_profile(PyObject* capsule) {
   delete static_cast<InstalledProfile*>(PyCapsule_GetPointer(capsule, kCaptureProfileCapsule));
 }
 
+// The table's entry for `code` (both borrowed), or null when it has none.
+PyObject* table_entry(PyObject* table, PyObject* code) {
+  PyObject* entry = PyDict_GetItemWithError(table, code);  // borrowed
+  if (entry == nullptr) PyErr_Clear();  // a lookup error is the same as unknown
+  return entry;
+}
+
 // 1: `code` (borrowed) is in the table as library code; 0: user code or not known yet.
 int known_library_code(PyObject* table, PyObject* code) {
-  PyObject* user = PyDict_GetItemWithError(table, code);  // borrowed
-  if (user == nullptr) {
-    PyErr_Clear();  // a lookup error is the same as unknown: the monitor decides
-    return 0;
-  }
-  return user == Py_False ? 1 : 0;
+  return table_entry(table, code) == Py_False ? 1 : 0;
 }
 
 // Whether the monitor would do nothing for this event; see capture_profile.h. Mirrors
@@ -34,6 +36,8 @@ bool capture_event_ignorable(const CaptureProfile& state, PyFrameObject* frame, 
   Ref code = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
   PyObject* table = state.user_code.get();
   if (what == PyTrace_C_CALL) return known_library_code(table, code.get()) == 1;
+  // The import system's entry: the monitor counts how deep in an import control is.
+  if (table_entry(table, code.get()) == Py_None) return false;
   if (state.tracing) return false;
   if (what == PyTrace_CALL) return known_library_code(table, code.get()) == 1;
   // PyTrace_RETURN with the tracer off: it stays off unless the caller is user code.

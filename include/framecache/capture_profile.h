@@ -21,7 +21,9 @@ namespace framecache {
 
 struct CaptureProfile {
   // Both strong, set once: the monitor's profile function (frame, event, arg), and its
-  // dict {code object: bool} (True for user code; codes not in it go to Python).
+  // dict {code object: bool or None} (True for user code, False for library code; codes
+  // not in it go to Python, and so do every call and return of a code mapped to None:
+  // the import system's entry, whose depth the monitor counts).
   Ref callback;
   Ref user_code;
   // Mirrors the monitor's line tracer: on while a user frame runs (the monitor sets it).

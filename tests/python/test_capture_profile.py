@@ -65,6 +65,18 @@ def test_library_events_are_answered_in_c_and_user_events_forwarded():
     assert ("return", "library_leaf") not in seen
 
 
+def test_a_code_mapped_to_none_has_its_calls_and_returns_forwarded():
+    """The import system's entry: the monitor counts its depth, so each call and return
+    reaches it, even with the tracer off and library code around it."""
+    table = {_code(library_leaf): None, _code(library_caller): False, _code(user_fn): False}
+    profile, seen = _watch(table)
+    _run_under(profile, user_fn, 1)
+    assert ("call", "library_leaf") in seen
+    assert ("return", "library_leaf") in seen
+    assert ("call", "library_caller") not in seen
+    assert ("c_call", "library_leaf") in seen  # not known as library: the monitor decides
+
+
 def test_unknown_code_is_forwarded():
     profile, seen = _watch({})
     _run_under(profile, user_fn, 1)

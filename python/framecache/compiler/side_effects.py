@@ -411,7 +411,10 @@ def code_reads(code: types.CodeType) -> CodeReads:
                     break
             reads.global_chains.append(tuple(chain))
         elif ins.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval in free:
-            if ins.argval not in reads.freevars_read:
+            # ``__class__`` is zero-argument super()'s cell, filled once when the class is
+            # made: no input. 3.12+ loads it with LOAD_DEREF (3.11's super() reads it in C),
+            # which made every method calling super() a closure to cover.
+            if ins.argval != "__class__" and ins.argval not in reads.freevars_read:
                 reads.freevars_read.append(ins.argval)
     return reads
 
@@ -512,8 +515,25 @@ def _static_attribute(obj: Any, name: str) -> Any:
     return _ABSENT
 
 
+def _import_entry_code() -> types.CodeType | None:
+    """The code every import that loads a module runs (``importlib._bootstrap``)."""
+    bootstrap = sys.modules.get("_frozen_importlib")
+    fn = getattr(bootstrap, "_find_and_load", None)
+    return getattr(fn, "__code__", None)
+
+
+_IMPORT_ENTRY = _import_entry_code()
+
+
 class SideEffectMonitor:
-    """Watches a capture: records user code executed and every side effect found."""
+    """Watches a capture: records user code executed and every side effect found.
+
+    Code that runs inside an import (a module body, a meta-path finder such as setuptools'
+    ``_distutils_hack``, the registrations a module makes as it loads) is the import
+    system's, not the captured computation's: its reads are not guarded and its side
+    effects not judged. An import the capture triggers (a lazy import) happens once, as it
+    would have in the first eager call.
+    """
 
     def __init__(
         self,
@@ -539,7 +559,12 @@ class SideEffectMonitor:
         self._fresh: dict[types.CodeType, set[str]] = {}
         # is-user-code answers for codes with a file: the profile function runs for every
         # call torch makes while tracing, so it must be one dict lookup for library code.
-        self._user_code: dict[types.CodeType, bool] = {}
+        self._user_code: dict[types.CodeType, bool | None] = {}
+        # How many imports are running (calls of _IMPORT_ENTRY, which the table maps to
+        # None so that the C filter passes each of its calls and returns here).
+        self._in_import = 0
+        if _IMPORT_ENTRY is not None:
+            self._user_code[_IMPORT_ENTRY] = None
         self._third_party_code: dict[types.CodeType, bool] = {}
         # The profile function as installed while watching: events of code this table
         # calls library code, which _profile would ignore, are answered in C
@@ -577,7 +602,11 @@ class SideEffectMonitor:
         return third
 
     def _is_user(self, frame: types.FrameType) -> bool:
+        if self._in_import:
+            return False
         code = frame.f_code
+        if code is _IMPORT_ENTRY:
+            return False
         user = self._user_code.get(code)
         if user is None:
             user = self._is_user_frame(frame)
@@ -682,6 +711,13 @@ class SideEffectMonitor:
             sys.settrace(self._trace if on else None)
 
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if frame.f_code is _IMPORT_ENTRY:
+            if event == "call":
+                self._in_import += 1
+                self._set_tracing(False)
+                return
+            if event == "return":
+                self._in_import -= 1
         if event == "return":
             if self._on_line is not None:
                 # Inlined: this runs on every return of every frame during a capture.
@@ -690,7 +726,7 @@ class SideEffectMonitor:
                     want = False
                 else:
                     want = self._user_code.get(back.f_code)
-                    if want is None:
+                    if want is None or self._in_import:
                         want = self._is_user(back)
                 if want is not self._tracing:
                     self._set_tracing(want)
