@@ -478,6 +478,12 @@ class PlanBuilder:
                 if found is None:
                     continue
                 source, value = found
+            elif kind == "M":  # ``from m import a``
+                found = self._module_attribute(sys.modules.get(name), steps)
+                if found is None:
+                    continue
+                source, value = found
+                steps = steps[1:]
             else:
                 if f_locals is None:
                     f_locals = frame.f_locals
@@ -486,7 +492,14 @@ class PlanBuilder:
                     continue
                 source = self.known.get(id(value))
                 if source is None:
-                    continue  # made by the capture, or got from a call
+                    # A module the frame imported itself (``import m`` in a function) is
+                    # read through its globals; anything else was made by the capture or
+                    # got from a call.
+                    found = self._module_attribute(value, steps)
+                    if found is None:
+                        continue
+                    source, value = found
+                    steps = steps[1:]
             for step in steps:
                 if step[0] in ("attr", "item"):
                     found = self._step(source, value, step)
@@ -498,6 +511,17 @@ class PlanBuilder:
                     break
                 source, value = found
                 self.read(source, value, 0)
+
+    def _module_attribute(
+        self, module: Any, steps: tuple[tuple[Any, ...], ...]
+    ) -> tuple[Source, Any] | None:
+        """``module.<first step>`` guarded as an item of the module's globals."""
+        if not isinstance(module, types.ModuleType) or not steps or steps[0][0] != "attr":
+            return None
+        name = steps[0][1]
+        if sys.modules.get(module.__name__) is not module or name not in module.__dict__:
+            return None
+        return self._global(module.__dict__, name)
 
     def _dynamic_step(
         self,

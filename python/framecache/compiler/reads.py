@@ -47,7 +47,8 @@ _GLOBAL_ROOTS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 KEY_TYPES = (int, str, bytes, bool)
 
 Chain = tuple[str, str, tuple[tuple[Any, ...], ...]]
-"""``(root kind "L" or "G", root name, steps)``.
+"""``(root kind "L", "G" or "M", root name, steps)``; "M" is a module by its name in
+``sys.modules`` (``from m import a`` in the frame).
 
 Steps: ``("attr", name)``, ``("item", key)`` (a constant key) and the dynamic ones, whose
 key is a ``KeyRef`` resolved when the read runs: ``("item_of", keyref)`` (``c[k]``),
@@ -177,7 +178,7 @@ class CodeChains:
                 receiver, name = item.method
                 self._emit(receiver.extended(("attr", name), -1))
             return
-        if item.kind not in ("L", "G") or not isinstance(item.name, str):
+        if item.kind not in ("L", "G", "M") or not isinstance(item.name, str):
             return
         chain: Chain = (item.kind, item.name, item.steps)
         if item.anchor is not None:
@@ -244,6 +245,32 @@ def code_chains(code: types.CodeType) -> CodeChains:
             stack.append(item)
         elif op == "PUSH_NULL":
             stack.append(None)
+        elif op == "IMPORT_NAME":
+            # ``from m import a``: root "M", the module named, read from sys.modules once
+            # the import ran (absolute imports with names; anything else is no chain).
+            fromlist = pop()
+            level = pop()
+            if (
+                level is not None
+                and level.kind == "const"
+                and level.const == 0
+                and fromlist is not None
+                and fromlist.kind == "const"
+                and isinstance(fromlist.const, tuple)
+                and fromlist.const
+                and "*" not in fromlist.const
+            ):
+                stack.append(_Item("M", ins.argval, (), line))
+            else:
+                stack.append(None)
+        elif op == "IMPORT_FROM":
+            # Pushes the module's attribute above the module; resolved just before it runs
+            # (an opcode event: the import has loaded the module by then).
+            module = stack[-1] if stack else None
+            if module is not None and module.kind == "M":
+                stack.append(_Item("M", module.name, (("attr", ins.argval),), line, offset))
+            else:
+                stack.append(None)
         elif op in ("LOAD_ATTR", "LOAD_METHOD"):
             obj = pop()
             # 3.12+: LOAD_ATTR's low bit loads a method (two values, like LOAD_METHOD).

@@ -1,0 +1,107 @@
+"""Imports that run while a frame is captured belong to the import system, not the frame.
+
+A lazy import inside a model (``import x`` in a forward, transformers' lazy modules) runs
+the module's body and the meta-path finders installed in the interpreter (setuptools'
+``_distutils_hack`` is in nearly every virtual environment) during the capture. Their
+reads are not what the graph computes and their side effects (a registry filled as the
+module loads) happen once, as in an eager first call: the frame is still captured.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import framecache
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    framecache.reset()
+    yield
+    framecache.reset()
+
+
+class _ComputedNameFinder:
+    """Like setuptools' DistutilsMetaFinder: a name formatted from locals, read with getattr."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def find_spec(self, fullname, path, target=None):
+        self.asked.append(fullname)
+        method_name = "spec_for_{fullname}".format(**locals())
+        method = getattr(self, method_name, lambda: None)
+        return method()
+
+
+def test_a_lazy_import_during_the_capture_is_captured_once(tmp_path, monkeypatch):
+    name = "fc_lazy_import_mod"
+    (tmp_path / f"{name}.py").write_text(
+        "LOADED = []\n"
+        "LOADED.append('body ran')\n"  # a side effect of the import, not of the frame
+        "def scale():\n"
+        "    return 3.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finder = _ComputedNameFinder()
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+    def lazily(x):
+        import fc_lazy_import_mod
+
+        return x * fc_lazy_import_mod.scale()
+
+    f = framecache.compile(lazily, backend="eager")
+    x = torch.randn(3)
+    for _ in range(3):
+        torch.testing.assert_close(f(x), x * 3.0)
+    s = framecache.stats(lazily)
+    assert not s.fallback_reasons, s.fallback_reasons
+    assert (s.compiles, s.hits) == (1, 2), s
+    assert sys.modules[name].LOADED == ["body ran"]  # imported once, by the capture
+    assert finder.asked.count(name) == 1
+
+
+def test_what_a_frame_reads_from_a_module_it_imports_is_guarded(tmp_path, monkeypatch):
+    name = "fc_lazy_import_scaled"
+    (tmp_path / f"{name}.py").write_text("SCALE = 2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+    def scaled(x):
+        import fc_lazy_import_scaled
+
+        return x * fc_lazy_import_scaled.SCALE
+
+    f = framecache.compile(scaled, backend="eager")
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x * 2.0)
+    torch.testing.assert_close(f(x), x * 2.0)
+    sys.modules[name].SCALE = 5.0
+    torch.testing.assert_close(f(x), x * 5.0)
+
+
+def test_a_name_a_frame_imports_from_a_module_is_guarded(tmp_path, monkeypatch):
+    name = "fc_lazy_import_from"
+    (tmp_path / f"{name}.py").write_text("SCALE = 2.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+    def scaled(x):
+        from fc_lazy_import_from import SCALE
+
+        return x * SCALE
+
+    f = framecache.compile(scaled, backend="eager")
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x * 2.0)
+    torch.testing.assert_close(f(x), x * 2.0)
+    sys.modules[name].SCALE = 5.0
+    torch.testing.assert_close(f(x), x * 5.0)
+    assert framecache.stats(scaled).compiles == 2
