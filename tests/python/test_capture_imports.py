@@ -26,6 +26,13 @@ def _fresh():
     framecache.reset()
 
 
+def _module_on_path(tmp_path, monkeypatch, name: str, source: str) -> None:
+    """A module ``name`` importable from ``tmp_path`` and not imported yet."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+
+
 class _ComputedNameFinder:
     """Like setuptools' DistutilsMetaFinder: a name formatted from locals, read with getattr."""
 
@@ -41,16 +48,17 @@ class _ComputedNameFinder:
 
 def test_a_lazy_import_during_the_capture_is_captured_once(tmp_path, monkeypatch):
     name = "fc_lazy_import_mod"
-    (tmp_path / f"{name}.py").write_text(
+    _module_on_path(
+        tmp_path,
+        monkeypatch,
+        name,
         "LOADED = []\n"
         "LOADED.append('body ran')\n"  # a side effect of the import, not of the frame
         "def scale():\n"
-        "    return 3.0\n"
+        "    return 3.0\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
     finder = _ComputedNameFinder()
     monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
-    monkeypatch.delitem(sys.modules, name, raising=False)
 
     def lazily(x):
         import fc_lazy_import_mod
@@ -68,40 +76,29 @@ def test_a_lazy_import_during_the_capture_is_captured_once(tmp_path, monkeypatch
     assert finder.asked.count(name) == 1
 
 
-def test_what_a_frame_reads_from_a_module_it_imports_is_guarded(tmp_path, monkeypatch):
+def _scaled_by_module(x):
+    import fc_lazy_import_scaled
+
+    return x * fc_lazy_import_scaled.SCALE
+
+
+def _scaled_by_name(x):
+    from fc_lazy_import_scaled import SCALE
+
+    return x * SCALE
+
+
+@pytest.mark.parametrize("fn", [_scaled_by_module, _scaled_by_name], ids=["import m", "from m"])
+def test_what_a_frame_reads_from_a_module_it_imports_is_guarded(tmp_path, monkeypatch, fn):
+    """``import m`` / ``from m import a`` in a function body: the module's value is read
+    through its globals and guarded like the frame's own globals."""
     name = "fc_lazy_import_scaled"
-    (tmp_path / f"{name}.py").write_text("SCALE = 2.0\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, name, raising=False)
-
-    def scaled(x):
-        import fc_lazy_import_scaled
-
-        return x * fc_lazy_import_scaled.SCALE
-
-    f = framecache.compile(scaled, backend="eager")
+    _module_on_path(tmp_path, monkeypatch, name, "SCALE = 2.0\n")
+    f = framecache.compile(fn, backend="eager")
     x = torch.randn(3)
     torch.testing.assert_close(f(x), x * 2.0)
     torch.testing.assert_close(f(x), x * 2.0)
     sys.modules[name].SCALE = 5.0
     torch.testing.assert_close(f(x), x * 5.0)
-
-
-def test_a_name_a_frame_imports_from_a_module_is_guarded(tmp_path, monkeypatch):
-    name = "fc_lazy_import_from"
-    (tmp_path / f"{name}.py").write_text("SCALE = 2.0\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, name, raising=False)
-
-    def scaled(x):
-        from fc_lazy_import_from import SCALE
-
-        return x * SCALE
-
-    f = framecache.compile(scaled, backend="eager")
-    x = torch.randn(3)
-    torch.testing.assert_close(f(x), x * 2.0)
-    torch.testing.assert_close(f(x), x * 2.0)
-    sys.modules[name].SCALE = 5.0
-    torch.testing.assert_close(f(x), x * 5.0)
-    assert framecache.stats(scaled).compiles == 2
+    s = framecache.stats(fn)
+    assert (s.compiles, s.hits) == (2, 1), s
