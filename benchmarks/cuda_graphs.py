@@ -15,7 +15,10 @@ with CUDA graphs; torch.compile inductor; torch.compile ``mode="reduce-overhead"
 variant gets its own code objects (the source is executed once per variant), so that no
 two compiled variants share a cache entry. One sample is ``--calls`` calls followed by
 ``torch.cuda.synchronize()``, divided by the number of calls; the variants' samples are
-interleaved in a shuffled order per repeat; figures are medians over ``--repeats``.
+interleaved in a shuffled order per repeat; figures are medians over ``--repeats``. A
+second table gives the CPU's µs per call of the same samples, up to the last call's return
+(before synchronizing): where it equals the first, the calls are bound by the CPU work
+each call does (guards, argument handling, launching), not by the GPU.
 
 Run: ``python benchmarks/cuda_graphs.py --device cuda [--json PATH] [--repeats N]
 [--calls N] [--cases mlp,add,transformer,hf_gpt2]``. ``--device cpu`` is a smoke run (no graphs:
@@ -192,15 +195,21 @@ def choose_transformer(device: str) -> tuple[str, str]:
     return "hf", "transformers GPT2Model (hidden 64, 2 layers, 2 heads), 16 tokens"
 
 
-def sample(fn: Callable[..., Any], args: tuple[Any, ...], calls: int, device: str) -> float:
-    """µs per call over ``calls`` calls, the device drained at the end."""
+def sample(
+    fn: Callable[..., Any], args: tuple[Any, ...], calls: int, device: str
+) -> tuple[float, float]:
+    """µs per call over ``calls`` calls, the device drained at the end, and the CPU's µs
+    per call until the last call returned (before draining): when the two are equal the
+    calls are bound by the CPU work per call, not by the GPU."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     for _ in range(calls):
         fn(*args)
+    enqueued = time.perf_counter()
     sync()
-    return (time.perf_counter() - start) / calls * 1e6
+    end = time.perf_counter()
+    return (end - start) / calls * 1e6, (enqueued - start) / calls * 1e6
 
 
 def run_case(case: str, device: str, transformer: str, repeats: int, calls: int) -> dict[str, Any]:
@@ -229,14 +238,18 @@ def run_case(case: str, device: str, transformer: str, repeats: int, calls: int)
             fns[variant] = fn
             print(f"  {case}: {variant} ready (first call {first:.2f} s)", flush=True)
         samples: dict[str, list[float]] = {v: [] for v in VARIANTS if v in fns}
+        cpu: dict[str, list[float]] = {v: [] for v in samples}
         order = list(samples)
         rng = random.Random(0)
         for _ in range(repeats):
             rng.shuffle(order)
             for variant in order:
-                samples[variant].append(sample(fns[variant], args, calls, device))
+                wall, enqueued = sample(fns[variant], args, calls, device)
+                samples[variant].append(wall)
+                cpu[variant].append(enqueued)
     nan = float("nan")
     medians = {v: statistics.median(samples[v]) if v in samples else nan for v in VARIANTS}
+    cpu_medians = {v: statistics.median(cpu[v]) if v in cpu else nan for v in VARIANTS}
     graphed = fns.get("framecache cudagraphs")
     stats = framecache.stats(graphed) if graphed is not None else None
     return {
@@ -246,6 +259,7 @@ def run_case(case: str, device: str, transformer: str, repeats: int, calls: int)
             medians["framecache cudagraphs"] / medians["torch.compile reduce-overhead"]
         ),
         "ratio framecache cudagraphs / eager": medians["framecache cudagraphs"] / medians["eager"],
+        "cpu us/call": cpu_medians,
         "cudagraph recordings": stats.cudagraph_recordings if stats else 0,
         "cudagraph reasons": list(stats.cudagraph_reasons) if stats else [],
         "fallbacks": list(stats.fallback_reasons) if stats else [],
@@ -282,8 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         cells = " | ".join(f"{r['us/call'][v]:.1f}" for v in VARIANTS)
         ratio = r["ratio framecache cudagraphs / reduce-overhead"]
         print(f"| {r['case']} | {cells} | {ratio:.2f} |")
+    print("\nCPU µs per call (until the last call returned, before synchronizing):")
+    print("| case | " + " | ".join(VARIANTS) + " |")
+    print("| --- |" + " ---: |" * len(VARIANTS))
     for r in results:
-        notes = {k: r[k] for k in list(r)[4:]}
+        cells = " | ".join(f"{r['cpu us/call'][v]:.1f}" for v in VARIANTS)
+        print(f"| {r['case']} | {cells} |")
+    for r in results:
+        notes = {k: r[k] for k in list(r)[5:]}
         print(f"{r['case']}: {json.dumps(notes)}")
     if args.json:
         with open(args.json, "w") as fh:
