@@ -24,18 +24,33 @@ from torch.fx import GraphModule, Node
 INLINE_ATTR = "__framecache_inline__"
 
 
+# Where torch's generated Python bindings of aten operators live. ``torch.split`` and
+# ``F.gelu``'s public names are Python wrappers or absent, but the raw bindings are here
+# (``torch._C._VariableFunctions.split``, ``torch._C._nn.gelu``), private operators too
+# (``_scaled_dot_product_flash_attention_for_cpu``).
+_BINDING_OWNERS: tuple[Any, ...] = (
+    torch,
+    torch.Tensor,
+    torch._C._VariableFunctions,
+    torch._C._nn,
+)
+
+
 def fast_callable(overload: torch._ops.OpOverload) -> Callable[..., Any]:
     """The quickest Python entry to an aten overload.
 
     torch's generated bindings (``torch.add``, ``Tensor.view``) parse arguments in C++ and
     pick the overload from the argument types, which is the overload the graph recorded
-    for those types; they are several times cheaper than the OpOverload object. Anything
-    else (out= variants, private ops) goes through the overload's C++ callable.
+    for those types; they are several times cheaper than the OpOverload object, and about
+    a microsecond cheaper than its C++ callable, which matches the arguments against the
+    schema through the JIT on every call (``split`` 3.5 -> 2.6 µs, the CPU flash attention
+    11.3 -> 9.5 µs). Anything without a generated binding (out= variants, ``aten.slice``)
+    goes through the overload's C++ callable.
     """
     packet = overload.overloadpacket.__name__
-    if overload.namespace != "aten" or packet.startswith("_") or "out" in overload._overloadname:
+    if overload.namespace != "aten" or "out" in overload._overloadname:
         return overload._op
-    for owner in (torch, torch.Tensor):
+    for owner in _BINDING_OWNERS if not packet.startswith("_") else _BINDING_OWNERS[2:]:
         candidate = getattr(owner, packet, None)
         if candidate is not None and type(candidate).__name__ in (
             "builtin_function_or_method",
