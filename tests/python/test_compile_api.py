@@ -210,6 +210,17 @@ def test_explain():
     assert "data-dependent" in out.fallback_reasons[0]
 
 
+def test_explain_a_torch_module_reports_its_graph():
+    """torch's own modules live in library code, which the hook skips unless asked for:
+    explain asks, as framecache.compile does (it said "0 graph(s)" before)."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 4)
+    for target in (model, framecache.compile(model)):
+        out = framecache.explain(target, x)
+        assert out.graph_count == 1, str(out)
+        assert "aten.relu" in str(out)
+
+
 def test_stats_text():
     f = framecache.compile(lambda x: x - 1)
     f(torch.ones(2))

@@ -388,3 +388,26 @@ def test_a_tensor_in_a_closure_cell_is_read_by_the_compiled_code(tmp_path):
     s = framecache.stats(f)
     assert s.compiles == 1 and s.disk_stores == 0, s
     assert any("no importable module" in r for r in s.disk_reasons), s.disk_reasons
+
+
+def test_explain_captures_even_where_the_disk_holds_an_entry(tmp_path, monkeypatch):
+    """explain() is a dry run: a stored entry would be a hit with nothing to report."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(location.ENV_DIR, str(cache))
+    session.reset_stores()
+
+    def scaled(x):
+        return torch.relu(x) * 3
+
+    x = torch.randn(4)
+    framecache.compile(scaled, backend="eager")(x)
+    assert len(_entries(cache)) == 1
+    framecache.reset()  # a new process: only the disk remembers
+    report = framecache.explain(scaled, x)
+    assert report.graph_count == 1, str(report)
+
+    def shifted(x):
+        return torch.relu(x) + 3
+
+    assert framecache.explain(shifted, x).graph_count == 1
+    assert len(_entries(cache)) == 1  # explain wrote nothing

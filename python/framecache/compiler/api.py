@@ -36,18 +36,12 @@ class OptimizedModule(torch.nn.Module):
         self._framecache_call = _C.CompiledFunction(
             module, context, _stance_var, _DEFAULT_STANCE, active_callback, context._framecache_tag
         )
-        forward = getattr(type(module), "forward", None)
-        code = getattr(forward, "__code__", None)
-        # torch's own modules (nn.Linear, nn.Sequential) have their forward in torch's
-        # directory, whose code the hook skips: compiling one is asked for explicitly here.
-        self._framecache_library_forward = (
-            code if isinstance(code, types.CodeType) and is_library_code(code) else None
-        )
+        self._framecache_library_forward = library_forward(module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         code = self._framecache_library_forward
         if code is not None:
-            _allow_compiling(code)
+            allow_compiling(code)
         return self._framecache_call(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -58,7 +52,17 @@ _ALLOWED = "framecache.compile allowed"
 _PREFIX_SKIP = _C.FrameExecStrategy(_C.FrameAction.SKIP, _C.FrameAction.DEFAULT)
 
 
-def _allow_compiling(code: types.CodeType) -> None:
+def library_forward(module: torch.nn.Module) -> types.CodeType | None:
+    """The code of ``type(module).forward`` when it is library code, else None.
+
+    torch's own modules (nn.Linear, nn.TransformerEncoder) have their forward in torch's
+    directory, whose code the hook skips: compiling one is asked for explicitly.
+    """
+    code = getattr(getattr(type(module), "forward", None), "__code__", None)
+    return code if isinstance(code, types.CodeType) and is_library_code(code) else None
+
+
+def allow_compiling(code: types.CodeType) -> None:
     """Let the hook look up and compile ``code`` although it lives under a skipped prefix.
 
     The mark sits in the code's frame_state, so it is made again after a reset (which

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .. import _C
+from .api import allow_compiling, library_forward
 from .callback import CompileContext, CompileRecord
 
 
@@ -51,9 +54,17 @@ class ExplainOutput:
 def explain(fn: Any, *args: Any, **kwargs: Any) -> ExplainOutput:
     """Run ``fn(*args, **kwargs)`` under a recording compile and report what happened.
 
-    Nothing it compiles stays cached: the code objects it touched are reset afterwards.
+    Nothing it compiles stays cached: the code objects it touched are reset afterwards,
+    and the disk cache is neither read nor written (a stored entry would be a hit, with no
+    capture to report).
     """
     original = getattr(fn, "_framecache_original", fn)
+    if isinstance(original, torch.nn.Module):
+        # A torch module's own forward (nn.TransformerEncoder) is compiled when asked for,
+        # as framecache.compile does; else explain reported "0 graph(s)" for it.
+        code = library_forward(original)
+        if code is not None:
+            allow_compiling(code)
     graphs = getattr(getattr(fn, "_framecache_context", None), "cudagraphs", False)
     context = CompileContext(backend="eager", record=True, cudagraphs=graphs)
     previous = _C.set_eval_frame(context)
