@@ -942,3 +942,45 @@ def test_a_class_level_object_changed_recompiles():
     torch.testing.assert_close(f(x), x * 3.0)
     Model.settings = Settings()  # another object, the same value: reads the same
     torch.testing.assert_close(f(x), x * 2.0)
+
+
+class _SharedSettings:
+    def __init__(self, scale):
+        self.scale = scale
+
+
+class _Inner(torch.nn.Module):
+    def __init__(self, settings):
+        super().__init__()
+        self.settings = settings
+
+    def forward(self, x):
+        return x * self.settings.scale
+
+
+class _Outer(torch.nn.Module):
+    """One settings object under two paths (a transformers config held by every layer):
+    the inner path's reads are guarded once, through the first path."""
+
+    def __init__(self):
+        super().__init__()
+        self.settings = _SharedSettings(2.0)
+        self.inner = _Inner(self.settings)
+
+    def forward(self, x):
+        return self.inner(x) + self.settings.scale
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["memory", "disk"])
+def test_an_object_under_two_paths_is_guarded_on_both(cache):
+    """With the disk cache, where identity guards become type checks, too."""
+    m = _Outer()
+    f = _compiled(m, cache=cache)
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x), x * 2.0 + 2.0)
+    m.settings.scale = 3.0  # the shared object changes: seen through either path
+    torch.testing.assert_close(f(x), x * 3.0 + 3.0)
+    m.inner.settings = _SharedSettings(5.0)  # the paths part: the inner one is its own
+    torch.testing.assert_close(f(x), x * 5.0 + 3.0)
+    m.inner.settings = m.settings
+    torch.testing.assert_close(f(x), x * 3.0 + 3.0)

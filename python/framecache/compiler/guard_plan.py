@@ -511,6 +511,27 @@ class PlanBuilder:
                     break
                 source, value = found
                 self.read(source, value, 0)
+                source = self._first_source(source, value)
+
+    def _first_source(self, source: Source, value: Any) -> Source:
+        """Where the rest of a chain reads ``value`` from: the source it was first guarded
+        at, when both guard its identity.
+
+        Each layer of a transformers model reads ``self.config._attn_implementation``
+        through its own path to the one config; both paths are identity-guarded, so they
+        give the same object at every check, and a second path's reads of it would repeat
+        the first one's guards (through the config's Python ``__getattribute__``, about
+        3 µs each). Modules (guarded by class, one entry for every instance), containers
+        (walked) and closures (guarded by what they compute) keep their own paths.
+        """
+        first = self.known.get(id(value))
+        if first is None or first == source or not _identity_guarded(value):
+            return source
+        # On disk an identity guard becomes a type check, relying on the object's read
+        # state being guarded at its source: the aliasing guard keeps the paths one object
+        # there too (without it, a stored entry served another object on the second path).
+        self._same_as_before(source, value)
+        return first
 
     def _module_attribute(
         self, module: Any, steps: tuple[tuple[Any, ...], ...]
@@ -815,6 +836,35 @@ class PlanBuilder:
                             continue  # shadowed by a subclass: not what type(x).name gives
                         return sources.attr(type_source, name), fn
         return None
+
+
+def _identity_guarded(value: Any) -> bool:
+    """Whether ``PlanBuilder.read`` guards ``value`` by identity (``ID_MATCH``), a guard
+    ``relaxed`` keeps."""
+    if value is None or isinstance(
+        value,
+        (
+            torch.Tensor,
+            torch.nn.Module,
+            torch.device,
+            torch.SymInt,
+            torch.SymFloat,
+            torch.SymBool,
+            types.MethodType,
+            bool,
+            int,
+            float,
+            complex,
+            str,
+            bytes,
+            tuple,
+            list,
+            dict,
+            *CONSTANT_TYPES,
+        ),
+    ):
+        return False
+    return not (isinstance(value, types.FunctionType) and value.__closure__ is not None)
 
 
 def _runs_code(fn: types.FunctionType, code: types.CodeType, depth: int) -> bool:
