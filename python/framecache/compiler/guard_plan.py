@@ -841,28 +841,10 @@ class PlanBuilder:
 def _identity_guarded(value: Any) -> bool:
     """Whether ``PlanBuilder.read`` guards ``value`` by identity (``ID_MATCH``), a guard
     ``relaxed`` keeps."""
-    if value is None or isinstance(
-        value,
-        (
-            torch.Tensor,
-            torch.nn.Module,
-            torch.device,
-            torch.SymInt,
-            torch.SymFloat,
-            torch.SymBool,
-            types.MethodType,
-            bool,
-            int,
-            float,
-            complex,
-            str,
-            bytes,
-            tuple,
-            list,
-            dict,
-            *CONSTANT_TYPES,
-        ),
-    ):
+    # Constants (scalars, strings, dtypes) end a chain anyway; the rest are guarded by
+    # value, by class, walked or by what they compute.
+    passed_over = (torch.Tensor, torch.nn.Module, torch.SymInt, torch.SymFloat, torch.SymBool)
+    if isinstance(value, (*CONSTANT_TYPES, *passed_over, types.MethodType, tuple, list, dict)):
         return False
     return not (isinstance(value, types.FunctionType) and value.__closure__ is not None)
 
