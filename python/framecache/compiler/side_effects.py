@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from .. import _C
+from . import reads
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _FRAMECACHE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -489,8 +490,8 @@ class AttributeWrites:
 
 
 def _static_attribute(obj: Any, name: str) -> Any:
-    """``obj.name`` where reading it runs no Python: an instance-dict entry, a module's
-    parameter, buffer or submodule, a module attribute, a class's plain value."""
+    """``obj.name`` where reading it runs no Python: a module's parameter, buffer or
+    submodule, a module attribute, an instance-dict entry no data descriptor overrides."""
     if isinstance(obj, torch.nn.Module):
         state = obj.__dict__
         for table in ("_parameters", "_buffers", "_modules"):
@@ -500,19 +501,15 @@ def _static_attribute(obj: Any, name: str) -> Any:
     if isinstance(obj, types.ModuleType):
         return obj.__dict__.get(name, _ABSENT)
     tp = type(obj)
-    if isinstance(getattr(tp, "__getattribute__", None), types.FunctionType):
-        return _ABSENT
     state = getattr(obj, "__dict__", None)
-    if type(state) is dict and name in state:
-        for klass in tp.__mro__:
-            member = klass.__dict__.get(name, _ABSENT)
-            if member is not _ABSENT:
-                kind = type(member)
-                if hasattr(kind, "__set__") or hasattr(kind, "__delete__"):
-                    return _ABSENT  # a property or slot wins over the dict
-                break
-        return state[name]
-    return _ABSENT
+    if (
+        type(state) is not dict
+        or name not in state
+        or reads.python_attribute_hooks(tp)
+        or reads.is_data_descriptor(tp, name)
+    ):
+        return _ABSENT
+    return state[name]
 
 
 def _import_entry_code() -> types.CodeType | None:
