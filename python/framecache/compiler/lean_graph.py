@@ -60,6 +60,36 @@ def fast_callable(overload: torch._ops.OpOverload) -> Callable[..., Any]:
     return overload._op
 
 
+def with_binding_defaults(
+    overload: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    """``args`` with the schema's defaults spelled out, for a call through a binding.
+
+    A generated binding parses its own defaults, and an integer default written as a name
+    in ``native_functions.yaml`` is misread there: ``torch._C._nn.cross_entropy_loss(x, t)``
+    reduces with ``none``, while the schema (and the overload) default to ``Mean``. A graph
+    that left such an argument at its default (make_fx with ``pre_dispatch`` records
+    ``cross_entropy_loss(x, t)``) would compute something else. So every positional default
+    up to the last integer one is passed explicitly, from the schema.
+    """
+    schema = overload._schema.arguments
+    positional = [a for a in schema if not a.kwarg_only]
+    missing = [
+        i
+        for i, a in enumerate(positional)
+        if i >= len(args) and a.name not in kwargs and a.has_default_value()
+    ]
+    ints = [i for i in missing if isinstance(positional[i].type, torch.IntType)]
+    if not ints:
+        return args
+    filled = list(args)
+    for a in positional[len(args) : ints[-1] + 1]:
+        if a.name in kwargs or not a.has_default_value():
+            return args  # an argument passed by name, or a required one: leave the call alone
+        filled.append(a.default_value)
+    return tuple(filled)
+
+
 def _resolve_attr(gm: GraphModule, target: str) -> Any:
     value: Any = gm
     for part in target.split("."):
@@ -117,10 +147,13 @@ class LeanGraph:
                 index[node] = _Ref(False, var)
             elif node.op == "call_function":
                 target = node.target
+                node_args = node.args
                 if isinstance(target, torch._ops.OpOverload):
-                    target = fast_callable(target)
+                    target = fast_callable(node.target)
+                    if target is not node.target._op:
+                        node_args = with_binding_defaults(node.target, node.args, node.kwargs)
                 var = len(self.steps)
-                args = torch.fx.node.map_arg(node.args, lambda n: index[n])
+                args = torch.fx.node.map_arg(node_args, lambda n: index[n])
                 kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: index[n])
                 self.steps.append(_Step(var, target, tuple(args), dict(kwargs)))
                 index[node] = _Ref(False, var)
