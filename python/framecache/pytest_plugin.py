@@ -8,7 +8,10 @@ load it with ``-p framecache.pytest_plugin``. It gives:
   one per pytest-xdist worker, removed afterwards), so tests never write the user's
   real disk cache and entries left by an earlier run never turn a compile into a disk
   hit. Opt into the real cache with the ini option ``framecache_real_cache = true`` or
-  the flag ``--framecache-real-cache``.
+  the flag ``--framecache-real-cache``. Inductor entries' AOTInductor packages are then
+  built inside the first call (``FRAMECACHE_AOTI_BUILD=inline``, unless set): an entry
+  exists when the call returns, for a subprocess of the test to find, and no builder
+  process outlives the session's directory.
 * the fixture ``framecache_isolated``: a fresh, private cache directory for the test
   (``FRAMECACHE_CACHE_DIR`` points at it while the test runs; the fixture's value is its
   ``pathlib.Path``), and every code object's cache entries dropped after the test
@@ -51,6 +54,9 @@ _REAL_CACHE_HELP = (
 )
 # The session's private directory and the FRAMECACHE_CACHE_DIR it replaced.
 _SESSION_DIR = pytest.StashKey[tuple[pathlib.Path, "str | None"]]()
+# Whether the session set FRAMECACHE_AOTI_BUILD (cache/builds.py) and must unset it.
+_BUILD_ENV = "FRAMECACHE_AOTI_BUILD"
+_SET_BUILD = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,6 +85,9 @@ def pytest_configure(config: pytest.Config) -> None:
     directory = pathlib.Path(tempfile.mkdtemp(prefix=f"framecache-session-{worker_id()}-"))
     config.stash[_SESSION_DIR] = (directory, os.environ.get(_ENV))
     os.environ[_ENV] = str(directory)
+    if _BUILD_ENV not in os.environ:
+        os.environ[_BUILD_ENV] = "inline"
+        config.stash[_SET_BUILD] = True
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -87,6 +96,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     directory, previous = state
     del config.stash[_SESSION_DIR]
+    if config.stash.get(_SET_BUILD, False):
+        os.environ.pop(_BUILD_ENV, None)
     if previous is None:
         os.environ.pop(_ENV, None)
     else:

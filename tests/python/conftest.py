@@ -72,6 +72,12 @@ def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) 
     return bool(TORCH_ONLY_MARK.search(collection_path.read_text(encoding="utf-8"))) or None
 
 
+# Inductor entries' AOTInductor packages are built inside the first call in the suite, so
+# that an entry exists when a test's cold process returns and no builder process outlives
+# its test. test_warm_start_lean.py runs the default (a background build) on purpose.
+os.environ.setdefault("FRAMECACHE_AOTI_BUILD", "inline")
+
+
 @pytest.fixture(autouse=True)
 def private_disk_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every test gets its own empty disk cache directory (FRAMECACHE_CACHE_DIR).

@@ -192,6 +192,30 @@ def test_outputs_match_eager(backend, cache):
 
 @pytest.mark.cuda
 @needs_cuda
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stored_entry_comes_back_with_graphs(backend, tmp_path):
+    """The compiled graph is stored, not its CUDA-graph wrapper: a later compile of the
+    same model loads it (no capture, no compile) and records it again."""
+    torch.manual_seed(0)
+    model = MLP().cuda().eval()
+    first = framecache.compile(model, backend=backend, cudagraphs=True, cache_dir=tmp_path)
+    x = torch.randn(2, 64, device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(first(x), model(x))
+    assert framecache.stats(model).disk_stores == 1
+    framecache.reset()
+    again = framecache.compile(model, backend=backend, cudagraphs=True, cache_dir=tmp_path)
+    with torch.no_grad():
+        for _ in range(3):
+            x = torch.randn(2, 64, device="cuda")
+            torch.testing.assert_close(again(x), model(x))
+    stats = framecache.stats(model)
+    assert stats.disk_hits == 1 and stats.compiles == 0, stats
+    assert stats.cudagraph_recordings == 1 and stats.cudagraph_reasons == (), stats
+
+
+@pytest.mark.cuda
+@needs_cuda
 def test_a_context_keeping_compile_records_still_records_graphs():
     """The model zoo keeps the compile records of a real run (what explain() reads): that
     must not turn it into explain()'s dry run, which records no graph."""

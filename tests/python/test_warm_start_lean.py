@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ def parts(x, y):
 PRELUDE = """
 import json, os, sys
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = {ind!r}
+os.environ["FRAMECACHE_AOTI_BUILD"] = "background"  # the default (the suite's is inline)
 sys.path.insert(0, {path!r})
 import torch, framecache
+import framecache.cache
 import framecache.compiler.callback as _cb
 if {warm}:
     def _forbid(*a, **k):
@@ -57,9 +60,12 @@ if {warm}:
     _cb.capture_frame = _forbid
 import lean_mod
 torch.manual_seed({seed})
-def report(c, **extra):
+def report(c, wait=True, **extra):
     s = framecache.stats(c)
+    # A cold inductor call hands its package to a builder process: wait for it to write.
+    built = framecache.cache.wait_for_builds(1200) if wait else None
     print(json.dumps(dict(compiles=s.compiles, disk_hits=s.disk_hits, disk_stores=s.disk_stores,
+                          disk_builds=s.disk_builds, built=built,
                           inductor="torch._inductor" in sys.modules,
                           dynamo="torch._dynamo" in sys.modules, **extra)))
 """
@@ -95,7 +101,11 @@ def test_warm_process_imports_neither_inductor_nor_dynamo(tmp_path, backend):
     cache = str(tmp_path / "cache")
     body = CALL_MLP.format(backend=backend, cache=cache, sizes=[], last=8, dynamic=None)
     cold = _run(tmp_path, body, warm=False)
-    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    assert cold["compiles"] == 1 and cold["built"], cold
+    # The eager entry is written by the call; inductor's by its background build.
+    assert (cold["disk_stores"], cold["disk_builds"]) == (
+        (1, 0) if backend == "eager" else (0, 1)
+    ), cold
     # Another seed: the entry takes the parameters as inputs and serves these weights.
     warm = _run(tmp_path, body, warm=True, seed=1, ind="ind_warm")
     assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
@@ -112,7 +122,7 @@ def test_dynamic_entry_serves_a_new_size_without_the_compiler_stack(tmp_path):
         CALL_MLP.format(backend="inductor", cache=cache, sizes=[], last=8, dynamic=True),
         warm=False,
     )
-    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    assert cold["compiles"] == 1 and cold["disk_builds"] == 1 and cold["built"], cold
     warm = _run(
         tmp_path,
         CALL_MLP.format(backend="inductor", cache=cache, sizes=[3], last=11, dynamic=True),
@@ -136,7 +146,45 @@ report(lean_mod.parts)
 def test_pytree_outputs_come_back_from_a_package(tmp_path):
     cache = str(tmp_path / "cache")
     cold = _run(tmp_path, CALL_PARTS.format(cache=cache), warm=False)
-    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    assert cold["compiles"] == 1 and cold["disk_builds"] == 1 and cold["built"], cold
     warm = _run(tmp_path, CALL_PARTS.format(cache=cache), warm=True, ind="ind_warm")
+    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+    assert not warm["inductor"] and not warm["dynamo"], warm
+
+
+SHORT_SCRIPT = """
+model = lean_mod.MLP()
+c = framecache.compile(model, backend="inductor", cache_dir={cache!r})
+with torch.no_grad():
+    x = torch.randn(8, 64)
+    torch.testing.assert_close(c(x), model(x))
+from framecache.cache import builds
+report(c, wait=False, pending=builds.pending())
+"""
+
+
+def test_a_short_script_leaves_its_entry_behind(tmp_path):
+    """The package is built after the call returns, by a process that outlives the script."""
+    cache = tmp_path / "cache"
+    cold = _run(tmp_path, SHORT_SCRIPT.format(cache=str(cache)), warm=False)
+    assert cold["compiles"] == 1 and cold["disk_builds"] == 1 and cold["disk_stores"] == 0, cold
+    assert cold["pending"] == 1, cold  # the call returned before its package existed
+    deadline = time.monotonic() + 1200
+    while not list(cache.glob("*/*/*.entry")):
+        assert time.monotonic() < deadline, "the background build wrote no entry"
+        assert list(cache.glob(".builds/*.job")), "the build ended without an entry: " + "".join(
+            p.read_text() for p in cache.glob(".builds/*.log")
+        )
+        time.sleep(0.5)
+    deadline = time.monotonic() + 60  # the builder removes its job and log after writing
+    while list(cache.glob(".builds/*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(cache.glob(".builds/*")), list(cache.glob(".builds/*"))
+    warm = _run(
+        tmp_path,
+        CALL_MLP.format(backend="inductor", cache=str(cache), sizes=[], last=8, dynamic=None),
+        warm=True,
+        ind="ind_warm",
+    )
     assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
     assert not warm["inductor"] and not warm["dynamo"], warm

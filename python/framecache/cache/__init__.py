@@ -16,6 +16,8 @@ Modules, one concept each:
 * ``store``: atomic writes under a file lock, lock-free reads, hit counts.
 * ``eviction``: least-recently-used eviction under the cap.
 * ``session``: the compiler's miss path (lookup before capture, store after).
+* ``builds``: inductor entries' AOTInductor packages, built in a process of their own
+  after the first call returns; ``wait_for_builds()`` waits for this process's builds.
 * ``cli``: ``python -m framecache cache info|list|clear|prune``.
 * ``remote``, ``remote_cli``: the shared store on Redis under the local cache
   (``$FRAMECACHE_REMOTE``), and ``cache push|pull``.
@@ -25,6 +27,7 @@ Importing this package imports torch only through the modules that need it.
 
 from __future__ import annotations
 
+from .builds import wait_for_builds
 from .location import DEFAULT_SIZE_BYTES, DiskCacheWarning, default_dir, size_limit
 
-__all__ = ["DEFAULT_SIZE_BYTES", "DiskCacheWarning", "default_dir", "size_limit"]
+__all__ = ["DEFAULT_SIZE_BYTES", "DiskCacheWarning", "default_dir", "size_limit", "wait_for_builds"]

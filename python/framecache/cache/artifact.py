@@ -3,8 +3,10 @@
 * ``eager``: the (lifted) GraphModule, pickled; loading rebuilds its lean function.
 * ``aoti``: an AOTInductor package (the graph exported and compiled into one shared
   library); a warm start loads it through torch's C++ runner and imports neither
-  torch._inductor nor torch._dynamo. The in-process callable of the cold compile is
-  the same package, loaded, so one compile serves both.
+  torch._inductor nor torch._dynamo. The package is built after the cold call returns,
+  in a process of its own (builds.py), while the cold call runs inductor's ordinary
+  compile; with ``FRAMECACHE_AOTI_BUILD=inline`` the cold call builds the package and
+  runs it, loaded.
 * ``inductor``: torch's own serialisable output, ``torch._inductor.standalone_compile``'s
   CompiledArtifact saved in its binary format, so a warm start compiles no C++; used
   when AOTInductor cannot take the graph (training graphs, non-tensor outputs).
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-from . import torch_compat, vec_isa
+from . import builds, torch_compat, vec_isa
 from .entry import UnpicklableArtifact
 
 log = logging.getLogger("framecache.cache")
@@ -75,6 +77,13 @@ def inductor_aoti(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> An
     """
     inputs = list(example_inputs)
     reason = _aoti_refusal(gm, inputs)
+    if reason is None and builds.background():
+        # The package is built after this call returns (builds.py); this process runs
+        # what torch.compile would have compiled.
+        from torch._inductor.compile_fx import compile_fx
+
+        described = [_described(t) for t in inputs]
+        return DeferredAoti(compile_fx(gm, inputs), described)
     if reason is None:
         try:
             return _compile_aoti(gm, inputs)
@@ -131,6 +140,29 @@ def _symbolic(size: Any) -> bool:
     if env is not None:
         expr = env.replace(expr)
     return bool(getattr(expr, "free_symbols", None))
+
+
+def _described(t: torch.Tensor) -> tuple[Any, ...]:
+    """``(sizes, strides, dtype, device, dynamic dims)`` of a package input (builds.py)."""
+    real, dims = _real_input(t)
+    dtype = str(real.dtype).removeprefix("torch.")
+    return (tuple(real.shape), real.stride(), dtype, str(real.device), sorted(dims))
+
+
+class DeferredAoti:
+    """inductor's in-process compile of a graph whose package is built later (builds.py).
+
+    ``inputs`` describe the package's inputs; the store hands them to the builder.
+    """
+
+    __slots__ = ("inputs", "run")
+
+    def __init__(self, run: Callable[..., Any], inputs: list[tuple[Any, ...]]) -> None:
+        self.run = run
+        self.inputs = inputs
+
+    def __call__(self, *args: Any) -> Any:
+        return self.run(*args)
 
 
 class _AotiCall:
@@ -315,6 +347,7 @@ def _load_artifact(saved: bytes, scratch_dir: str) -> Callable[..., Any]:
 
 
 __all__ = [
+    "DeferredAoti",
     "compiled_bytes",
     "graph_bytes",
     "inductor_aoti",

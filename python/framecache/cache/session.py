@@ -18,6 +18,7 @@ checks and is written locally when it holds; a compile's entry is written to bot
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -27,10 +28,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..compiler.stats import CodeStats, disk_bypass, disk_corrupt, disk_hit, disk_miss, disk_store
+from ..compiler.stats import (
+    CodeStats,
+    disk_build,
+    disk_bypass,
+    disk_corrupt,
+    disk_hit,
+    disk_miss,
+    disk_store,
+)
 from ..plan.plan import materialize
+from . import builds, eviction, key, location, portable
 from . import entry as entry_mod
-from . import eviction, key, location, portable
 from . import remote as remote_mod
 from .entry import CorruptEntry, Entry, UnpicklableArtifact
 from .refs import NotPortable
@@ -274,9 +283,13 @@ class DiskCache:
 
         store = self.store
         code = capture.args.code
+        deferred = isinstance(compiled, artifact.DeferredAoti)
         try:
             guards = portable.describe(plan, lifted_ids)
-            kind, blob = artifact.compiled_bytes(self.backend_name, compiled)
+            if deferred:
+                kind, blob = "aoti", b""  # the package comes from the builder (builds.py)
+            else:
+                kind, blob = artifact.compiled_bytes(self.backend_name, compiled)
             # Inductor's artifact is the whole compile; other kinds need the graph itself.
             graph = b"" if kind == "inductor" else artifact.graph_bytes(capture.gm)
             spec = capture.out_spec
@@ -304,11 +317,40 @@ class DiskCache:
         if store is None:
             return
         entry_id = hashlib.sha256(repr((guards, parts)).encode()).hexdigest()[:32]
-        store.write(pending.key, entry_id, data)
-        disk_store(counters)
+        if deferred:
+            if store.usable:
+                try:
+                    builds.submit(
+                        store.root,
+                        pending.key,
+                        entry_id,
+                        data,
+                        graph,
+                        compiled.inputs,
+                        self.size,
+                        self.remote_url,
+                    )
+                except OSError as exc:
+                    disk_bypass(counters, f"cannot start the package build: {exc}")
+                    log.warning("not storing %s: cannot start its build: %s", code.co_qualname, exc)
+                    return
+                disk_build(counters)
+                return
+            # A memory-only store: nothing a builder could write to. Keep the graph.
+            data = entry_mod.dumps(dataclasses.replace(stored, artifact_kind="graph"))
+        self.write(pending.key, entry_id, data, counters)
+
+    def write(self, k: str, entry_id: str, data: bytes, counters: CodeStats | None) -> None:
+        """Write an encoded entry: the store, the remote store, then eviction."""
+        store = self.store
+        if store is None:
+            return
+        store.write(k, entry_id, data)
+        if counters is not None:
+            disk_store(counters)
         remote = self.remote
         if remote is not None:
-            remote.put(pending.key, entry_id, data, after_miss=True)
+            remote.put(k, entry_id, data, after_miss=True)
         if store.usable:
             limit = self.size if self.size is not None else location.size_limit()
             eviction.evict(store, limit)

@@ -255,7 +255,12 @@ class CompileContext:
         else:
             held = lifted
         plan = guard_plan.relaxed(plan, held)
-        compiled = self._run_backend(code, compiled_capture)
+        compiled = backend_output = self._run_backend(code, compiled_capture)
+        if self.disk is not None:
+            from ..cache.artifact import DeferredAoti
+
+            if isinstance(compiled, DeferredAoti):  # its package is built later: run inductor's
+                compiled = compiled.run
         call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
         graph_note = None
         if self.cudagraphs:
@@ -285,7 +290,7 @@ class CompileContext:
                 plan,
                 parts,
                 call_args,
-                compiled,
+                backend_output,
                 lifted,
                 dynamic.changed_dims_reason(capture.dynamic_dims) or "static",
                 counters,

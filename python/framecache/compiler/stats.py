@@ -24,6 +24,7 @@ class CodeStats:
     disk_hits: int = 0
     disk_misses: int = 0
     disk_stores: int = 0
+    disk_builds: int = 0  # entries whose AOTInductor package is built in the background
     disk_bypasses: int = 0
     disk_reasons: list[str] = field(default_factory=list)
     # CUDA graphs (cudagraphs=True): graphs recorded, and why an entry runs without them.
@@ -38,6 +39,7 @@ class DiskStats:
     hits: int = 0
     misses: int = 0
     stores: int = 0
+    builds: int = 0
     bypasses: int = 0
     corrupt: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -55,7 +57,8 @@ class DiskStats:
     def __str__(self) -> str:
         lines = [
             f"disk cache: {self.hits} hits, {self.misses} misses, {self.stores} stores, "
-            f"{self.bypasses} bypasses, {self.corrupt} corrupt entries",
+            f"{self.builds} background builds, {self.bypasses} bypasses, "
+            f"{self.corrupt} corrupt entries",
             f"tensor guards: {self.torch_fast_path}",
         ]
         lines += [f"  {r}" for r in self.reasons]
@@ -91,6 +94,12 @@ def disk_store(counters: CodeStats) -> None:
     """An entry was written (to disk, or to memory after a disk failure)."""
     counters.disk_stores += 1
     PROCESS.stores += 1
+
+
+def disk_build(counters: CodeStats) -> None:
+    """An entry went to a background build (cache/builds.py), which writes it when done."""
+    counters.disk_builds += 1
+    PROCESS.builds += 1
 
 
 def disk_bypass(counters: CodeStats, reason: str) -> None:
@@ -137,6 +146,7 @@ class Stats:
     disk_stores: int = 0
     disk_bypasses: int = 0
     disk_reasons: tuple[str, ...] = ()
+    disk_builds: int = 0
     cudagraph_recordings: int = 0
     cudagraph_reasons: tuple[str, ...] = ()
 
@@ -148,7 +158,8 @@ class Stats:
         if self.disk_hits or self.disk_misses or self.disk_bypasses:
             lines.append(
                 f"  disk: {self.disk_hits} hits, {self.disk_misses} misses, "
-                f"{self.disk_stores} stores, {self.disk_bypasses} bypasses"
+                f"{self.disk_stores} stores, {self.disk_builds} background builds, "
+                f"{self.disk_bypasses} bypasses"
             )
             lines += [f"  disk {r}" for r in self.disk_reasons]
         if self.cudagraph_recordings or self.cudagraph_reasons:
@@ -206,6 +217,7 @@ def stats(obj: Any = _PROCESS_WIDE) -> Any:
         disk_stores=counters.disk_stores,
         disk_bypasses=counters.disk_bypasses,
         disk_reasons=tuple(counters.disk_reasons),
+        disk_builds=counters.disk_builds,
         cudagraph_recordings=counters.cudagraph_recordings,
         cudagraph_reasons=tuple(counters.cudagraph_reasons),
     )
