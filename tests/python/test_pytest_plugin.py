@@ -181,6 +181,28 @@ def test_a_session_gets_a_private_cache_dir_by_default(
     assert os.environ["FRAMECACHE_CACHE_DIR"] == real  # restored
 
 
+@pytest.mark.parametrize("preset", [None, "background"])
+def test_an_isolated_session_builds_packages_inside_the_call(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, preset: str | None
+) -> None:
+    """Packages built after the call would go to a directory the session removes."""
+    if preset is None:
+        monkeypatch.delenv("FRAMECACHE_AOTI_BUILD", raising=False)
+    else:
+        monkeypatch.setenv("FRAMECACHE_AOTI_BUILD", preset)
+    pytester.makepyfile(
+        test_mode=f"""
+        import os
+
+        def test_mode():
+            assert os.environ["FRAMECACHE_AOTI_BUILD"] == {preset or "inline"!r}
+        """
+    )
+    result = pytester.runpytest(*plugin_args())
+    result.assert_outcomes(passed=1)
+    assert os.environ.get("FRAMECACHE_AOTI_BUILD") == preset  # left as it was
+
+
 @pytest.mark.parametrize("how", ["flag", "ini"])
 def test_the_real_cache_on_request(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, how: str

@@ -1,0 +1,59 @@
+"""Background package builds (cache/builds.py): the mode switch, one build per entry, and
+what a failed build leaves. The end-to-end path (a cold process whose entry a builder
+writes after it returned, and a warm process that loads it) is in test_warm_start_lean.py."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from framecache.cache import builds
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), ("", True), ("background", True), (" Inline ", False), ("inline", False)],
+)
+def test_the_mode_comes_from_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(builds.ENV, raising=False)
+    else:
+        monkeypatch.setenv(builds.ENV, value)
+    assert builds.background() is expected
+
+
+def test_an_unknown_mode_is_an_error(monkeypatch):
+    monkeypatch.setenv(builds.ENV, "later")
+    with pytest.raises(ValueError, match="FRAMECACHE_AOTI_BUILD='later'"):
+        builds.background()
+
+
+def test_one_build_per_entry_and_a_stale_job_is_replaced(tmp_path):
+    job = tmp_path / "k-e.job"
+    assert builds._claim(job, b"first")
+    assert not builds._claim(job, b"second")  # a live build holds it
+    assert job.read_bytes() == b"first"
+    old = time.time() - 2 * 3600
+    os.utime(job, (old, old))  # its builder died an hour ago
+    assert builds._claim(job, b"third")
+    assert job.read_bytes() == b"third"
+
+
+def test_a_failed_build_keeps_its_log_and_frees_its_job(tmp_path, monkeypatch, caplog):
+    # A job the builder cannot read stands for any failure inside the build.
+    monkeypatch.setattr(builds, "_claim", lambda job, payload: job.write_bytes(b"junk") or True)
+    assert builds.submit(tmp_path, "k" * 64, "e" * 32, b"", b"", [], None, False)
+    assert builds.pending() == 1
+    with caplog.at_level("WARNING", logger="framecache.cache"):
+        assert builds.wait_for_builds(300) is False
+    assert builds.pending() == 0
+    directory = tmp_path / builds.BUILDS_DIR
+    assert not list(directory.glob("*.job"))  # the next miss may build again
+    (log,) = directory.glob("*.log")
+    assert "Error" in log.read_text()
+    assert "failed" in caplog.text and str(log) in caplog.text
+    assert not list(tmp_path.glob("*/*/*.entry"))
