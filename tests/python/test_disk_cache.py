@@ -411,3 +411,75 @@ def test_explain_captures_even_where_the_disk_holds_an_entry(tmp_path, monkeypat
 
     assert framecache.explain(shifted, x).graph_count == 1
     assert len(_entries(cache)) == 1  # explain wrote nothing
+
+
+NORM_MODULE = """
+import functools
+import torch
+
+
+def make_norm(n, eps=1e-5):
+    return torch.nn.BatchNorm1d(n, eps=eps)
+
+
+class Net(torch.nn.Module):
+    # Defaults that are a partial, a builtin and a function: the class's fingerprint
+    # names them (torchvision's VisionTransformer has norm_layer=partial(LayerNorm, ...)).
+    def __init__(self, norm=functools.partial(torch.nn.BatchNorm1d, eps=1e-3), act=torch.relu,
+                 build=make_norm):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+        self.bn = norm(8)
+        self.bn2 = build(8)
+        self.act = act
+
+    def forward(self, x):
+        return self.bn2(self.act(self.bn(self.fc(x))))
+"""
+
+CALL_NORM = """
+import norm_mod
+torch.manual_seed({seed})
+net = norm_mod.Net()
+for bn in (net.bn, net.bn2):
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+net.eval()
+c = framecache.compile(net, backend="eager", cache_dir={cache_dir!r})
+x = torch.randn(4, 8)
+torch.testing.assert_close(c(x), net(x))
+s = framecache.stats(c)
+print(json.dumps({{"compiles": s.compiles, "disk_hits": s.disk_hits, "disk_stores": s.disk_stores,
+                  "reasons": list(s.disk_reasons)}}))
+"""
+
+
+def test_batch_norm_in_eval_and_named_defaults_are_stored(tmp_path):
+    """BatchNorm's num_batches_tracked (guarded by the module walk, unused by an eval
+    graph) and a class whose methods default to a partial or a function used to make
+    every such model a bypass (resnet18, efficientnet, torchvision's ViT)."""
+    mod = write_module(tmp_path / "mod")
+    (mod / "norm_mod.py").write_text(NORM_MODULE)
+    cache = str(tmp_path / "cache")
+    cold = run(mod, CALL_NORM.format(seed=0, cache_dir=cache))
+    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
+    # Other weights and running statistics: the entry reads this process's buffers.
+    warm = run(mod, CALL_NORM.format(seed=1, cache_dir=cache), forbid_capture=True)
+    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+
+
+def test_a_changed_default_function_misses(tmp_path):
+    mod = write_module(tmp_path / "mod")
+    (mod / "norm_mod.py").write_text(NORM_MODULE)
+    cache = str(tmp_path / "cache")
+    cold = run(mod, CALL_NORM.format(seed=0, cache_dir=cache))
+    assert cold["disk_stores"] == 1, cold
+    # The same modules come out, but the default's code changed: the class is not the one
+    # the entry was made for (its fingerprint names the function with its code's hash).
+    changed = NORM_MODULE.replace(
+        "    return torch.nn.BatchNorm1d", "    n = int(n)\n    return torch.nn.BatchNorm1d"
+    )
+    assert changed != NORM_MODULE
+    (mod / "norm_mod.py").write_text(changed)
+    again = run(mod, CALL_NORM.format(seed=0, cache_dir=cache))
+    assert again["compiles"] == 1 and again["disk_hits"] == 0, again

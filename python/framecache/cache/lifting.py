@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class Lifted:
-    """The graph to compile and store, and what the wrapper passes it after the frame's tensors."""
+    """The graph to compile and store, and what the wrapper passes it after the frame's tensors.
+
+    ``lifted_ids``: the tensors whose identity no longer matters (the lifted ones, and
+    module state the graph does not hold).
+    """
 
     capture: Capture
     extra_exprs: list[str]
@@ -76,12 +80,14 @@ def lift(
     lifted_fakes: list[Any] = []
     exprs: list[str] = []
     targets: list[str] = []
+    held: set[int] = set()  # tensors the graph holds as constants
     for node in list(graph.nodes):
         if node.op != "get_attr":
             continue
         value: Any = gm
         for part in str(node.target).split("."):
             value = getattr(value, part)
+        held.add(id(value))
         if not isinstance(value, torch.Tensor) or id(value) not in by_id or id(value) in inputs:
             continue
         if select is not None:
@@ -108,8 +114,17 @@ def lift(
         exprs.append(expr)
         lifted_values.append(value)
         lifted_fakes.append(node.meta.get("val", value))
+    # A module's parameters and buffers that the graph does not hold (BatchNorm's
+    # num_batches_tracked in eval mode) are guarded by the module walk, not because the
+    # graph needs them: their identity does not matter either, only their metadata. (A
+    # capture cannot have read their values: on a fake tensor that is data-dependent.)
+    unheld = {
+        i
+        for i, source in by_id.items()
+        if i not in held and i not in inputs and sources.is_module_state_source(source)
+    }
     if not exprs:
-        return Lifted(capture, [], set())
+        return Lifted(capture, [], unheld)
     for target in targets:
         if hasattr(gm, target) and "." not in target:
             delattr(gm, target)
@@ -119,7 +134,7 @@ def lift(
     new = dataclasses.replace(
         capture, gm=gm, args=args, fake_inputs=[*capture.fake_inputs, *lifted_fakes]
     )
-    return Lifted(new, exprs, {id(v) for v in lifted_values})
+    return Lifted(new, exprs, {id(v) for v in lifted_values} | unheld)
 
 
 __all__ = ["Lifted", "lift", "wrapper_expr"]

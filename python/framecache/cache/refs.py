@@ -13,6 +13,7 @@ Resolution never imports: a module the loading process has not imported yet is a
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Any
@@ -36,15 +37,38 @@ def _is_library(obj: Any) -> bool:
     return mod is not None and ("/lib/python" in file and "site-packages" not in file)
 
 
-def _function_fingerprint(fn: types.FunctionType) -> str:
+def _function_fingerprint(fn: types.FunctionType, depth: int = 0) -> str:
     try:
-        return key_mod.value_hash(
-            (key_mod.code_hash(fn.__code__), fn.__defaults__, fn.__kwdefaults__)
-        )
+        defaults = tuple(_default(v, depth) for v in fn.__defaults__ or ())
+        kwdefaults = {k: _default(v, depth) for k, v in (fn.__kwdefaults__ or {}).items()}
+        return key_mod.value_hash((key_mod.code_hash(fn.__code__), defaults, kwdefaults))
     except TypeError as exc:
         raise NotPortable(
             f"{fn.__qualname__} has defaults without a stable content: {exc}"
         ) from None
+
+
+def _default(value: Any, depth: int) -> Any:
+    """A default argument's content: itself when it hashes by content; a function, class
+    or builtin by its name (a Python function with its own fingerprint too), as in
+    ``gradient_checkpointing_func=checkpoint``; a functools.partial by its parts
+    (``norm_layer=partial(nn.LayerNorm, eps=1e-6)``); TypeError for any other object."""
+    try:
+        key_mod.value_hash(value)
+        return value
+    except TypeError:
+        pass
+    name = (getattr(value, "__module__", None), getattr(value, "__qualname__", None))
+    if isinstance(value, types.FunctionType) and None not in name and depth < 8:
+        fingerprint = "" if _is_library(value) else _function_fingerprint(value, depth + 1)
+        return ("function", *name, fingerprint)
+    if isinstance(value, (type, types.BuiltinFunctionType)) and None not in name:
+        return ("named", *name)
+    if type(value) is functools.partial and depth < 8:  # norm_layer=partial(LayerNorm, eps=...)
+        keywords = {k: _default(v, depth + 1) for k, v in value.keywords.items()}
+        args = tuple(_default(v, depth + 1) for v in value.args)
+        return ("partial", _default(value.func, depth + 1), args, keywords)
+    raise TypeError(f"no content hash for a {type(value).__qualname__}")
 
 
 def _class_fingerprint(cls: type) -> str:

@@ -60,13 +60,7 @@ def relaxed(plan: GuardPlan, lifted: set[int]) -> GuardPlan:
     return out
 
 
-def is_module_state_source(source: Source) -> bool:
-    """Whether ``source`` is a parameter or buffer in a module's tables."""
-    return (
-        len(source) >= 3
-        and source[-3] == ("dict",)
-        and source[-2] in (("item", "_parameters"), ("item", "_buffers"))
-    )
+is_module_state_source = sources.is_module_state_source
 
 
 def build_plan(capture: Capture, closure: tuple[Any, ...] | None = None) -> GuardPlan:

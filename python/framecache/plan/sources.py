@@ -71,6 +71,15 @@ def obj_dict(source: Source) -> Source:
     return (*source, ("dict",))
 
 
+def is_module_state_source(source: Source) -> bool:
+    """Whether ``source`` is a parameter or buffer in a module's tables."""
+    return (
+        len(source) >= 3
+        and source[-3] == ("dict",)
+        and source[-2] in (("item", "_parameters"), ("item", "_buffers"))
+    )
+
+
 def render(source: Source) -> str:
     """Human-readable form: ``L['self'].layers[3].weight``."""
     out = ""
