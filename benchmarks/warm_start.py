@@ -82,7 +82,14 @@ CHILD = textwrap.dedent(
     if which == "framecache":
         s = framecache.stats(c)
         info.update(compiles=s.compiles, disk_hits=s.disk_hits)
-    print(json.dumps(info))
+    print(json.dumps(info), flush=True)
+    if which == "framecache":
+        # A cold inductor call's package is built by a process of its own after the call
+        # (framecache/cache/builds.py): wait for it here, after the clock, so that the
+        # next sample neither shares the cores with it nor misses its entry.
+        from framecache.cache import wait_for_builds
+
+        assert wait_for_builds(), "the background package build failed"
     """
 )
 
