@@ -259,7 +259,7 @@ class CompileContext:
         if self.disk is not None:
             from ..cache.artifact import DeferredAoti
 
-            if isinstance(compiled, DeferredAoti):  # its package is built later: run inductor's
+            if isinstance(compiled, DeferredAoti):  # the package comes later; inductor runs now
                 compiled = compiled.run
         call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
         graph_note = None
