@@ -8,7 +8,9 @@ import os
 import time
 
 import pytest
+import torch
 
+import framecache
 from framecache.cache import builds
 
 pytestmark = pytest.mark.torch
@@ -57,3 +59,52 @@ def test_a_failed_build_keeps_its_log_and_frees_its_job(tmp_path, monkeypatch, c
     assert "Error" in log.read_text()
     assert "failed" in caplog.text and str(log) in caplog.text
     assert not list(tmp_path.glob("*/*/*.entry"))
+
+
+def _gelu_square(x):
+    return torch.nn.functional.gelu(x @ x.T) + 1
+
+
+def _scaled(scale):
+    class Settings:  # a class of a function's own: no importable name, so no disk entry
+        pass
+
+    settings = Settings()
+    settings.scale = scale
+
+    def scaled(x):
+        return torch.relu(x @ x.T) * settings.scale
+
+    return scaled
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored entry", "entry not stored"])
+def test_the_package_takes_over_in_the_process_that_compiled(tmp_path, monkeypatch, stored):
+    """The first call runs inductor's compile; once the background build is done, the
+    entry runs the package, stored or not."""
+    from framecache.cache import artifact
+
+    monkeypatch.setenv(builds.ENV, "background")
+    adopted = []
+    adopt = artifact.DeferredAoti.adopt
+
+    def spy(self, package, root):
+        adopt(self, package, root)
+        adopted.append(self)
+
+    monkeypatch.setattr(artifact.DeferredAoti, "adopt", spy)
+    fn = _gelu_square if stored else _scaled(3.0)
+    compiled = framecache.compile(fn, backend="inductor", cache_dir=tmp_path)
+    x = torch.randn(8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), fn(x))
+        assert builds.wait_for_builds(1200)
+        assert len(adopted) == 1 and isinstance(adopted[0].run, artifact._AotiCall)
+        for _ in range(2):
+            x = torch.randn(8, 8)
+            torch.testing.assert_close(compiled(x), fn(x))
+    stats = framecache.stats(fn)
+    assert stats.compiles == 1 and stats.disk_builds == 1, stats
+    assert (stats.disk_bypasses == 0) == stored, stats
+    assert bool(list(tmp_path.glob("*/*/*.entry"))) == stored
+    assert not list((tmp_path / builds.BUILDS_DIR).glob("*")), "a job, log or package was left"

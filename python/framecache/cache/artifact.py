@@ -150,7 +150,8 @@ def _described(t: torch.Tensor) -> tuple[Any, ...]:
 
 
 class DeferredAoti:
-    """inductor's in-process compile of a graph whose package is built later (builds.py).
+    """The callable of a graph whose package is built later (builds.py): inductor's
+    in-process compile until the package comes back, then the package.
 
     ``inputs`` describe the package's inputs; the store hands them to the builder.
     """
@@ -163,6 +164,10 @@ class DeferredAoti:
 
     def __call__(self, *args: Any) -> Any:
         return self.run(*args)
+
+    def adopt(self, package: bytes, root: str) -> None:
+        """Run ``package`` from now on (one attribute store: a call sees one or the other)."""
+        self.run = load_aoti(package, root)
 
 
 class _AotiCall:

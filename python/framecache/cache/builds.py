@@ -15,8 +15,15 @@ Python process running ``builds.main(JOB)``:
   remote store) and removes the job; it outlives the process that started it, so a
   short script still leaves its entry behind. What it printed stays in ``<job>.log``
   when it fails.
-* ``wait_for_builds()`` waits for this process's builds (benchmarks and tests call it
-  before they start the warm process).
+* the package also comes back to the process that asked for it: a thread of that process
+  waits for the builder, loads the package and hands it to ``on_built``, which makes it the
+  entry's callable from then on (the compiler's ``DeferredAoti``). AOTInductor's C++
+  wrapper runs a small graph faster than inductor's Python one, so a long-running process
+  ends up with the package's speed without having paid for it in its first call. An entry
+  that cannot be stored (a guard with no portable form) gets a build of its package alone
+  (``entry=None``), for this hand-back.
+* ``wait_for_builds()`` waits for this process's builds and hand-backs (benchmarks and
+  tests call it before they time calls or start the warm process).
 
 A new process is used rather than a thread: the build holds the GIL for most of its
 seconds (export, inductor's Python) and would stall the caller's own calls, and it must
@@ -37,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,46 @@ _JOB_FORMAT = 1
 _BUILDER = "import sys; from framecache.cache.builds import main; sys.exit(main(sys.argv[1:]))"
 
 _LOCK = threading.Lock()
-_RUNNING: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+
+class _Build:
+    """One builder process this process started, and the thread waiting for it."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], job: Path, on_built: Callable[[bytes], None] | None
+    ) -> None:
+        self.proc = proc
+        self.job = job
+        self.on_built = on_built
+        self.ok = False
+        self.watcher = threading.Thread(
+            target=self._watch, name=f"framecache-build-{proc.pid}", daemon=True
+        )
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        code = self.proc.wait()
+        package = self.job.with_suffix(".pt2")
+        try:
+            if code != 0:
+                log.warning(
+                    "the AOTInductor build of %s failed (exit %s); see %s",
+                    self.job.stem,
+                    code,
+                    self.job.with_suffix(".log"),
+                )
+                return
+            if self.on_built is not None:
+                self.on_built(package.read_bytes())
+            self.ok = True
+        except Exception as exc:  # a package that does not load here: keep inductor's
+            log.warning("the AOTInductor package of %s is not used: %s", self.job.stem, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                package.unlink()
+
+
+_RUNNING: list[_Build] = []
 
 
 def background() -> bool:
@@ -69,20 +115,24 @@ def submit(
     root: Path,
     key: str,
     entry_id: str,
-    entry: bytes,
+    entry: bytes | None,
     graph: bytes,
     inputs: Sequence[tuple[Any, ...]],
     size_limit: int | None,
     remote: str | bool | None,
+    on_built: Callable[[bytes], None] | None = None,
 ) -> bool:
     """Start the build of one entry's package; False when one is already under way.
     OSError when no process can be started (the job file is removed again).
 
-    ``entry`` is the encoded Entry (kind ``aoti``) with an empty package; ``inputs`` are
-    ``(sizes, strides, dtype, device, dynamic dims)`` per graph input.
+    ``entry`` is the encoded Entry (kind ``aoti``) with an empty package, or None for a
+    package that is only handed back; ``inputs`` are ``(sizes, strides, dtype, device,
+    dynamic dims)`` per graph input; ``on_built(package)`` runs in a thread of this
+    process once the builder is done.
     """
     directory = root / BUILDS_DIR
     directory.mkdir(mode=0o700, exist_ok=True)
+    _remove_stale(directory)
     job = directory / f"{key}-{entry_id}.job"
     payload = pickle.dumps(
         {
@@ -95,6 +145,7 @@ def submit(
             "inputs": [tuple(i) for i in inputs],
             "size_limit": size_limit,
             "remote": remote,
+            "hand_back": os.getpid() if on_built is not None else None,
         },
         protocol=pickle.HIGHEST_PROTOCOL,
     )
@@ -121,7 +172,7 @@ def submit(
             job.unlink()
         raise
     with _LOCK:
-        _RUNNING.append((proc, job))
+        _RUNNING.append(_Build(proc, job, on_built))
     log.info("building the AOTInductor package of %s/%s in process %d", key, entry_id, proc.pid)
     return True
 
@@ -150,38 +201,49 @@ def _claim(job: Path, payload: bytes) -> bool:
 def pending() -> int:
     """How many builds this process started are still running."""
     with _LOCK:
-        return sum(1 for proc, _ in _RUNNING if proc.poll() is None)
+        return sum(1 for build in _RUNNING if build.watcher.is_alive())
 
 
 def wait_for_builds(timeout: float | None = None) -> bool:
-    """Wait until every build this process started has ended: True when all of them
-    wrote their entries, False on timeout or when one failed.
+    """Wait until every build this process started has ended and handed its package
+    back: True when all of them succeeded, False on timeout or when one failed.
 
     A build that failed leaves no entry (the next cold call compiles again), a warning,
-    and its log beside its job file.
+    and its log beside its job file; the entry keeps running inductor's compile.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     with _LOCK:
         running = list(_RUNNING)
     ok = True
-    for proc, job in running:
+    for build in running:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            code = proc.wait(left)
-        except subprocess.TimeoutExpired:
+        build.watcher.join(left)
+        if build.watcher.is_alive():
             return False
-        if code != 0:
-            ok = False
-            log.warning(
-                "the AOTInductor build of %s failed (exit %s); see %s",
-                job.stem,
-                code,
-                job.with_suffix(".log"),
-            )
+        ok = ok and build.ok
         with _LOCK:
-            if (proc, job) in _RUNNING:
-                _RUNNING.remove((proc, job))
+            if build in _RUNNING:
+                _RUNNING.remove(build)
     return ok
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(directory: Path) -> None:
+    """Packages nobody took back (their process died between the check and the read)."""
+    now = time.time()
+    for path in directory.glob("*.pt2*"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > _STALE_SECONDS:
+                path.unlink()
 
 
 def _build(job: Path) -> None:
@@ -205,6 +267,13 @@ def _build(job: Path) -> None:
         path = os.path.join(scratch, "graph.pt2")
         torch_compat.aoti_package(gm, reals, dims, path)
         package = Path(path).read_bytes()
+    if spec["hand_back"] is not None and _alive(spec["hand_back"]):
+        # For the process that asked (still running): <job>.pt2, whole or absent.
+        tmp = job.with_suffix(".pt2.tmp")
+        tmp.write_bytes(package)
+        os.replace(tmp, job.with_suffix(".pt2"))
+    if spec["entry"] is None:
+        return
     stored = entry.loads(spec["entry"])
     stored.artifact_kind = "aoti"
     stored.artifact = package

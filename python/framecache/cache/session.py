@@ -19,8 +19,10 @@ checks and is written locally when it holds; a compile's entry is written to bot
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 import types
@@ -313,6 +315,8 @@ class DiskCache:
             reason = exc.reason if isinstance(exc, UnpicklableArtifact) else str(exc)
             disk_bypass(counters, reason)
             log.info("not storing %s: %s", code.co_qualname, reason)
+            if deferred:
+                self.package_only(capture.gm, compiled, counters)
             return
         if store is None:
             return
@@ -329,6 +333,7 @@ class DiskCache:
                         compiled.inputs,
                         self.size,
                         self.remote_url,
+                        functools.partial(compiled.adopt, root=str(store.root)),
                     )
                 except OSError as exc:
                     disk_bypass(counters, f"cannot start the package build: {exc}")
@@ -339,6 +344,37 @@ class DiskCache:
             # A memory-only store: nothing a builder could write to. Keep the graph.
             data = entry_mod.dumps(dataclasses.replace(stored, artifact_kind="graph"))
         self.write(pending.key, entry_id, data, counters)
+
+    def package_only(self, gm: Any, compiled: Any, counters: CodeStats) -> None:
+        """For an entry that is not stored: its package, built after the call and run by
+        this process once it is there (builds.py), as a stored entry's is."""
+        from . import artifact
+
+        store = self.store
+        if store is None or not store.usable or not isinstance(compiled, artifact.DeferredAoti):
+            return
+        try:
+            graph = artifact.graph_bytes(gm)
+        except UnpicklableArtifact as exc:
+            log.info("no package for %s: %s", counters.name, exc.reason)
+            return
+        job_id = hashlib.sha256(graph).hexdigest()[:32]
+        try:
+            builds.submit(
+                store.root,
+                f"process-{os.getpid()}",
+                job_id,
+                None,
+                graph,
+                compiled.inputs,
+                None,
+                False,
+                functools.partial(compiled.adopt, root=str(store.root)),
+            )
+        except OSError as exc:
+            log.warning("no package for %s: cannot start its build: %s", counters.name, exc)
+            return
+        disk_build(counters)
 
     def write(self, k: str, entry_id: str, data: bytes, counters: CodeStats | None) -> None:
         """Write an encoded entry: the store, the remote store, then eviction."""

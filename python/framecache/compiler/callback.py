@@ -255,14 +255,14 @@ class CompileContext:
         else:
             held = lifted
         plan = guard_plan.relaxed(plan, held)
-        compiled = backend_output = self._run_backend(code, compiled_capture)
-        if self.disk is not None:
-            from ..cache.artifact import DeferredAoti
-
-            if isinstance(compiled, DeferredAoti):  # the package comes later; inductor runs now
-                compiled = compiled.run
+        # A DeferredAoti (inductor with the disk cache) runs inductor's compile until its
+        # package, built after this call, comes back (cache/builds.py).
+        compiled = self._run_backend(code, compiled_capture)
+        if self.disk is not None and pending is not None and lifted is None:
+            self.disk.package_only(compiled_capture.gm, compiled, counters)
         call_args = [sources.python_expr(s) for s in args.tensor_sources] + extra_args
         graph_note = None
+        raw_compiled = compiled  # what the disk stores: not its CUDA-graph wrapper
         if self.cudagraphs:
             compiled, graph_note = self._graphed(
                 compiled,
@@ -290,7 +290,7 @@ class CompileContext:
                 plan,
                 parts,
                 call_args,
-                backend_output,
+                raw_compiled,
                 lifted,
                 dynamic.changed_dims_reason(capture.dynamic_dims) or "static",
                 counters,
