@@ -112,17 +112,21 @@ def _aoti_refusal(gm: torch.fx.GraphModule, inputs: list[Any]) -> str | None:
     return None
 
 
-def _real_input(t: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
-    """A real tensor shaped like ``t`` (a fake's hinted sizes) and its symbolic dims."""
-    if not isinstance(t, torch._subclasses.FakeTensor):
-        return t, set()
+def _hinted(t: torch.Tensor) -> tuple[list[int], list[int], set[int]]:
+    """Sizes and strides of ``t`` (a fake's hints) and its symbolic dims."""
 
     def hint(v: Any) -> int:
         return int(v.node.hint) if isinstance(v, torch.SymInt) else int(v)
 
     dims = {i for i, s in enumerate(t.shape) if _symbolic(s)}
-    sizes = [hint(s) for s in t.shape]
-    strides = [hint(s) for s in t.stride()]
+    return [hint(s) for s in t.shape], [hint(s) for s in t.stride()], dims
+
+
+def _real_input(t: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
+    """A real tensor shaped like ``t`` (a fake's hinted sizes) and its symbolic dims."""
+    if not isinstance(t, torch._subclasses.FakeTensor):
+        return t, set()
+    sizes, strides, dims = _hinted(t)
     real = torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).zero_()
     return real, dims
 
@@ -144,9 +148,9 @@ def _symbolic(size: Any) -> bool:
 
 def _described(t: torch.Tensor) -> tuple[Any, ...]:
     """``(sizes, strides, dtype, device, dynamic dims)`` of a package input (builds.py)."""
-    real, dims = _real_input(t)
-    dtype = str(real.dtype).removeprefix("torch.")
-    return (tuple(real.shape), real.stride(), dtype, str(real.device), sorted(dims))
+    sizes, strides, dims = _hinted(t)  # no tensor allocated: the builder makes its own
+    dtype = str(t.dtype).removeprefix("torch.")
+    return (tuple(sizes), tuple(strides), dtype, str(t.device), sorted(dims))
 
 
 class DeferredAoti:

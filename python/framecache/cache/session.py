@@ -323,23 +323,7 @@ class DiskCache:
         entry_id = hashlib.sha256(repr((guards, parts)).encode()).hexdigest()[:32]
         if deferred:
             if store.usable:
-                try:
-                    builds.submit(
-                        store.root,
-                        pending.key,
-                        entry_id,
-                        data,
-                        graph,
-                        compiled.inputs,
-                        self.size,
-                        self.remote_url,
-                        functools.partial(compiled.adopt, root=str(store.root)),
-                    )
-                except OSError as exc:
-                    disk_bypass(counters, f"cannot start the package build: {exc}")
-                    log.warning("not storing %s: cannot start its build: %s", code.co_qualname, exc)
-                    return
-                disk_build(counters)
+                self._build(store, pending.key, entry_id, data, graph, compiled, counters)
                 return
             # A memory-only store: nothing a builder could write to. Keep the graph.
             data = entry_mod.dumps(dataclasses.replace(stored, artifact_kind="graph"))
@@ -359,19 +343,36 @@ class DiskCache:
             log.info("no package for %s: %s", counters.name, exc.reason)
             return
         job_id = hashlib.sha256(graph).hexdigest()[:32]
+        self._build(store, f"process-{os.getpid()}", job_id, None, graph, compiled, counters)
+
+    def _build(
+        self,
+        store: Store,
+        k: str,
+        entry_id: str,
+        data: bytes | None,
+        graph: bytes,
+        compiled: Any,
+        counters: CodeStats,
+    ) -> None:
+        """Start the package build of ``compiled`` (a DeferredAoti), which writes ``data``
+        (None: nothing) with its package and hands the package back to ``compiled``."""
         try:
             builds.submit(
                 store.root,
-                f"process-{os.getpid()}",
-                job_id,
-                None,
+                k,
+                entry_id,
+                data,
                 graph,
                 compiled.inputs,
-                None,
-                False,
+                self.size if data is not None else None,
+                self.remote_url if data is not None else False,
                 functools.partial(compiled.adopt, root=str(store.root)),
             )
         except OSError as exc:
+            # An entry that is not stored after all (a package-only build's already was not).
+            if data is not None:
+                disk_bypass(counters, f"cannot start the package build: {exc}")
             log.warning("no package for %s: cannot start its build: %s", counters.name, exc)
             return
         disk_build(counters)
