@@ -397,6 +397,17 @@ inline int lookup_attr(PyObject* obj, PyObject* name, PyObject** attr) {
   return _PyObject_LookupAttr(obj, name, attr);
 #endif
 }
+// True if a type's version tag is valid (set, and reset by any change to the
+// type or its bases). 3.11 and 3.12 mark it with Py_TPFLAGS_VALID_VERSION_TAG;
+// 3.13 no longer sets that flag ("legacy") and says it with a non-zero tag
+// alone. The flag test goes with 3.12 support.
+inline bool valid_version_tag(PyTypeObject* t) {
+#ifdef FRAMECACHE_PY313
+  return t->tp_version_tag != 0;
+#else
+  return PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG) && t->tp_version_tag != 0;
+#endif
+}
 // A type's own dict, as a new reference (null only for a type not yet ready).
 // 3.12 (gh-94673) keeps the dicts of static builtin types per interpreter,
 // leaving tp_dict null for them; PyType_GetDict finds either. The 3.11
@@ -468,32 +479,56 @@ inline PyObject* tuple_iter_seq(PyObject* it) {
 }
 
 // --- instance attribute storage (the getattr accessors' fast path) ----------
-// On 3.11 an instance of a Py_TPFLAGS_MANAGED_DICT type (a class statement
-// without __slots__) keeps its attributes in a values array laid out like its
-// type's shared keys (PyHeapTypeObject.ht_cached_keys), pointed to from the
-// word 4 before the object; once a real __dict__ is made (obj.__dict__, too
-// many attributes) that pointer is null and the dict sits 3 words before.
-// These are _PyObject_ValuesPointer / _PyObject_ManagedDictPointer of
-// pycore_object.h, which does not compile as C++, hence the arithmetic here.
-// 3.12 keeps the same two words; 3.13 moves the values inline after the object
-// (_PyObject_InlineValues, the object's dict or values in one word).
-// Only the 3.11 layout is read: on 3.12 the word 3 before the object is a
-// tagged dict-or-values union (_PyDictOrValues) and on 3.13 the values are
-// inline after the object with a `valid` flag. There the getattr accessors
-// take PyObject_GetAttr for managed-dict instances (correct, slower), and the
-// two functions below are never called. Port them, then drop this flag.
-#ifdef FRAMECACHE_PY311
+// An instance of a Py_TPFLAGS_MANAGED_DICT type (a class statement without
+// __slots__) keeps its attributes in a values array laid out like its type's
+// shared keys (PyHeapTypeObject.ht_cached_keys) until a real __dict__ is made
+// (obj.__dict__, too many attributes, a key the shared keys cannot take);
+// then the dict holds them. Where these two live differs by version, and the
+// accessors of pycore_object.h that say it do not compile as C++, hence the
+// arithmetic here:
+//  * 3.11: the values pointer is the word 4 before the object (null once a
+//    dict exists) and the dict the word 3 before (_PyObject_ValuesPointer,
+//    _PyObject_ManagedDictPointer);
+//  * 3.12: one word 3 before the object, a PyDictOrValues union: the values
+//    pointer minus one (odd, so tagged by its low bit) or the dict pointer
+//    (_PyObject_DictOrValuesPointer, _PyDictOrValues_IsValues/GetValues);
+//  * 3.13: the values inline after the object with a `valid` flag, and a dict
+//    that may share them. Not read: there the getattr accessors take
+//    PyObject_GetAttr for managed-dict instances (correct, slower). Port it,
+//    then drop this flag; the 3.11 branch goes with 3.11's end of life
+//    (October 2027), the 3.12 one with 3.12's (October 2028).
+#if defined(FRAMECACHE_PY311) || defined(FRAMECACHE_PY312)
 inline constexpr bool kManagedDictReadable = true;
 #else
 inline constexpr bool kManagedDictReadable = false;
 #endif
-// Borrowed values array of a managed-dict instance, or null.
+// Borrowed values array of a managed-dict instance, or null (a dict holds its
+// attributes, or this version's layout is not read).
 inline PyObject** instance_values(PyObject* obj) {
+#if defined(FRAMECACHE_PY311)
   PyDictValues* values = *(reinterpret_cast<PyDictValues**>(obj) - 4);
   return values != nullptr ? values->values : nullptr;
+#elif defined(FRAMECACHE_PY312)
+  const uintptr_t word = *(reinterpret_cast<uintptr_t*>(obj) - 3);
+  if ((word & 1) == 0) return nullptr;
+  return reinterpret_cast<PyDictValues*>(word + 1)->values;
+#else
+  (void)obj;
+  return nullptr;
+#endif
 }
 // Borrowed materialised __dict__ of a managed-dict instance, or null.
-inline PyObject* managed_dict(PyObject* obj) { return *(reinterpret_cast<PyObject**>(obj) - 3); }
+inline PyObject* managed_dict(PyObject* obj) {
+#if defined(FRAMECACHE_PY311)
+  return *(reinterpret_cast<PyObject**>(obj) - 3);
+#elif defined(FRAMECACHE_PY312)
+  const uintptr_t word = *(reinterpret_cast<uintptr_t*>(obj) - 3);
+  return (word & 1) != 0 ? nullptr : reinterpret_cast<PyObject*>(word);
+#else
+  (void)obj;
+  return nullptr;
+#endif
+}
 // Index of the interned str `name` in the shared keys of a managed-dict type
 // (3.11: ht_cached_keys, its str-only entries DK_UNICODE_ENTRIES), or -1. The
 // keys are append-only, so an index stays valid as long as the type's version

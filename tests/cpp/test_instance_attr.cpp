@@ -134,9 +134,9 @@ bool read_agrees(Caches& caches, Lookup lookup, const py::handle& obj, const py:
 }
 
 // Instances of a class statement keep their attributes in a managed dict. The
-// fast path reads that storage on 3.11 only (cpython.h, kManagedDictReadable:
-// 3.12 and 3.13 lay it out differently); there these reads take the full lookup.
-constexpr bool kManagedDictFast = PY_VERSION_HEX < 0x030C0000;
+// fast path reads that storage on 3.11 and 3.12 (cpython.h, kManagedDictReadable:
+// 3.13 keeps the values inline); on 3.13 these reads take the full lookup.
+constexpr bool kManagedDictFast = PY_VERSION_HEX < 0x030D0000;
 
 TEST(InstanceAttrCache, PlainInstanceIsReadFromItsValues) {
   for (Lookup lookup : {Lookup::kGetAttr, Lookup::kGeneric}) {
