@@ -52,5 +52,7 @@ void bind_accessors_function(GuardManagerClass& cls);
 void bind_accessors_weakref(GuardManagerClass& cls);
 // TENSOR_MATCH, GLOBAL_STATE, tensor_size/stride/storage_offset, and the torch reader switch.
 void bind_leaf_guards_tensor(py::module_& m, GuardManagerClass& cls);
+// _set_attr_hook_recogniser, _attr_hook_verdict (attr_hook_model.h).
+void bind_attr_hook_model(py::module_& m);
 
 }  // namespace framecache

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from . import _C
+from ._attr_hooks import recognise as _recognise_attr_hook
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +30,8 @@ class RecompileLimitWarning(RuntimeWarning):
 _C._set_recompile_warning_category(RecompileLimitWarning)
 # framecache's own Python code is never intercepted.
 _C._set_skip_prefixes([os.path.dirname(os.path.abspath(__file__)) + os.sep])
+# Which Python __getattribute__ hooks and property getters the guards perform in C.
+_C.guards._set_attr_hook_recogniser(_recognise_attr_hook)
 
 
 # A cache entry keeps a function object (and so its globals) alive through

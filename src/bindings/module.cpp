@@ -21,4 +21,5 @@ PYBIND11_MODULE(_C, m) {
   framecache::bind_accessors_function(cls);
   framecache::bind_accessors_weakref(cls);
   framecache::bind_leaf_guards_tensor(guards, cls);
+  framecache::bind_attr_hook_model(guards);
 }

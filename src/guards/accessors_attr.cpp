@@ -60,8 +60,8 @@ GetAttrAccessor::GetAttrAccessor(std::string key, std::unique_ptr<GuardManager> 
       cache_(InstanceAttrCache::Lookup::kGetAttr, name_.get()) {}
 
 Ref GetAttrAccessor::fetch(PyObject* parent, const FrameInputs&) {
-  const InstanceAttrCache::Read r = cache_.read(parent);
-  if (r.found) return Ref::borrow(r.value);
+  InstanceAttrCache::Read r = cache_.read(parent);
+  if (r.found) return r.owned ? std::move(r.owned) : Ref::borrow(r.value);
   if (r.error) return Ref();
   return Ref::steal(PyObject_GetAttr(parent, name_.get()));
 }
@@ -82,8 +82,8 @@ GenericGetAttrAccessor::GenericGetAttrAccessor(std::string key, std::unique_ptr<
       cache_(InstanceAttrCache::Lookup::kGeneric, name_.get()) {}
 
 Ref GenericGetAttrAccessor::fetch(PyObject* parent, const FrameInputs&) {
-  const InstanceAttrCache::Read r = cache_.read(parent);
-  if (r.found) return Ref::borrow(r.value);
+  InstanceAttrCache::Read r = cache_.read(parent);
+  if (r.found) return r.owned ? std::move(r.owned) : Ref::borrow(r.value);
   if (r.error) return Ref();
   return Ref::steal(PyObject_GenericGetAttr(parent, name_.get()));
 }

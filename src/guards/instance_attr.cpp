@@ -2,6 +2,7 @@
 #include "framecache/guards/instance_attr.h"
 
 #include "framecache/cpython.h"
+#include "framecache/guards/attr_hook_model.h"
 
 namespace framecache::guards {
 
@@ -71,7 +72,15 @@ bool InstanceAttrCache::specialise(PyTypeObject* t) {
     const bool generic_first =
         ga == PyObject_GenericGetAttr || ga == PyModule_Type.tp_getattro ||
         (ga != nullptr && ga == getattr_hook() && generic_getattribute(t));
-    if (!generic_first) return false;
+    if (!generic_first) {
+      if (!attr_hook::modelled(t)) return false;
+      storage_ = Storage::kHooked;
+      index_ = -1;
+      type_ = t;
+      version_ = t->tp_version_tag;
+      getattro_ = t->tp_getattro;
+      return true;
+    }
   }
   // _PyType_Lookup also gives the type a valid version tag (it caches by it).
   PyObject* descr = _PyType_Lookup(t, name);  // borrowed; runs no Python
@@ -118,6 +127,25 @@ InstanceAttrCache::Read InstanceAttrCache::read_managed(PyObject* obj) {
   if (index_ >= 0) {
     r.value = values[index_];
     r.found = r.value != nullptr;
+  }
+  return r;
+}
+
+InstanceAttrCache::Read InstanceAttrCache::read_hooked(PyObject* obj) {
+  attr_hook::Result res = attr_hook::read(obj, name_.get(), /*suppress=*/false);
+  Read r;
+  switch (res.kind) {
+    case attr_hook::Result::Kind::kFound:
+      r.value = res.value.get();
+      r.found = true;
+      r.owned = std::move(res.value);
+      break;
+    case attr_hook::Result::Kind::kError:
+      r.error = true;
+      break;
+    case attr_hook::Result::Kind::kAbsent:  // not without suppress; the generic path decides
+    case attr_hook::Result::Kind::kNotModelled:
+      break;
   }
   return r;
 }

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "framecache/cpython.h"
+#include "framecache/guards/attr_hook_model.h"
 #include "framecache/guards/check_error_text.h"
 
 namespace framecache::guards {
@@ -14,6 +15,21 @@ namespace {
 // reports a missing attribute without creating an AttributeError for types
 // using the generic getattr.
 int lookup(PyObject* value, PyObject* name) {
+  if (Py_TYPE(value)->tp_getattro != PyObject_GenericGetAttr) {
+    // A recognised Python __getattribute__ (attr_hook_model.h) is performed in
+    // C: a hasattr() that ends in AttributeError costs no exception.
+    const attr_hook::Result r = attr_hook::read(value, name, /*suppress=*/true);
+    switch (r.kind) {
+      case attr_hook::Result::Kind::kFound:
+        return 1;
+      case attr_hook::Result::Kind::kAbsent:
+        return 0;
+      case attr_hook::Result::Kind::kError:
+        return -1;
+      case attr_hook::Result::Kind::kNotModelled:
+        break;
+    }
+  }
   PyObject* attr = nullptr;
   const int found = cpy::lookup_attr(value, name, &attr);
   Py_XDECREF(attr);

@@ -18,6 +18,9 @@
 //  * where the instance keeps its attributes: the values array of a
 //    managed-dict class (and `name`'s index in the type's shared keys), or a
 //    dict pointer (tp_dictoffset: modules, SimpleNamespace, ...).
+// A getattr() on a type whose Python __getattribute__ is one that
+// attr_hook_model.h recognises (Hugging Face configs) is performed by that
+// model instead of by a call into the interpreter.
 // Everything above depends only on the type's MRO dicts and slots, which a
 // change (class attribute assigned or deleted, a base modified, __bases__
 // assigned) invalidates by resetting the type's version tag; the cache
@@ -60,6 +63,7 @@ class InstanceAttrCache {
     PyObject* value = nullptr;
     bool found = false;
     bool error = false;
+    Ref owned;  // holds `value` when the read made it (a modelled hook's result)
   };
 
   // obj.name, `obj` borrowed.
@@ -68,19 +72,29 @@ class InstanceAttrCache {
     if (t != type_ || t->tp_version_tag != version_ || t->tp_getattro != getattro_) {
       if (!specialise(t)) return Read{};
     }
-    return storage_ == Storage::kManaged ? read_managed(obj) : read_dict_ptr(obj);
+    switch (storage_) {
+      case Storage::kManaged:
+        return read_managed(obj);
+      case Storage::kDictPtr:
+        return read_dict_ptr(obj);
+      case Storage::kHooked:
+        break;
+    }
+    return read_hooked(obj);
   }
 
   // For tests and introspection: true once a type is cached.
   bool specialised() const { return type_ != nullptr; }
 
  private:
-  enum class Storage { kManaged, kDictPtr };
+  enum class Storage { kManaged, kDictPtr, kHooked };
   // Caches `t` if the fast path applies to it; false (and nothing cached) if
   // not. Runs no Python.
   bool specialise(PyTypeObject* t);
   Read read_managed(PyObject* obj);
   Read read_dict_ptr(PyObject* obj);
+  // Through attr_hook::read (may run what the hook would have run).
+  Read read_hooked(PyObject* obj);
 
   Lookup lookup_;
   Ref name_;
