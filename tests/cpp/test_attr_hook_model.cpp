@@ -13,7 +13,8 @@
 #include "framecache/guards/instance_attr.h"
 #include "support.h"
 
-namespace framecache::guards {
+// A namespace of its own: the unity build compiles every test file in one unit.
+namespace framecache::guards::attr_hook_test {
 namespace {
 
 namespace py = pybind11;
@@ -269,4 +270,4 @@ TEST(AttrHookModel, TheGetattrCacheUsesIt) {
 }
 
 }  // namespace
-}  // namespace framecache::guards
+}  // namespace framecache::guards::attr_hook_test
