@@ -23,6 +23,9 @@ UNITY := -DCMAKE_UNITY_BUILD=ON -DCMAKE_UNITY_BUILD_BATCH_SIZE=0
 # range is declared in pyproject.toml.
 TORCH_VERSION := 2.13.0
 TORCH := torch==$(TORCH_VERSION)
+# The model zoo's libraries, pinned: torchvision's release for this torch (it requires
+# torch==$(TORCH_VERSION), which the CPU build satisfies, so nothing pulls another torch).
+ZOO := "torchvision==0.28.0" "timm==1.0.31" "transformers==5.24.0"
 
 .PHONY: help install demo deps test test-cpp test-py test-pythons dev bench bench-cpp bench-guards lint format sanitize clean
 .PHONY: sanitize-ci lsan-cpp fuzz soak stress
@@ -45,6 +48,7 @@ deps:  ## Install what the tests need: GoogleTest, redis-server (apt) and Python
 	$(PIP) install -q "pybind11>=2.13" "scikit-build-core>=0.10" cmake ninja "pytest>=8" "hypothesis>=6" \
 	  "ruff>=0.6" "pytest-benchmark>=4" "pytest-xdist>=3" "redis>=5" $(TORCH)
 	$(PIP) install -q --only-binary=atheris "atheris==3.0.0"  # the last release with a cp311 wheel
+	$(PIP) install -q $(ZOO)  # the model zoo's libraries (test_model_zoo, test_attr_hooks)
 
 # One line per suite (other suites add their own line). Each stage runs under .ci/stage,
 # which logs its wall and CPU time to build/stage-times.tsv; .ci/run prints the table.
