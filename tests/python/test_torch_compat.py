@@ -13,7 +13,9 @@ import sys
 import textwrap
 import tomllib
 import warnings
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -106,9 +108,8 @@ def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def package(tmp_path_factory) -> str:
     """One small AOTInductor package (``x * 2 + y`` on 3x4 tensors), compiled once.
 
-    Only where framecache uses AOTInductor packages: on older torch (2.11) the package
-    loader ended the process with SIGSEGV, which is why torch_compat refuses it there
-    (test_aoti_is_refused_below_its_first_sound_torch covers that side).
+    Only where framecache uses AOTInductor packages (every supported torch; below them
+    test_aoti_is_refused_below_the_supported_range covers the other side).
     """
     why_not = torch_compat.aoti_unavailable()
     if why_not is not None:
@@ -272,13 +273,66 @@ def test_vec_isa_without_the_probe_hook_probes_as_usual(monkeypatch, caplog):
     assert any("VecISA._probe_load" in m for m in _reasons(caplog))
 
 
-def test_aoti_is_refused_below_its_first_sound_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    # torch 2.11's package loader crashed the process (the GPU machine): entries there
-    # must take standalone_compile, with the reason logged once.
+def test_aoti_is_refused_below_the_supported_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Below the supported torches entries take standalone_compile, with the reason logged
+    # once; every supported torch (2.11 included) loads AOTInductor packages.
     torch_compat.reset_fallbacks()
-    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    monkeypatch.setattr(torch, "__version__", "2.10.0+cpu")
     reason = torch_compat.aoti_unavailable()
-    assert reason is not None and "2.11" in reason
+    assert reason is not None and "2.10" in reason
     assert "AOTInductor packages" in torch_compat.fallbacks()
-    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
-    assert torch_compat.aoti_unavailable() is None
+    for version in ("2.11.0+cu130", "2.13.0+cpu"):
+        monkeypatch.setattr(torch, "__version__", version)
+        assert torch_compat.aoti_unavailable() is None
+
+
+def _fake_package(path: Path, library: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("model/data/aotinductor/model/abc.wrapper.so", library)
+        z.writestr("model/archive_format", "pt2")
+
+
+def test_a_package_with_a_static_cxx_runtime_is_detected(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.pt2"
+    _fake_package(shared, b"\x7fELF...libtorch.so\x00libstdc++.so.6\x00libc.so.6\x00")
+    assert torch_compat._shared_cxx_runtime(str(shared)) is None
+    static = tmp_path / "static.pt2"
+    _fake_package(static, b"\x7fELF...libtorch.so\x00libgcc_s.so.1\x00libc.so.6\x00")
+    reason = torch_compat._shared_cxx_runtime(str(static))
+    assert reason is not None and "static libstdc++" in reason
+
+
+def test_a_static_cxx_runtime_is_rebuilt_with_g_plus_plus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The GPU machine's CXX linked libstdc++ statically into packages, which crashed their
+    # loader: aoti_package builds such a package again with g++ from PATH.
+    import torch._inductor as inductor
+    from torch._inductor import config as inductor_config
+
+    compilers = []
+
+    def fake_compile_and_package(ep: Any, package_path: str) -> str:
+        cxx = inductor_config.cpp.cxx[-1]
+        compilers.append(cxx)
+        runtime = b"libstdc++.so.6" if cxx == "g++" else b"libgcc_s.so.1"
+        _fake_package(Path(package_path), b"\x7fELF..." + runtime)
+        return package_path
+
+    monkeypatch.setattr(inductor, "aoti_compile_and_package", fake_compile_and_package)
+    path = tmp_path / "graph.pt2"
+    gm = torch.fx.symbolic_trace(_add)
+    with inductor_config.patch({"cpp.cxx": (None, "/opt/static-gcc/bin/g++")}):
+        with caplog.at_level(logging.WARNING, logger="framecache.cache"):
+            torch_compat.aoti_package(gm, [torch.randn(3, 4)] * 2, [set(), set()], str(path))
+    assert compilers == ["/opt/static-gcc/bin/g++", "g++"]
+    assert torch_compat._shared_cxx_runtime(str(path)) is None
+    assert any("static libstdc++" in r.getMessage() for r in caplog.records)
+
+    # A g++ that links it statically too: the package is refused, not loaded.
+    monkeypatch.setattr(torch_compat, "_FALLBACK_CXX", "/opt/static-gcc/bin/g++")
+    compilers.clear()
+    with inductor_config.patch({"cpp.cxx": (None, "/opt/static-gcc/bin/g++")}):
+        with pytest.raises(ValueError, match="static libstdc"):
+            torch_compat.aoti_package(gm, [torch.randn(3, 4)] * 2, [set(), set()], str(path))
+    assert len(compilers) == 2

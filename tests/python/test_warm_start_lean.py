@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.torch,
     pytest.mark.skipif(
         torch_compat.torch_version() < torch_compat.AOTI_SINCE,
-        reason="inductor entries are AOTInductor packages from torch 2.13 on (torch_compat)",
+        reason="inductor entries are AOTInductor packages on the supported torches only",
     ),
 ]
 

@@ -126,11 +126,18 @@ def reset_fallbacks() -> None:
 
 
 # -- AOTInductor -------------------------------------------------------------------------
-# The first torch whose AOTInductor package loader framecache has run without fault: on
-# torch 2.11 (CUDA build, Python 3.12, the GPU machine) loading a package that
-# aoti_compile_and_package had just written ended the process with SIGSEGV, on CPU and
-# CUDA inputs alike, so older torches keep inductor entries on standalone_compile.
-AOTI_SINCE = (2, 13)
+# The first torch whose AOTInductor packages framecache loads. Every supported torch
+# qualifies: the SIGSEGV first seen on torch 2.11 (the GPU machine) was not that torch's
+# but the machine's compiler: CXX named a g++ that links its own libstdc++ statically into
+# the package, and the wrapper's std::regex then mixed that copy's locale with the
+# process's shared libstdc++ (the crash is in std::regex_traits, reached from
+# AOTInductorModel's device-string parser). The same packages built with the system g++
+# load and run on 2.11, CPU and CUDA. aoti_package() checks for that (_shared_cxx_runtime).
+AOTI_SINCE = (2, 11)
+
+# The compiler a package is rebuilt with when the configured one links the C++ runtime
+# statically: the first g++ on PATH, which is what inductor uses when CXX is unset.
+_FALLBACK_CXX = "g++"
 
 
 def aoti_unavailable() -> str | None:
@@ -138,10 +145,28 @@ def aoti_unavailable() -> str | None:
     if torch_version() < AOTI_SINCE:
         fallback(
             "AOTInductor packages",
-            f"torch {torch.__version__} < {AOTI_SINCE[0]}.{AOTI_SINCE[1]}: its package loader "
-            "crashed (SIGSEGV) in framecache's tests; inductor entries use standalone_compile",
+            f"torch {torch.__version__} < {AOTI_SINCE[0]}.{AOTI_SINCE[1]}: not a supported "
+            "torch; inductor entries use standalone_compile",
         )
-        return f"torch {torch.__version__}'s AOTInductor loader is not used (crashed on 2.11)"
+        return f"torch {torch.__version__} predates the AOTInductor packages framecache loads"
+    return None
+
+
+def _shared_cxx_runtime(package_path: str) -> str | None:
+    """None if the package's shared libraries link a shared C++ runtime, else why not.
+
+    A wrapper that carries its own (static) libstdc++ crashes when loaded into a process
+    whose torch uses the shared one; one that names libstdc++.so (or libc++.so) in its
+    dynamic section does not. The name must be in the file for the loader to find it.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(package_path) as z:
+        libraries = [n for n in z.namelist() if n.endswith(".so")]
+        for name in libraries:
+            data = z.read(name)
+            if b"libstdc++.so" not in data and b"libc++.so" not in data:
+                return f"{os.path.basename(name)} links no shared C++ runtime (a static libstdc++)"
     return None
 
 
@@ -155,9 +180,12 @@ def aoti_package(
 
     ``dynamic_dims[i]`` are the dimensions of input ``i`` that stay symbolic; ValueError
     when export specialises one of them (the package would reject other sizes that the
-    entry's guards accept).
+    entry's guards accept). A package whose library carries a static C++ runtime (the
+    configured compiler links libstdc++ statically; loading it would crash this process)
+    is built again with ``g++`` from PATH; ValueError if that one does too.
     """
     from torch._inductor import aoti_compile_and_package
+    from torch._inductor import config as inductor_config
 
     dims = torch.export.Dim.DYNAMIC
     shapes = tuple({d: dims for d in sorted(ds)} or None for ds in dynamic_dims)
@@ -175,6 +203,24 @@ def aoti_package(
         # torch's own packaging pickles a pytree spec through a deprecated isinstance.
         warnings.filterwarnings("ignore", "`isinstance.treespec, LeafSpec.`", FutureWarning)
         aoti_compile_and_package(ep, package_path=package_path)
+        problem = _shared_cxx_runtime(package_path)
+        if problem is None:
+            return
+        configured = inductor_config.cpp.cxx
+        log.warning(
+            "framecache: the AOTInductor package built with %s: %s, which would crash when "
+            "loaded next to torch's shared libstdc++; building it again with %s from PATH",
+            configured,
+            problem,
+            _FALLBACK_CXX,
+        )
+        # Caches off: the first build's library must not be found again by its hash.
+        rebuild = {"cpp.cxx": (None, _FALLBACK_CXX), "force_disable_caches": True}
+        with inductor_config.patch(rebuild):
+            aoti_compile_and_package(ep, package_path=package_path)
+    problem = _shared_cxx_runtime(package_path)
+    if problem is not None:
+        raise ValueError(f"AOTInductor package unusable in this process: {problem}")
 
 
 def aoti_load(package_path: str) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
