@@ -369,3 +369,56 @@ def test_a_decorated_method_of_a_submodule_has_its_cells_guarded_through_its_cla
     Inner.forward = _scaled_by(5.0)(lambda self, x: x + 1)
     torch.testing.assert_close(compiled(x), outer(x))
     assert framecache.stats(compiled).compiles == 2
+
+
+def _registered(k):
+    """A decorator whose wrapper keeps itself in one of its cells (as transformers'
+    output-capturing and deprecation wrappers do) and a scale in another."""
+
+    def decorate(fn):
+        scale = [k]
+
+        def wrapper(self, x):
+            if wrapper.__name__ != "wrapper":  # reads its own cell
+                raise AssertionError
+            return fn(self, x) * scale[0]
+
+        return wrapper
+
+    return decorate
+
+
+@pytest.mark.torch
+@pytest.mark.usefixtures("_fresh")
+def test_a_closure_reached_again_is_tied_to_its_first_path_not_walked_again():
+    import torch
+
+    class Block(torch.nn.Module):
+        @_registered(2.0)
+        def forward(self, x):
+            return x + 1
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Block()
+
+        def forward(self, x):
+            return self.block(x) * 3
+
+    model = Model()
+    x = torch.ones(2)
+    out = framecache.explain(model, x)
+    assert out.graph_count == 1, out
+    text = "\n".join(out.guards[0])
+    forward = "type(L['self'].__dict__['_modules']['block']).forward"
+    # The wrapper's own cell holds the wrapper: one aliasing guard, no second subtree.
+    assert f"{forward}.__closure__[" in text, text
+    assert ".cell_contents.__code__" not in text.replace(f"{forward}.__code__", ""), text
+    assert "OBJECT_ALIASING" in text, text
+    compiled = framecache.compile(model, cache=False)
+    torch.testing.assert_close(compiled(x), model(x))
+    # The other cell still counts: a new scale list is a recompile with the new result.
+    Block.forward.__closure__[1].cell_contents = [5.0]
+    torch.testing.assert_close(compiled(x), model(x))
+    assert framecache.stats(compiled).compiles == 2

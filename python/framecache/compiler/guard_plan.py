@@ -115,6 +115,8 @@ class PlanBuilder:
         self.known: dict[int, Source] = {}
         self._alive: list[Any] = []
         self._done: set[Source] = set()
+        # Closures guarded by structure: id -> the depth their walk started at.
+        self._closures_walked: dict[int, int] = {}
         self._chains: dict[types.CodeType, dict[int, list[reads.Chain]]] = {}
         self._roots: dict[int, Source | None] = {id(top_globals): None}
         self._types: dict[type, Source] = {}  # classes of guarded objects: type(x)'s source
@@ -266,6 +268,18 @@ class PlanBuilder:
         object. Attributes read from the function are guarded where they are read.
         """
         plan = self.plan
+        first = self.known.get(id(fn))
+        walked = self._closures_walked.get(id(fn))
+        if first is not None and first != source and walked is not None and walked <= depth:
+            # The same function object, already guarded by structure at ``first`` at least
+            # as deep: tie this path to it rather than walk it again. Decorators that keep
+            # the wrapper in one of its own cells (transformers' output-capturing and
+            # deprecation wrappers do) made each revisit repeat the whole subtree until
+            # _MAX_DEPTH, ~180 guards on one GPT-2 block's forward.
+            plan.add(g.ObjectAliasing(source, first, source))
+            return
+        if walked is None or depth < walked:
+            self._closures_walked[id(fn)] = depth
         self._same_as_before(source, fn)
         plan.add(g.TypeMatch(source, types.FunctionType))
         plan.add(g.IdMatch(sources.attr(source, "__code__"), fn.__code__))
