@@ -1,5 +1,5 @@
 // Builder methods for the function accessors: closure_cell, func_defaults,
-// func_kwdefaults, func_code.
+// func_kwdefaults, func_code, func_globals.
 #include "framecache/bindings.h"
 #include "framecache/builder_args.h"
 #include "framecache/guards/accessors_function.h"
@@ -36,7 +36,14 @@ void bind_accessors_function(GuardManagerClass& cls) {
              require_value_node("func_code()", g);
              return guards::add_func_code(g);
            },
-           py::return_value_policy::reference_internal, "The node for a function's __code__.");
+           py::return_value_policy::reference_internal, "The node for a function's __code__.")
+      .def("func_globals",
+           [](GuardManager& g) -> GuardManager& {
+             require_value_node("func_globals()", g);
+             return guards::add_func_globals(g);
+           },
+           py::return_value_policy::reference_internal,
+           "The node for a function's __globals__.");
 }
 
 }  // namespace framecache

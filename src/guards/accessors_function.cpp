@@ -64,6 +64,7 @@ Ref FunctionPartAccessor::fetch(PyObject* parent, const FrameInputs&) {
     case Part::kDefaults: part = PyFunction_GET_DEFAULTS(f); break;
     case Part::kKwDefaults: part = PyFunction_GET_KW_DEFAULTS(f); break;
     case Part::kCode: part = PyFunction_GET_CODE(f); break;
+    case Part::kGlobals: part = PyFunction_GET_GLOBALS(f); break;
   }
   return Ref::borrow(part != nullptr ? part : Py_None);
 }
@@ -77,6 +78,7 @@ std::string FunctionPartAccessor::describe() const {
     case Part::kDefaults: return "FuncDefaults()";
     case Part::kKwDefaults: return "FuncKwDefaults()";
     case Part::kCode: return "FuncCode()";
+    case Part::kGlobals: return "FuncGlobals()";
   }
   return "?";
 }
@@ -114,6 +116,10 @@ GuardManager& add_func_kwdefaults(GuardManager& node) {
 
 GuardManager& add_func_code(GuardManager& node) {
   return add_part(node, FunctionPartAccessor::Part::kCode, "func_code", "__code__");
+}
+
+GuardManager& add_func_globals(GuardManager& node) {
+  return add_part(node, FunctionPartAccessor::Part::kGlobals, "func_globals", "__globals__");
 }
 
 }  // namespace framecache::guards

@@ -573,6 +573,17 @@ def test_function_parts() -> None:
     ]
 
 
+def test_func_globals() -> None:
+    f = make_closure(1)
+    g = types.FunctionType(f.__code__, {"__builtins__": __builtins__}, "g", None, f.__closure__)
+    root = RootGuardManager()
+    root.local("f").func_globals().id_match(f.__globals__)
+    assert root.local("f").func_globals().source == "L['f'].__globals__"
+    assert root.check({"f": f})
+    assert failures(root, {"f": g})[0].startswith("L['f'].__globals__: expected the object")
+    assert failures(root, {"f": 3}) == ["L['f'].__globals__: expected a function, got an int"]
+
+
 def test_function_parts_look_through_bound_methods() -> None:
     class Holder:
         def method(self, x: int = 9) -> int:

@@ -1,5 +1,5 @@
 // Accessors that read a function's parts: a closure cell's contents,
-// __defaults__, __kwdefaults__ and __code__.
+// __defaults__, __kwdefaults__, __code__ and __globals__.
 //
 // Each reads the function object's fields directly, as Python's attributes
 // of the same names do. A bound method (or a C-level instancemethod) is
@@ -26,11 +26,11 @@ class ClosureCellAccessor final : public GuardAccessor {
   Py_ssize_t index_;
 };
 
-// f.__defaults__, f.__kwdefaults__ or f.__code__. The first two are None when
-// the function has none, as in Python.
+// f.__defaults__, f.__kwdefaults__, f.__code__ or f.__globals__. The first two
+// are None when the function has none, as in Python.
 class FunctionPartAccessor final : public GuardAccessor {
  public:
-  enum class Part { kDefaults, kKwDefaults, kCode };
+  enum class Part { kDefaults, kKwDefaults, kCode, kGlobals };
   FunctionPartAccessor(std::string key, std::unique_ptr<GuardManager> child, Part part);
   Ref fetch(PyObject* parent, const FrameInputs& in) override;
   std::string explain_fetch_failure(PyObject* parent, const FrameInputs& in) override;
@@ -46,5 +46,6 @@ GuardManager& add_closure_cell(GuardManager& node, Py_ssize_t index);
 GuardManager& add_func_defaults(GuardManager& node);
 GuardManager& add_func_kwdefaults(GuardManager& node);
 GuardManager& add_func_code(GuardManager& node);
+GuardManager& add_func_globals(GuardManager& node);
 
 }  // namespace framecache::guards

@@ -282,10 +282,11 @@ class PlanBuilder:
             self._closures_walked[id(fn)] = depth
         self._same_as_before(source, fn)
         plan.add(g.TypeMatch(source, types.FunctionType))
-        plan.add(g.IdMatch(sources.attr(source, "__code__"), fn.__code__))
-        plan.add(g.IdMatch(sources.attr(source, "__globals__"), fn.__globals__))
-        self.read(sources.attr(source, "__defaults__"), fn.__defaults__, depth + 1)
-        self.read(sources.attr(source, "__kwdefaults__"), fn.__kwdefaults__, depth + 1)
+        # Read from the function's fields, after the TYPE_MATCH above (leaves run first).
+        plan.add(g.IdMatch(sources.function_part(source, "__code__"), fn.__code__))
+        plan.add(g.IdMatch(sources.function_part(source, "__globals__"), fn.__globals__))
+        self.read(sources.function_part(source, "__defaults__"), fn.__defaults__, depth + 1)
+        self.read(sources.function_part(source, "__kwdefaults__"), fn.__kwdefaults__, depth + 1)
         self.function_closure(source, fn, depth)
 
     def function_closure(self, source: Source, fn: types.FunctionType, depth: int) -> None:

@@ -109,6 +109,8 @@ def materialize(plan: GuardPlan) -> Any:
                 n = parent.type_()
             elif step[0] == "cell":
                 n = parent.closure_cell(step[1])
+            elif step[0] == "fpart":
+                n = _FUNCTION_PARTS[step[1]](parent)
             elif step[0] == "item":
                 if isinstance(step[1], str):
                     n = dict_node(source[:-1]).dict_item(step[1])
@@ -132,5 +134,13 @@ def materialize(plan: GuardPlan) -> Any:
         guard.lower(root, node)
     return root
 
+
+# A function's parts, read from its fields (sources.function_part).
+_FUNCTION_PARTS = {
+    "__code__": lambda n: n.func_code(),
+    "__globals__": lambda n: n.func_globals(),
+    "__defaults__": lambda n: n.func_defaults(),
+    "__kwdefaults__": lambda n: n.func_kwdefaults(),
+}
 
 __all__ = ["GuardPlan", "materialize"]

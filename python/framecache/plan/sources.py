@@ -8,8 +8,10 @@ A source is a tuple of steps starting at a root step:
 
 followed by access steps ``("attr", name)``, ``("dattr", name)`` (an attribute that is an
 entry of the object's instance ``__dict__``: guarded as ``__dict__[name]``, shown as
-``.name``), ``("item", key)``, ``("dict",)`` (an object's
-``__dict__``), ``("type",)`` (its class) and ``("cell", i)`` (a function's closure cell).
+``.name``), ``("item", key)``, ``("dict",)`` (an object's ``__dict__``), ``("type",)``
+(its class), ``("cell", i)`` (a function's closure cell) and ``("fpart", name)`` (a
+function's ``__code__``, ``__globals__``, ``__defaults__`` or ``__kwdefaults__``, read from
+the function object's fields; shown as ``.name``).
 Sources are plain tuples so that they can be written to disk and rebuilt in a new
 process (the persistent cache relies on that).
 """
@@ -49,6 +51,18 @@ def cell(source: Source, index: int) -> Source:
 def attr(source: Source, name: str) -> Source:
     """``source.name``."""
     return (*source, ("attr", name))
+
+
+FUNCTION_PARTS = frozenset({"__code__", "__globals__", "__defaults__", "__kwdefaults__"})
+
+
+def function_part(source: Source, name: str) -> Source:
+    """``source.name`` for a function's ``__code__``, ``__globals__``, ``__defaults__`` or
+    ``__kwdefaults__``, read from its fields (the value at ``source`` must be a function:
+    the guard on it fails otherwise)."""
+    if name not in FUNCTION_PARTS:
+        raise ValueError(f"{name!r} is not a function part ({sorted(FUNCTION_PARTS)})")
+    return (*source, ("fpart", name))
 
 
 def dict_attr(source: Source, name: str) -> Source:
@@ -102,7 +116,7 @@ def _spell_step(out: str, step: tuple[Any, ...]) -> str:
     """``out`` (an expression) one step further, in Python syntax; ValueError for a root or
     an unknown step."""
     kind = step[0]
-    if kind in ("attr", "dattr"):
+    if kind in ("attr", "dattr", "fpart"):
         return f"{out}.{step[1]}"
     if kind == "item":
         return f"{out}[{step[1]!r}]"
