@@ -112,10 +112,15 @@ Shape classify(PyObject* code, PyObject** param) {
   return shape;
 }
 
-// The tp_getattro CPython gives a class that defines __getattribute__: the
-// hook (slot_tp_getattr_hook), which on its first call replaces itself with
-// slot_tp_getattro when the class has no __getattr__. Both are static in
-// typeobject.c, so they are read off a probe class; null if probing failed.
+// The tp_getattro CPython gives a class that defines __getattribute__ (or
+// __getattr__): the hook (slot_tp_getattr_hook), which on its first call
+// replaces itself with slot_tp_getattro when the class has no __getattr__.
+// Both are static in typeobject.c, so they are read off a probe class; null if
+// probing failed. Plain statics rather than a function-local static
+// initialiser: the probe allocates objects, so a garbage collection in it could
+// run finalizers that let another thread take the GIL and block on the
+// initialiser's guard. With the GIL serialising this, the worst case is
+// probing twice.
 struct Slots {
   getattrofunc hook = nullptr;
   getattrofunc plain = nullptr;
@@ -447,6 +452,8 @@ Result read_at(PyObject* obj, PyObject* name, bool suppress, int depth) {
 }  // namespace
 
 bool modelled(PyTypeObject* t) { return model_of(t) != nullptr; }
+
+getattrofunc slot_getattr_hook() { return slots().hook; }
 
 Result read(PyObject* obj, PyObject* name, bool suppress) {
   if (!PyUnicode_CheckExact(name)) return Result{};

@@ -8,41 +8,6 @@ namespace framecache::guards {
 
 namespace {
 
-// The tp_getattro CPython gives a class that defines __getattr__ (and not
-// __getattribute__): typeobject.c's slot_tp_getattr_hook, which is static, so
-// it is read from a probe class the first time it is needed; null if that
-// failed. Plain statics rather than a function-local static initialiser: the
-// probe allocates objects, so a garbage collection in it could run finalizers
-// that let another thread take the GIL and block on the initialiser's guard.
-// With the GIL serialising this, the worst case is probing twice.
-getattrofunc getattr_hook() {
-  static bool probed = false;
-  static getattrofunc hook = nullptr;
-  if (probed) return hook;
-  PyObject *type, *value, *tb;
-  PyErr_Fetch(&type, &value, &tb);
-  getattrofunc found = nullptr;
-  PyObject* ns = PyDict_New();
-  PyObject* builtins = PyImport_AddModule("builtins");  // borrowed
-  PyObject* fn = builtins != nullptr ? PyDict_GetItemString(PyModule_GetDict(builtins), "getattr")
-                                     : nullptr;  // borrowed
-  if (ns != nullptr && fn != nullptr && PyDict_SetItemString(ns, "__getattr__", fn) == 0) {
-    PyObject* probe = PyObject_CallFunction(reinterpret_cast<PyObject*>(&PyType_Type), "s()O",
-                                            "_framecache_getattr_probe", ns);  // new
-    if (probe != nullptr) {
-      found = reinterpret_cast<PyTypeObject*>(probe)->tp_getattro;
-      Py_DECREF(probe);
-    }
-  }
-  Py_XDECREF(ns);
-  PyErr_Clear();
-  PyErr_Restore(type, value, tb);
-  // Never mistake the generic lookup for the hook.
-  hook = found == PyObject_GenericGetAttr ? nullptr : found;
-  probed = true;
-  return hook;
-}
-
 // True if type `t`'s __getattribute__ is object.__getattribute__ itself (what
 // slot_tp_getattr_hook tests before calling PyObject_GenericGetAttr).
 bool generic_getattribute(PyTypeObject* t) {
@@ -71,7 +36,7 @@ bool InstanceAttrCache::specialise(PyTypeObject* t) {
     const getattrofunc ga = t->tp_getattro;
     const bool generic_first =
         ga == PyObject_GenericGetAttr || ga == PyModule_Type.tp_getattro ||
-        (ga != nullptr && ga == getattr_hook() && generic_getattribute(t));
+        (ga != nullptr && ga == attr_hook::slot_getattr_hook() && generic_getattribute(t));
     if (!generic_first) {
       if (!attr_hook::modelled(t)) return false;
       storage_ = Storage::kHooked;

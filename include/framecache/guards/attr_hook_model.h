@@ -87,6 +87,11 @@ Result read(PyObject* obj, PyObject* name, bool suppress);
 // modelled.
 void set_recogniser(PyObject* recogniser);
 
+// typeobject.c's slot_tp_getattr_hook: the tp_getattro CPython gives a class
+// that defines __getattr__ or __getattribute__ (static there, so read off a
+// probe class once); null if probing failed.
+getattrofunc slot_getattr_hook();
+
 // For tests: the verdict on `code` (borrowed): "", "redirect", "pass_through"
 // or "alias".
 const char* verdict_of(PyObject* code);
