@@ -55,7 +55,7 @@ bool InstanceAttrCache::specialise(PyTypeObject* t) {
       return false;
     }
   }
-  if (!PyType_HasFeature(t, Py_TPFLAGS_VALID_VERSION_TAG) || t->tp_version_tag == 0) return false;
+  if (!cpy::valid_version_tag(t)) return false;
   if (PyType_HasFeature(t, Py_TPFLAGS_MANAGED_DICT)) {
     if (!cpy::kManagedDictReadable) return false;
     storage_ = Storage::kManaged;
