@@ -136,6 +136,12 @@ def measure(backend: str, device: str, repeats: int, tmp: str) -> dict[str, obje
         }
         for name, (which, fc_dir, ind_dir) in runs.items():
             result = _sample(which, backend, device, fc_dir, ind_dir)
+            print(
+                f"  {backend} ({device}) {name}: wrap+call {result['wrap_call_s'] * 1e3:.0f} ms, "
+                f"process {result['process_s'] * 1e3:.0f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
             if name == "framecache warm":
                 assert result["compiles"] == 0 and result["disk_hits"] == 1, result
             samples.setdefault(name, []).append(result)

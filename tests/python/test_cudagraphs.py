@@ -214,6 +214,55 @@ def test_a_stored_entry_comes_back_with_graphs(backend, tmp_path):
     assert stats.cudagraph_recordings == 1 and stats.cudagraph_reasons == (), stats
 
 
+def test_a_package_is_never_what_a_capture_records():
+    """AOTInductor's runner waits on a CUDA event, which a capture forbids (and a failed
+    capture breaks the device's random generator): the capture takes inductor's own
+    callable, kept by DeferredAoti when its package replaces what it runs, and refuses a
+    loaded package."""
+    from framecache.cache import artifact
+
+    def inductor_call(*args):
+        return args
+
+    deferred = artifact.DeferredAoti(inductor_call, [])
+    assert cg.capture_target(deferred) is inductor_call
+    deferred.run = lambda *args: args  # what adopt() does with a loaded package
+    assert cg.capture_target(deferred) is inductor_call
+    package = artifact._AotiCall(b"", lambda args: args)
+    assert cg.capture_target(package) is None
+    assert cg.capture_target(inductor_call) is inductor_call
+
+
+def test_cudagraphs_with_inductor_stores_inductors_artifact_not_a_package(tmp_path):
+    from framecache.cache import artifact
+
+    graphed = framecache.compile(_add, backend="inductor", cudagraphs=True, cache_dir=tmp_path)
+    plain = framecache.compile(_add, backend="inductor", cache_dir=tmp_path)
+    assert graphed._framecache_context.backend is artifact.inductor_standalone
+    assert plain._framecache_context.backend is artifact.inductor_aoti
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_a_package_stored_without_graphs_is_recompiled_to_record_graphs(tmp_path, monkeypatch):
+    """An entry stored by a compile without CUDA graphs holds an AOTInductor package; a
+    compile with graphs finds it and records inductor's compile of its graph instead."""
+    monkeypatch.setenv("FRAMECACHE_AOTI_BUILD", "inline")
+    torch.manual_seed(0)
+    model = MLP().cuda().eval()
+    x = torch.randn(2, 64, device="cuda")
+    with torch.no_grad():
+        plain = framecache.compile(model, backend="inductor", cache_dir=tmp_path)
+        torch.testing.assert_close(plain(x), model(x))
+        framecache.reset()
+        graphed = framecache.compile(model, backend="inductor", cudagraphs=True, cache_dir=tmp_path)
+        for _ in range(3):
+            x = torch.randn(2, 64, device="cuda")  # the generator still works after recording
+            torch.testing.assert_close(graphed(x), model(x))
+    stats = framecache.stats(model)
+    assert stats.cudagraph_recordings == 1 and stats.cudagraph_reasons == (), stats
+
+
 @pytest.mark.cuda
 @needs_cuda
 def test_a_context_keeping_compile_records_still_records_graphs():

@@ -160,11 +160,14 @@ class DeferredAoti:
     ``inputs`` describe the package's inputs; the store hands them to the builder.
     """
 
-    __slots__ = ("inputs", "run")
+    __slots__ = ("capture_target", "inputs", "run")
 
     def __init__(self, run: Callable[..., Any], inputs: list[tuple[Any, ...]]) -> None:
         self.run = run
         self.inputs = inputs
+        # What a CUDA graph records (compiler/cudagraphs.py): inductor's own callable,
+        # never the package that may replace ``run`` (see _AotiCall.capture_target).
+        self.capture_target = run
 
     def __call__(self, *args: Any) -> Any:
         return self.run(*args)
@@ -178,6 +181,12 @@ class _AotiCall:
     """An AOTInductor package, loaded: its bytes (for the entry) and its runner."""
 
     __slots__ = ("package", "run")
+
+    # AOTInductor's runner cannot be recorded into a CUDA graph: its container waits on the
+    # CUDA event of its previous run (cudaEventSynchronize), which a capture forbids; the
+    # failed capture then leaves the device's random generator in capture state, and every
+    # later random op raises. compiler/cudagraphs.py refuses such a callable.
+    capture_target = None
 
     def __init__(self, package: bytes, run: Callable[[list[Any]], list[Any]]) -> None:
         self.package = package

@@ -237,7 +237,9 @@ class DiskCache:
 
         if stored.artifact_kind == "inductor":
             return artifact.load_inductor(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
-        if stored.artifact_kind == "aoti":
+        if stored.artifact_kind == "aoti" and self.wrap_compiled is None:
+            # With CUDA graphs the graph is compiled below instead: a package's runner
+            # cannot be recorded (artifact._AotiCall.capture_target).
             try:
                 return artifact.load_aoti(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
             except Exception as exc:  # the package does not load here: compile the graph

@@ -166,7 +166,13 @@ class CompileContext:
             self.disk = session.DiskCache(cache_dir, self.backend_name, None)
             if cudagraphs:
                 self.disk.wrap_compiled = self._graphed
-            if self.backend_name == "inductor":
+            if self.backend_name == "inductor" and cudagraphs:
+                # inductor's own artifact (kernels a warm start loads): what it runs can be
+                # recorded, an AOTInductor package's runner cannot (cache/artifact.py).
+                from ..cache.artifact import inductor_standalone
+
+                self.backend = inductor_standalone
+            elif self.backend_name == "inductor":
                 from ..cache.artifact import inductor_aoti
 
                 self.backend = inductor_aoti  # an AOTInductor package a warm start loads

@@ -158,6 +158,16 @@ def refusal(
     return None
 
 
+def capture_target(compiled: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The callable to record for ``compiled``, or None when none can be recorded.
+
+    A backend's callable may carry ``capture_target``: cache/artifact.py's DeferredAoti
+    names inductor's own callable (its package may replace what it runs, and a package's
+    runner cannot be captured), a loaded package names None.
+    """
+    return getattr(compiled, "capture_target", compiled)
+
+
 def graphed(
     compiled: Callable[..., Any],
     *,
@@ -177,6 +187,8 @@ def graphed(
     known (to find mutated inputs and constants).
     """
     reason = refusal(inputs, labels, gm)
+    if reason is None and capture_target(compiled) is None:
+        reason = "the compiled code is an AOTInductor package, whose runner a capture cannot take"
     if reason is not None:
         _refused(counters, reason)
         return compiled, f"no cudagraphs: {reason}"
@@ -247,7 +259,7 @@ class _Recording:
         side.wait_stream(current)
         with torch.cuda.stream(side):
             for _ in range(_WARMUP_RUNS):
-                runner.compiled(*inputs)
+                runner.target(*inputs)
         current.wait_stream(side)
         if snapshot is not None:
             for i, (before, after) in enumerate(zip(snapshot, inputs, strict=True)):
@@ -256,8 +268,10 @@ class _Recording:
             for buffer, value in zip(self.static_inputs, frame, strict=True):
                 buffer.copy_(value)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=_pool(device)):
-            outputs = runner.compiled(*inputs)
+        # thread_local: CUDA calls of other threads (a package handed back and loaded by
+        # cache/builds.py, the user's own) neither break this capture nor fail.
+        with torch.cuda.graph(self.graph, pool=_pool(device), capture_error_mode="thread_local"):
+            outputs = runner.target(*inputs)
         self.static_outputs = list(outputs)
         outs = [t for t in self.static_outputs if isinstance(t, torch.Tensor)]
         held = _storages(inputs) + _storages(runner.constants)
@@ -333,6 +347,9 @@ class _Runner:
         check_mutation: bool,
     ) -> None:
         self.compiled = compiled
+        # What warm-up and capture run: a backend's callable may name another one that a
+        # capture can take (capture_target; see capture_target() below).
+        self.target = capture_target(compiled) or compiled
         self.num_frame_inputs = num_frame_inputs
         self.num_inputs = num_inputs
         self.labels = labels
