@@ -11,7 +11,7 @@ import framecache
 from framecache.cache import graph_codec
 from framecache.compiler.backends import eager
 from framecache.compiler.lean_graph import lean_forward
-from framecache.compiler.recompose import linear_calls
+from framecache.compiler.recompose import linear_calls, unused_results
 
 pytestmark = pytest.mark.torch
 
@@ -128,6 +128,42 @@ def test_the_recomposed_graph_round_trips_through_the_disk_codec():
     assert aten.linear.default in _targets(loaded)
     (got,) = lean_forward(loaded)(x, _W, _B)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_results_nobody_reads_are_not_computed():
+    bn = torch.nn.BatchNorm2d(3).eval()
+    x = torch.randn(2, 3, 4, 4, generator=_GEN)
+    with torch.no_grad():
+        gm = _trace(lambda x: bn(x).relu(), x, mode="real")
+    dead = [n for n in gm.graph.nodes if n.op == "call_function" and not n.users]
+    assert dead  # the reserve tensor and the statistics' tuple items
+    expected = gm(x)
+    assert unused_results(gm) == len(dead)
+    assert all(n.users for n in gm.graph.nodes if n.op == "call_function")
+    torch.testing.assert_close(gm(x), expected, rtol=0, atol=0)
+
+
+def test_random_draws_and_mutations_stay_even_when_unread():
+    x = torch.randn(4, 4, generator=_GEN)
+
+    def fn(x):
+        torch.rand(3)  # unread, but it advances the generator
+        y = x.clone()
+        y.add_(1)  # unread result of an in-place op
+        torch.empty(5)  # unread and without effect
+        return x * 2, torch.rand(2)
+
+    gm = _trace(fn, x, mode="real")
+    assert unused_results(gm) == 1
+    targets = _targets(gm)
+    assert aten.empty.memory_format not in targets
+    assert targets.count(aten.rand.default) == 2 and aten.add_.Tensor in targets
+    torch.manual_seed(3)
+    expected = fn(x)
+    torch.manual_seed(3)
+    got = gm(x)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 class _MLP(torch.nn.Module):

@@ -17,13 +17,15 @@ Backend = Callable[[torch.fx.GraphModule, Sequence[Any]], Callable[..., Any]]
 def eager(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
     """Run the captured graph's operators as they are, with no Python between them.
 
-    Linear layers become one ``aten.linear`` call again (``recompose.linear_calls``): the
-    graph given here is changed in place, so the disk cache stores it that way.
+    Linear layers become one ``aten.linear`` call again and results nobody reads are not
+    computed (``recompose``): the graph given here is changed in place, so the disk cache
+    stores it that way.
     """
     del example_inputs
     from .lean_graph import lean_forward
-    from .recompose import linear_calls
+    from .recompose import linear_calls, unused_results
 
+    unused_results(gm)
     linear_calls(gm)
     return lean_forward(gm)
 

@@ -192,15 +192,54 @@ class LeanGraph:
                 return repr(arg)
             return constant(arg)
 
+        # Each variable is deleted after the step that reads it last (outputs excepted), as
+        # torch.fx's generated code does: an intermediate's memory goes back to the
+        # allocator as soon as it is dead, and later operators reuse it while it is still in
+        # the CPU's caches, instead of the graph holding every intermediate until it returns.
+        last_read: dict[int, int] = {}
+        for step in self.steps:
+            if step.args is not None:
+                for var in _vars_in((step.args, step.kwargs)):
+                    last_read[var] = step.var
+        kept = set(_vars_in(self.outputs))
+        dead_after: dict[int, list[int]] = {}
+        for var in range(len(self.steps)):
+            if var not in kept:
+                # A value nobody reads (a tuple's unread item) dies at once.
+                dead_after.setdefault(last_read.get(var, var), []).append(var)
+
         lines = []
         for step in self.steps:
             if step.args is None:
                 lines.append(f"{var_prefix}{step.var} = {constant(step.target)}")
-                continue
-            parts = [spell(a) for a in step.args]
-            parts += [f"{k}={spell(v)}" for k, v in step.kwargs.items()]
-            lines.append(f"{var_prefix}{step.var} = {constant(step.target)}({', '.join(parts)})")
+            else:
+                parts = [spell(a) for a in step.args]
+                parts += [f"{k}={spell(v)}" for k, v in step.kwargs.items()]
+                call = f"{constant(step.target)}({', '.join(parts)})"
+                lines.append(f"{var_prefix}{step.var} = {call}")
+            dead = dead_after.get(step.var)
+            if dead:
+                lines.append("del " + ", ".join(f"{var_prefix}{v}" for v in dead))
         return lines, [spell(o) for o in self.outputs]
+
+
+def _vars_in(value: Any) -> list[int]:
+    """The step variables a step's arguments (or the outputs) read."""
+    found: list[int] = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, _Ref):
+            if not v.is_input:
+                found.append(v.index)
+        elif isinstance(v, (tuple, list)):
+            for item in v:
+                visit(item)
+        elif isinstance(v, dict):
+            for item in v.values():
+                visit(item)
+
+    visit(value)
+    return found
 
 
 def lean_forward(gm: GraphModule) -> Callable[..., Any]:

@@ -1,4 +1,4 @@
-"""Linear layers back as one operator, in the graphs the eager backend runs.
+"""The eager backend's graph, brought back closer to what the model called.
 
 make_fx records ``F.linear`` as the operators its C++ implementation calls: ``t`` and
 ``addmm`` for a 2-D input, and for a contiguous input of more dimensions ``view``, ``t``,
@@ -14,17 +14,22 @@ kernels in the same order on those operands, so the result is the same, bit for 
 its autograd is that of the same operators. The graph stays an aten graph: the disk cache
 stores it as it stores any other, and inductor never sees it (only the eager backend
 rewrites its graph).
+
+``unused_results`` drops the calls whose results nothing reads and that have no effect
+besides their result: an eval-mode batch norm records an ``empty`` reserve tensor and
+three tuple items nobody reads (mobilenet_v3_small: 102 of its 294 calls).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["linear_calls"]
+__all__ = ["linear_calls", "unused_results"]
 
 aten = torch.ops.aten
 
@@ -154,3 +159,34 @@ def linear_calls(gm: GraphModule) -> int:
     if groups:
         gm.recompile()
     return len(groups)
+
+
+def _without_effects(node: Node) -> bool:
+    """True for a call whose only effect is its result: an item of a tuple, or an aten
+    operator that mutates nothing, draws no random numbers and is not an assertion."""
+    target = node.target
+    if target is operator.getitem:
+        return True
+    if not isinstance(target, torch._ops.OpOverload) or target.namespace != "aten":
+        return False
+    if target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags:
+        return False
+    side_effects = getattr(torch.fx.node, "_side_effectful_functions", set())
+    return target not in side_effects and not target.__name__.startswith(
+        ("_assert", "sym_constrain", "_print", "_record")
+    )
+
+
+def unused_results(gm: GraphModule) -> int:
+    """Rewrite ``gm`` in place without the calls nobody reads that have no other effect.
+
+    Returns how many nodes went (the graph is recompiled when any did).
+    """
+    removed = 0
+    for node in reversed(list(gm.graph.nodes)):
+        if node.op == "call_function" and not node.users and _without_effects(node):
+            gm.graph.erase_node(node)
+            removed += 1
+    if removed:
+        gm.recompile()
+    return removed
