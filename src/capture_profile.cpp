@@ -16,36 +16,47 @@ void release_installed_profile(PyObject* capsule) {
   delete static_cast<InstalledProfile*>(PyCapsule_GetPointer(capsule, kCaptureProfileCapsule));
 }
 
-// The table's entry for `code` (both borrowed), or null when it has none.
-PyObject* table_entry(PyObject* table, PyObject* code) {
-  PyObject* entry = PyDict_GetItemWithError(table, code);  // borrowed
-  if (entry == nullptr) PyErr_Clear();  // a lookup error is the same as unknown
+// The table's entry for `code` (borrowed), or null when it has none: from the memo when
+// seen before (see CaptureProfile::memo), else from the dict. The result is borrowed (a
+// singleton: True, False or None).
+PyObject* table_entry(CaptureProfile& state, PyObject* code) {
+  auto found = state.memo.find(code);
+  if (found != state.memo.end()) return found->second;
+  PyObject* entry = PyDict_GetItemWithError(state.user_code.get(), code);  // borrowed
+  if (entry == nullptr) {
+    PyErr_Clear();  // a lookup error is the same as unknown
+    return nullptr;
+  }
+  if (entry == Py_True || entry == Py_False || entry == Py_None) {
+    state.memo.emplace(code, entry);
+    state.memo_held.push_back(Ref::borrow(code));
+  }
   return entry;
 }
 
 // 1: `code` (borrowed) is in the table as library code; 0: user code or not known yet.
-int known_library_code(PyObject* table, PyObject* code) {
-  return table_entry(table, code) == Py_False ? 1 : 0;
+int known_library_code(CaptureProfile& state, PyObject* code) {
+  return table_entry(state, code) == Py_False ? 1 : 0;
 }
 
 // Whether the monitor would do nothing for this event; see capture_profile.h. Mirrors
 // SideEffectMonitor._profile: C calls of library code return at once; calls of library
 // code return at once unless the line tracer must be switched off; returns matter only
 // when the tracer's state would change, i.e. when control goes back to user code.
-bool capture_event_ignorable(const CaptureProfile& state, PyFrameObject* frame, int what) {
+bool capture_event_ignorable(CaptureProfile& state, PyFrameObject* frame, int what) {
   Ref code = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetCode(frame)));
-  PyObject* table = state.user_code.get();
-  if (what == PyTrace_C_CALL) return known_library_code(table, code.get()) == 1;
+  PyObject* entry = table_entry(state, code.get());
+  if (what == PyTrace_C_CALL) return entry == Py_False;
   // The import system's entry: the monitor counts how deep in an import control is.
-  if (table_entry(table, code.get()) == Py_None) return false;
+  if (entry == Py_None) return false;
   if (state.tracing) return false;
-  if (what == PyTrace_CALL) return known_library_code(table, code.get()) == 1;
+  if (what == PyTrace_CALL) return entry == Py_False;
   // PyTrace_RETURN with the tracer off: it stays off unless the caller is user code.
   Ref back = Ref::steal(reinterpret_cast<PyObject*>(PyFrame_GetBack(frame)));
   if (!back) return true;
   Ref back_code = Ref::steal(
       reinterpret_cast<PyObject*>(PyFrame_GetCode(reinterpret_cast<PyFrameObject*>(back.get()))));
-  return known_library_code(table, back_code.get()) == 1;
+  return known_library_code(state, back_code.get()) == 1;
 }
 
 // The Py_tracefunc: `obj` is the capsule (borrowed), `frame` borrowed, `arg` borrowed or
@@ -72,7 +83,7 @@ int capture_profile_trampoline(PyObject* obj, PyFrameObject* frame, int what, Py
   auto* installed =
       static_cast<InstalledProfile*>(PyCapsule_GetPointer(obj, kCaptureProfileCapsule));
   if (installed == nullptr || event == nullptr) return -1;
-  const CaptureProfile& state = *installed->state;
+  CaptureProfile& state = *installed->state;
   if (capture_event_ignorable(state, frame, what)) return 0;
   PyObject* args[3] = {reinterpret_cast<PyObject*>(frame), event, arg ? arg : Py_None};
   Ref result = Ref::steal(PyObject_Vectorcall(state.callback.get(), args, 3, nullptr));

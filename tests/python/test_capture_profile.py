@@ -115,3 +115,22 @@ def test_bad_arguments_are_clear_errors():
         _C._CaptureProfile(42, {})
     with pytest.raises(TypeError):
         _C._CaptureProfile(print, [])
+
+
+def test_an_entry_the_monitor_writes_during_the_capture_is_read_from_then_on():
+    """The filter memoises entries it has found by code identity, never an absence: a code
+    first unknown (forwarded) and then written as library code is answered in C."""
+    table: dict[types.CodeType, bool] = {_code(user_fn): True, _code(library_caller): False}
+    seen: list[tuple[str, str]] = []
+
+    def callback(frame, event, arg):
+        seen.append((event, frame.f_code.co_name))
+        if frame.f_code is _code(library_leaf):
+            table[frame.f_code] = False  # what the monitor does once it has decided
+
+    profile = _C._CaptureProfile(callback, table)
+    _run_under(profile, user_fn, 1)
+    assert ("call", "library_leaf") in seen
+    seen.clear()
+    _run_under(profile, user_fn, 1)
+    assert ("call", "library_leaf") not in seen and ("call", "user_fn") in seen
