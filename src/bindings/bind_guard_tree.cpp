@@ -235,6 +235,11 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
           "seen, unchanged, runs again (mutable items such as tensors), skipping the rest at "
           "once; -1 when there is nothing to skip (no pass yet, the dict changed, a guard "
           "was added).")
+      .def_property_readonly(
+          "dict_version_frozen_items", &GuardManager::dict_version_frozen_items,
+          "How many items of this DICT_VERSION node's dict the next check of the dict last "
+          "seen, unchanged, answers from the item's own tag: dicts read only for their "
+          "contents (a module's hook dicts), unchanged since they passed; -1 with no memo.")
       .def("__str__", [](const GuardManager& g) {
         std::string out;
         g.render(out, 0);

@@ -1,6 +1,9 @@
 // DICT_VERSION: the walks of a dict node that skip unchanged immutable items.
 #include "framecache/guards/dict_version.h"
 
+#include <string>
+#include <vector>
+
 #include "framecache/cpython.h"
 #include "framecache/guards/guard_manager.h"
 #include "framecache/guards/leaf_guards_value.h"
@@ -17,13 +20,48 @@ inline bool memo_hit(uint64_t memo_tag, uint64_t memo_structure, uint64_t tag, u
   return memo_tag != 0 && memo_tag == tag && memo_structure == structure;
 }
 
+// True if every key of `dict` (an exact dict, borrowed) is an immutable value: comparing
+// such keys runs no Python and always answers the same.
+bool immutable_keys(PyObject* dict) {
+  Py_ssize_t pos = 0;
+  PyObject* key = nullptr;
+  PyObject* value = nullptr;
+  while (PyDict_Next(dict, &pos, &key, &value)) {
+    if (!is_immutable_constant(key)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool is_immutable_value(PyObject* value) { return is_immutable_constant(value); }
 
 int64_t GuardManager::dict_version_reruns() const {
   if (node_memo_tag_ == 0 || node_memo_structure_ != root_->structure_version()) return -1;
-  return static_cast<int64_t>(node_memo_rerun_.size());
+  int64_t n = 0;
+  for (const FrozenItem& f : node_memo_frozen_) n += f.dict == nullptr ? 1 : 0;
+  return n;
+}
+
+int64_t GuardManager::dict_version_frozen_items() const {
+  if (node_memo_tag_ == 0 || node_memo_structure_ != root_->structure_version()) return -1;
+  return static_cast<int64_t>(node_memo_rerun_.size()) - dict_version_reruns();
+}
+
+bool GuardManager::reads_only_dict_contents(bool keys_may_reorder) const {
+  static const char* const kContentOnly[] = {
+      "DICT_LENGTH", "LENGTH_CHECK", "TYPE_MATCH", "ID_MATCH", "MAPPING_KEYS_MATCH",
+  };
+  // MAPPING_KEYS_MATCH (last) compares the keys in order.
+  const size_t listed_kinds = keys_may_reorder ? 4 : 5;
+  if (!accessors_.empty()) return false;
+  for (const auto& leaf : leaves_) {
+    const std::string k = leaf->kind();
+    bool listed = false;
+    for (size_t c = 0; c < listed_kinds; ++c) listed = listed || k == kContentOnly[c];
+    if (!listed) return false;
+  }
+  return true;
 }
 
 bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
@@ -43,7 +81,17 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   // replaces node_memo_rerun_ while the first iterates over it.
   const bool sole = root_->active_checks() == 1;
   if (sole && tag != 0 && tag == node_memo_tag_ && structure == node_memo_structure_) {
-    for (const uint32_t i : node_memo_rerun_) {
+    for (size_t k = 0; k < node_memo_rerun_.size(); ++k) {
+      const uint32_t i = node_memo_rerun_[k];
+      const FrozenItem& frozen = node_memo_frozen_[k];
+      // A dict item read only for its contents: while this dict keeps its tag it still
+      // holds that very dict (alive), and that dict's own tag says it is unchanged since
+      // its subtree passed. The first test guards against an earlier rerun having run
+      // Python that changed this dict (and maybe freed the item).
+      if (frozen.dict != nullptr && cpy::dict_version(value) == tag &&
+          cpy::dict_version(frozen.dict) == frozen.tag) {
+        continue;
+      }
       if (!accessors_[i]->check(value, in)) {
         // Drop the memo rather than reorder under it: the indices would shift.
         node_memo_tag_ = 0;
@@ -55,6 +103,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   }
   node_memo_tag_ = 0;
   std::vector<uint32_t> rerun;
+  std::vector<FrozenItem> frozen;
   const size_t n = accessors_.size();
   for (size_t i = 0; i < n; ++i) {
     GuardAccessor& acc = *accessors_[i];
@@ -64,6 +113,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
         return false;
       }
       rerun.push_back(static_cast<uint32_t>(i));
+      frozen.emplace_back();
       continue;
     }
     const uint64_t now = cpy::dict_version(value);
@@ -85,6 +135,18 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
       acc.memo_structure_ = structure;
     } else {
       rerun.push_back(static_cast<uint32_t>(i));
+      FrozenItem item_memo;
+      PyObject* child = item.get();
+      // An exact dict, or an OrderedDict (a module's hook dicts): every change of its
+      // contents goes through the dict's own storage, which changes its tag.
+      const bool plain = PyDict_CheckExact(child);
+      if ((plain || PyODict_CheckExact(child)) &&
+          acc.child().reads_only_dict_contents(/*keys_may_reorder=*/!plain) &&
+          immutable_keys(child)) {
+        const uint64_t child_tag = cpy::dict_version(child);
+        if (child_tag != 0) item_memo = FrozenItem{child, child_tag};
+      }
+      frozen.push_back(item_memo);
     }
   }
   // Every item passed; if the dict kept its tag throughout, the items not in
@@ -92,6 +154,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   // at once. (The order of accessors_ is fixed while no check fails.)
   if (sole && root_->active_checks() == 1 && tag != 0 && cpy::dict_version(value) == tag) {
     node_memo_rerun_ = std::move(rerun);
+    node_memo_frozen_ = std::move(frozen);
     node_memo_tag_ = tag;
     node_memo_structure_ = structure;
   }

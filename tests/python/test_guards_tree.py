@@ -604,6 +604,87 @@ def test_dict_version_node_memo_when_a_rerun_changes_the_dict() -> None:
     assert root.check({"cfg": d})
 
 
+def hooks_tree() -> tuple[RootGuardManager, GuardManager]:
+    """A module-like dict: two hook dicts (DICT_LENGTH), a plain dict of known keys
+    (MAPPING_KEYS_MATCH) and an OrderedDict whose key order is guarded."""
+    root = RootGuardManager()
+    mod = root.local("mod").dict_version()
+    mod.dict_item("_forward_hooks").dict_length(0)
+    mod.dict_item("_hooks_plain").dict_length(0)
+    mod.dict_item("_buffers").mapping_keys_match(["a", "b"])
+    mod.dict_item("_ordered").mapping_keys_match(["x", "y"])
+    return root, mod
+
+
+def hooks_dict() -> dict[str, Any]:
+    return {
+        "_forward_hooks": OrderedDict(),
+        "_hooks_plain": {},
+        "_buffers": {"a": 1, "b": 2},
+        "_ordered": OrderedDict(x=1, y=2),
+    }
+
+
+def test_dict_items_read_only_for_their_contents_are_answered_by_their_own_tag() -> None:
+    root, mod = hooks_tree()
+    d = hooks_dict()
+    assert root.check({"mod": d})
+    # The OrderedDict whose key order is guarded is rerun; the other three are frozen.
+    assert (mod.dict_version_reruns, mod.dict_version_frozen_items) == (1, 3)
+    for _ in range(3):
+        assert root.check({"mod": d})
+    assert executed(root, {"mod": d}) > 0  # verbose checks walk everything
+    d["_forward_hooks"][1] = print  # a hook added: its dict's tag changes
+    assert not root.check({"mod": d})
+    del d["_forward_hooks"][1]
+    assert root.check({"mod": d})
+    d["_buffers"]["c"] = 3
+    assert not root.check({"mod": d})
+    del d["_buffers"]["c"]
+    assert root.check({"mod": d})
+    d["_buffers"].pop("a")
+    d["_buffers"]["a"] = 1  # same keys, another order: a change of its tag
+    assert not root.check({"mod": d})
+    d["_buffers"] = {"a": 1, "b": 2}  # the module dict changes: walked in full
+    assert root.check({"mod": d})
+    d["_ordered"].move_to_end("x")  # reorders without changing the tag
+    assert not root.check({"mod": d})
+    d["_ordered"].move_to_end("y")
+    assert root.check({"mod": d})
+
+
+def test_a_dict_item_with_keys_that_are_not_constants_is_rerun() -> None:
+    class Key:
+        pass
+
+    root = RootGuardManager()
+    mod = root.local("mod").dict_version()
+    mod.dict_item("_hooks").dict_length(1)
+    d = {"_hooks": {Key(): 1}}
+    assert root.check({"mod": d})
+    assert (mod.dict_version_reruns, mod.dict_version_frozen_items) == (1, 0)
+
+
+def test_a_rerun_that_removes_a_frozen_item_fails_the_check_safely() -> None:
+    """A rerun ahead of a frozen item may run Python that changes the module's dict and
+    frees that item: the node notices the dict changed before reading the item's tag."""
+    d: dict[str, Any] = {"_first": [0], "_hooks": {}}
+
+    def drop(value: Any) -> bool:
+        if value[0]:
+            d.pop("_hooks", None)
+        return True
+
+    root = RootGuardManager()
+    mod = root.local("mod").dict_version()
+    mod.dict_item("_first").lambda_guard(drop)
+    mod.dict_item("_hooks").dict_length(0)
+    assert root.check({"mod": d})
+    assert (mod.dict_version_reruns, mod.dict_version_frozen_items) == (1, 1)
+    d["_first"][0] = 1  # the list changes in place: the module's dict keeps its tag
+    assert not root.check({"mod": d})
+
+
 def test_dict_version_node_memo_on_an_instance_dict() -> None:
     class Layer:
         def __init__(self) -> None:

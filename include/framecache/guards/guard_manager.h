@@ -173,6 +173,14 @@ class GuardManager {
   // or -1 when there is no memo (no passing check yet, the dict changed, a
   // guard was added, or the dict has no tag).
   int64_t dict_version_reruns() const;
+  // How many of those reruns are answered by a dict item's own tag instead (see
+  // dict_version.h, "Dict items"); -1 when there is no memo.
+  int64_t dict_version_frozen_items() const;
+  // True if this node reads nothing but the contents of the dict it is given: no
+  // accessors, and only leaves whose answer cannot change while the dict's tag is
+  // unchanged (DICT_LENGTH, LENGTH_CHECK, TYPE_MATCH, ID_MATCH, and for an exact dict
+  // MAPPING_KEYS_MATCH; an OrderedDict's move_to_end reorders keys under one tag).
+  bool reads_only_dict_contents(bool keys_may_reorder) const;
 
  protected:
   // Called with the index of an accessor whose subtree just failed.
@@ -202,6 +210,15 @@ class GuardManager {
   uint64_t node_memo_tag_ = 0;
   uint64_t node_memo_structure_ = 0;
   std::vector<uint32_t> node_memo_rerun_;
+  // Parallel to node_memo_rerun_: a rerun item that is itself an exact dict read only
+  // for its contents (a module's hook dicts, an empty _buffers), with its own tag when
+  // its subtree passed; `dict` null for the other reruns. `dict` is borrowed: the node's
+  // dict holds it for as long as that dict keeps node_memo_tag_.
+  struct FrozenItem {
+    PyObject* dict = nullptr;
+    uint64_t tag = 0;
+  };
+  std::vector<FrozenItem> node_memo_frozen_;
 };
 
 }  // namespace framecache::guards
