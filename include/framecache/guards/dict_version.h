@@ -32,6 +32,18 @@
 // few tag reads and its tensors' reads. Only the tree's sole checker uses or
 // records the node memo (RootGuardManager::active_checks() == 1).
 //
+// Dict items: among those reruns, an item that is itself an exact dict or an
+// OrderedDict (a module's hook dicts, an empty _buffers or _modules), whose
+// node has no accessors and only leaves that read its contents (DICT_LENGTH,
+// LENGTH_CHECK, TYPE_MATCH, ID_MATCH; MAPPING_KEYS_MATCH only for an exact
+// dict, since OrderedDict.move_to_end reorders keys under one tag), and whose
+// keys are constants, is remembered with its own tag when it passes. While the
+// node's dict keeps its tag it holds that very item, and while the item's tag
+// is unchanged so are its contents: the rerun is a tag compare. The node's tag
+// is reread before each such item, in case an earlier rerun ran Python that
+// changed the dict and released the item. A module costs, per unchanged layer,
+// its tensors' reads and one rerun per mutable dict of tensors.
+//
 // 3.12 deprecates ma_version_tag in favour of dict watchers (dict_watch.h);
 // 3.13 instance dicts that share an object's inline values get no tag, and
 // are walked every time (cpython.h).
