@@ -48,8 +48,9 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
     inputs = list(example_inputs)
     fakes = [t for t in inputs if isinstance(t, torch._subclasses.FakeTensor)]
     scratch = tempfile.mkdtemp(prefix="framecache-inductor-")
+    headers = _precompiled_headers_for(inputs)
     try:
-        with temporary_cache_dir(scratch), _no_precompiled_headers():
+        with temporary_cache_dir(scratch), _precompiled_headers(headers):
             vec_isa.record()  # before compiling: the probes' test libraries land in scratch
             mode = fakes[0].fake_mode if fakes else None
             artifact = torch_compat.standalone_compile(gm, inputs, mode)
@@ -64,7 +65,7 @@ def inductor_standalone(gm: torch.fx.GraphModule, example_inputs: Sequence[Any])
         return compile_fx(gm, inputs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _ArtifactCall(artifact, artifact.__call__, libraries, probe_answers)
+    return _ArtifactCall(artifact, artifact.__call__, libraries, probe_answers, headers)
 
 
 def inductor_aoti(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
@@ -232,16 +233,28 @@ def load_aoti(data: bytes, root: str) -> Callable[..., Any]:
     return _AotiCall(data, torch_compat.aoti_load(str(path)))
 
 
-def _no_precompiled_headers() -> Any:
-    """Inductor's config without precompiled headers, at compile and at load alike.
+def _precompiled_headers_for(inputs: Sequence[Any]) -> bool:
+    """Whether a graph of these inputs is compiled with precompiled C++ headers.
 
-    With them, finding a kernel's library by its key runs the C++ preprocessor over the
-    header on every load (its hash is part of the key), which is C++ work a warm start
-    should not do; without them the key is the kernel's source and flags.
+    Inference graphs are not: with them, finding a kernel's library by its key runs the
+    C++ preprocessor over the header on every load (its hash is part of the key), which
+    is C++ work a warm start should not do; without them the key is the kernel's source
+    and flags. Training graphs (an input requires grad under grad mode) are: they have
+    many more kernels (the backward's too), and without the header compiled once each
+    kernel parses torch's headers again: a small ViT's training step took 26 s to
+    compile against torch.compile's 15 s. Their warm start runs the preprocessor once.
     """
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in inputs
+    )
+
+
+def _precompiled_headers(on: bool) -> Any:
+    """Inductor's config with precompiled headers on or off, at compile and at load alike
+    (the same setting gives the same library keys)."""
     from torch._inductor import config
 
-    return config.patch(cpp_cache_precompile_headers=False)
+    return config.patch(cpp_cache_precompile_headers=on)
 
 
 def _libraries(root: str) -> dict[str, bytes]:
@@ -255,7 +268,7 @@ def _libraries(root: str) -> dict[str, bytes]:
 class _ArtifactCall:
     """The callable of a CompiledArtifact, with the artifact kept for saving."""
 
-    __slots__ = ("artifact", "fn", "libraries", "probe_answers")
+    __slots__ = ("artifact", "fn", "libraries", "precompiled_headers", "probe_answers")
 
     def __init__(
         self,
@@ -263,11 +276,13 @@ class _ArtifactCall:
         fn: Callable[..., Any],
         libraries: dict[str, bytes],
         probe_answers: dict[str, bool] | None = None,
+        precompiled_headers: bool = False,
     ) -> None:
         self.artifact = artifact
         self.fn = fn
         self.libraries = libraries
         self.probe_answers = probe_answers
+        self.precompiled_headers = precompiled_headers
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
@@ -306,6 +321,7 @@ def compiled_bytes(backend: str, compiled: Any) -> tuple[str, bytes]:
                 "artifact": saved,
                 "libraries": compiled.libraries,
                 "probe_answers": compiled.probe_answers,
+                "precompiled_headers": compiled.precompiled_headers,
             }
             return "inductor", pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -336,7 +352,7 @@ def load_inductor(data: bytes, scratch_dir: str) -> Callable[..., Any]:
     _install_libraries(bundle["libraries"])
     probe_answers = bundle.get("probe_answers")
     vec_isa.replay(probe_answers if isinstance(probe_answers, dict) else None)
-    with _no_precompiled_headers():
+    with _precompiled_headers(bool(bundle.get("precompiled_headers", False))):
         return _load_artifact(bundle["artifact"], scratch_dir)
 
 
