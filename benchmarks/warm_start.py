@@ -23,7 +23,7 @@ Per backend, four kinds of sample:
 
 The four kinds alternate, so load changes hit them alike; figures are medians.
 Run: ``python benchmarks/warm_start.py [--device cpu|cuda] [--repeats N]
-[--backends eager,inductor] [--json PATH]``.
+[--backends eager,inductor] [--kinds "framecache warm,torch.compile warm"] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -117,15 +117,19 @@ def _sample(
 KINDS = ("framecache cold", "framecache warm", "torch.compile cold", "torch.compile warm")
 
 
-def measure(backend: str, device: str, repeats: int, tmp: str) -> dict[str, object]:
-    """Medians of the four kinds of first call for one backend."""
+def measure(
+    backend: str, device: str, repeats: int, tmp: str, kinds: tuple[str, ...] = KINDS
+) -> dict[str, object]:
+    """Medians of the kinds of first call asked for (all four by default), one backend."""
     fresh = lambda: tempfile.mkdtemp(dir=tmp)  # noqa: E731
     fc_warm_dir = fresh()
     torch_warm_dir = fresh()
     # Fill the caches the warm samples start from.
-    filled = _sample("framecache", backend, device, fc_warm_dir, fresh())
-    assert filled["compiles"] == 1, filled
-    _sample("torch.compile", backend, device, fresh(), torch_warm_dir)
+    if "framecache warm" in kinds:
+        filled = _sample("framecache", backend, device, fc_warm_dir, fresh())
+        assert filled["compiles"] == 1, filled
+    if "torch.compile warm" in kinds:
+        _sample("torch.compile", backend, device, fresh(), torch_warm_dir)
     samples: dict[str, list[dict[str, float]]] = {}
     for _ in range(repeats):
         runs = {
@@ -135,6 +139,8 @@ def measure(backend: str, device: str, repeats: int, tmp: str) -> dict[str, obje
             "torch.compile warm": ("torch.compile", fresh(), torch_warm_dir),
         }
         for name, (which, fc_dir, ind_dir) in runs.items():
+            if name not in kinds:
+                continue
             result = _sample(which, backend, device, fc_dir, ind_dir)
             print(
                 f"  {backend} ({device}) {name}: wrap+call {result['wrap_call_s'] * 1e3:.0f} ms, "
@@ -146,12 +152,14 @@ def measure(backend: str, device: str, repeats: int, tmp: str) -> dict[str, obje
                 assert result["compiles"] == 0 and result["disk_hits"] == 1, result
             samples.setdefault(name, []).append(result)
     out: dict[str, object] = {}
-    for name in KINDS:
+    for name in kinds:
         values = samples[name]
         out[f"{name} wrap+call ms"] = statistics.median(v["wrap_call_s"] for v in values) * 1e3
         out[f"{name} process ms"] = statistics.median(v["process_s"] for v in values) * 1e3
         imported = [m for m in ("inductor", "dynamo") if any(v[m] for v in values)]
         out[f"{name} imports"] = "+".join(imported) or "neither"
+    if kinds != KINDS:
+        return out  # the ratios need all four
     for what in ("wrap+call", "process"):
         fc_warm = out[f"framecache warm {what} ms"]
         out[f"framecache warm/cold, {what}"] = fc_warm / out[f"framecache cold {what} ms"]
@@ -169,12 +177,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", default="eager,inductor")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the tensors' device)")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="which of the four kinds of sample to run (default: all, with the ratios)",
+    )
     args = parser.parse_args()
+    kinds = tuple(k for k in KINDS if k in args.kinds.split(","))
+    unknown = set(args.kinds.split(",")) - set(KINDS)
+    if unknown or not kinds:
+        parser.error(f"--kinds: choose among {', '.join(KINDS)}")
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="framecache-warm-") as tmp:
         os.chmod(tmp, 0o700)
         for backend in args.backends.split(","):
-            results[f"{backend} ({args.device})"] = measure(backend, args.device, args.repeats, tmp)
+            results[f"{backend} ({args.device})"] = measure(
+                backend, args.device, args.repeats, tmp, kinds
+            )
     import torch
 
     results["machine"] = {"torch": torch.__version__, "python": sys.version.split()[0]}
