@@ -50,36 +50,25 @@ def _inductor_dir(path) -> str:
     return f"import os; os.environ['TORCHINDUCTOR_CACHE_DIR'] = {str(path)!r}\n"
 
 
-def test_inductor_warm_start_compiles_nothing(tmp_path):
+def _cold_then_warm(tmp_path, prelude: str, allow_header: bool) -> None:
+    """The MLP compiled cold (stored), then loaded by a process with a fresh inductor
+    cache (nothing may come from torch's own caches) that must compile nothing."""
     mod = write_module(tmp_path / "mod")
-    cache = tmp_path / "cache"
-    body = CALL_MLP.format(backend="inductor", cache_dir=str(cache))
+    body = prelude + CALL_MLP.format(backend="inductor", cache_dir=str(tmp_path / "cache"))
     cold = run(mod, _inductor_dir(tmp_path / "ind1") + body)
     assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
-    # A fresh inductor cache: nothing may come from torch's own caches.
-    # The MLP runs in grad mode (its weights require grad): precompiled headers.
-    warm = run(
-        mod,
-        _inductor_dir(tmp_path / "ind2") + NO_CPP.format(allow_header=True) + body,
-        forbid_capture=True,
-    )
+    no_cpp = NO_CPP.format(allow_header=allow_header)
+    warm = run(mod, _inductor_dir(tmp_path / "ind2") + no_cpp + body, forbid_capture=True)
     assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+
+
+def test_inductor_warm_start_compiles_nothing(tmp_path):
+    # The MLP runs in grad mode (its weights require grad): precompiled headers.
+    _cold_then_warm(tmp_path, "", allow_header=True)
 
 
 def test_inductor_warm_start_of_an_inference_graph_runs_no_compiler_at_all(tmp_path):
-    mod = write_module(tmp_path / "mod")
-    cache = tmp_path / "cache"
-    body = "torch.set_grad_enabled(False)\n" + CALL_MLP.format(
-        backend="inductor", cache_dir=str(cache)
-    )
-    cold = run(mod, _inductor_dir(tmp_path / "ind1") + body)
-    assert cold["compiles"] == 1 and cold["disk_stores"] == 1, cold
-    warm = run(
-        mod,
-        _inductor_dir(tmp_path / "ind2") + NO_CPP.format(allow_header=False) + body,
-        forbid_capture=True,
-    )
-    assert warm["compiles"] == 0 and warm["disk_hits"] == 1, warm
+    _cold_then_warm(tmp_path, "torch.set_grad_enabled(False)\n", allow_header=False)
 
 
 def test_second_compile_of_a_process_warm_starts_without_probing(tmp_path):
