@@ -39,7 +39,7 @@ bool is_immutable_value(PyObject* value) { return is_immutable_constant(value); 
 int64_t GuardManager::dict_version_reruns() const {
   if (node_memo_tag_ == 0 || node_memo_structure_ != root_->structure_version()) return -1;
   int64_t n = 0;
-  for (const FrozenItem& f : node_memo_frozen_) n += f.dict == nullptr ? 1 : 0;
+  for (const FrozenItem& f : node_memo_frozen_) n += f.tag == 0 ? 1 : 0;
   return n;
 }
 
@@ -83,13 +83,20 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   if (sole && tag != 0 && tag == node_memo_tag_ && structure == node_memo_structure_) {
     for (size_t k = 0; k < node_memo_rerun_.size(); ++k) {
       const uint32_t i = node_memo_rerun_[k];
-      const FrozenItem& frozen = node_memo_frozen_[k];
-      // A dict item read only for its contents: while this dict keeps its tag it still
-      // holds that very dict (alive), and that dict's own tag says it is unchanged since
-      // its subtree passed. The first test guards against an earlier rerun having run
-      // Python that changed this dict (and maybe freed the item).
-      if (frozen.dict != nullptr && cpy::dict_version(value) == tag &&
-          cpy::dict_version(frozen.dict) == frozen.tag) {
+      const FrozenItem& memo = node_memo_frozen_[k];
+      // While this dict keeps its tag it still holds that very item (alive): the rerun
+      // needs no lookup, and a dict item read only for its contents whose own tag is
+      // unchanged since its subtree passed needs no check either. The tag is reread for
+      // each item: an earlier rerun may have run Python that changed this dict (and freed
+      // the item). The item is held while its subtree runs, which may run Python too.
+      if (memo.item != nullptr && cpy::dict_version(value) == tag) {
+        if (memo.tag != 0 && cpy::dict_version(memo.item) == memo.tag) continue;
+        const Ref held = Ref::borrow(memo.item);
+        if (!accessors_[i]->child().check(held.get(), in)) {
+          node_memo_tag_ = 0;
+          note_accessor_failure(i);
+          return false;
+        }
         continue;
       }
       if (!accessors_[i]->check(value, in)) {
@@ -135,16 +142,15 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
       acc.memo_structure_ = structure;
     } else {
       rerun.push_back(static_cast<uint32_t>(i));
-      FrozenItem item_memo;
       PyObject* child = item.get();
+      FrozenItem item_memo{child, 0};
       // An exact dict, or an OrderedDict (a module's hook dicts): every change of its
       // contents goes through the dict's own storage, which changes its tag.
       const bool plain = PyDict_CheckExact(child);
       if ((plain || PyODict_CheckExact(child)) &&
           acc.child().reads_only_dict_contents(/*keys_may_reorder=*/!plain) &&
           immutable_keys(child)) {
-        const uint64_t child_tag = cpy::dict_version(child);
-        if (child_tag != 0) item_memo = FrozenItem{child, child_tag};
+        item_memo.tag = cpy::dict_version(child);
       }
       frozen.push_back(item_memo);
     }

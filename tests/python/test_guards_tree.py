@@ -1089,3 +1089,24 @@ def test_keyboard_interrupt_in_getitem_below_a_dict_version_node() -> None:
     with pytest.raises(KeyboardInterrupt):
         root.check_verbose({"cfg": {"obj": Interrupting()}})
     assert root.check({"cfg": {"obj": [1]}})
+
+
+def test_a_rerun_that_replaces_a_later_item_has_that_item_fetched_again() -> None:
+    """Reruns check a remembered item without looking its key up again, only while the
+    node's dict keeps its tag: an item replaced by an earlier rerun is read anew."""
+    d: dict[str, Any] = {"_first": [0], "_second": []}
+
+    def replace(value: Any) -> bool:
+        if value[0]:
+            d["_second"] = [1, 2]
+        return True
+
+    root = RootGuardManager()
+    mod = root.local("mod").dict_version()
+    mod.dict_item("_first").lambda_guard(replace)
+    mod.dict_item("_second").length_check(0)
+    assert root.check({"mod": d})
+    assert root.check({"mod": d})
+    assert mod.dict_version_reruns == 2
+    d["_first"][0] = 1  # in place: the dict keeps its tag until the rerun replaces _second
+    assert not root.check({"mod": d})

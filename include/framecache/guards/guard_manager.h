@@ -210,12 +210,13 @@ class GuardManager {
   uint64_t node_memo_tag_ = 0;
   uint64_t node_memo_structure_ = 0;
   std::vector<uint32_t> node_memo_rerun_;
-  // Parallel to node_memo_rerun_: a rerun item that is itself an exact dict read only
-  // for its contents (a module's hook dicts, an empty _buffers), with its own tag when
-  // its subtree passed; `dict` null for the other reruns. `dict` is borrowed: the node's
-  // dict holds it for as long as that dict keeps node_memo_tag_.
+  // Parallel to node_memo_rerun_: for a rerun of a stable dict item, the item itself
+  // (borrowed: the node's dict holds it for as long as that dict keeps node_memo_tag_),
+  // so that the rerun checks it without looking its key up again; and, for an item that
+  // is a dict read only for its contents (a module's hook dicts, an empty _buffers), its
+  // own tag when its subtree passed (0: none). `item` is null for the other reruns.
   struct FrozenItem {
-    PyObject* dict = nullptr;
+    PyObject* item = nullptr;
     uint64_t tag = 0;
   };
   std::vector<FrozenItem> node_memo_frozen_;
