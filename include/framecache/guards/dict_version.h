@@ -41,8 +41,10 @@
 // node's dict keeps its tag it holds that very item, and while the item's tag
 // is unchanged so are its contents: the rerun is a tag compare. The node's tag
 // is reread before each such item, in case an earlier rerun ran Python that
-// changed the dict and released the item. A module costs, per unchanged layer,
-// its tensors' reads and one rerun per mutable dict of tensors.
+// changed the dict and released the item. Every other rerun of a dict item
+// checks the item the last full pass saw (held while its subtree runs), without
+// looking its key up again. A module costs, per unchanged layer, its tensors'
+// reads and a few tag reads.
 //
 // 3.12 deprecates ma_version_tag in favour of dict watchers (dict_watch.h);
 // 3.13 instance dicts that share an object's inline values get no tag, and
