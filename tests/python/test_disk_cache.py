@@ -483,3 +483,31 @@ def test_a_changed_default_function_misses(tmp_path):
     (mod / "norm_mod.py").write_text(changed)
     again = run(mod, CALL_NORM.format(seed=0, cache_dir=cache))
     assert again["compiles"] == 1 and again["disk_hits"] == 0, again
+
+
+def _doubled(x):
+    return x * 2 + 1
+
+
+def test_an_entry_holding_its_graph_only_says_it_was_compiled_again(tmp_path):
+    """A backend whose output cannot be stored (any callable backend) stores the graph; a
+    warm start skips the capture and compiles that graph again, and says so."""
+    compiled_graphs = []
+
+    def backend(gm, example_inputs):
+        compiled_graphs.append(gm)
+        return gm.forward
+
+    x = torch.randn(3)
+    first = framecache.compile(_doubled, backend=backend, cache_dir=tmp_path)
+    torch.testing.assert_close(first(x), _doubled(x))
+    assert framecache.stats(_doubled).disk_stores == 1
+    framecache.reset()
+    again = framecache.compile(_doubled, backend=backend, cache_dir=tmp_path)
+    torch.testing.assert_close(again(x), _doubled(x))
+    stats = framecache.stats(_doubled)
+    assert stats.disk_hits == 1 and stats.compiles == 0, stats
+    assert len(compiled_graphs) == 2  # the backend ran again on the stored graph
+    assert any(r.startswith("graph only: loaded and compiled again") for r in stats.disk_reasons), (
+        stats.disk_reasons
+    )

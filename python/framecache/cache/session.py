@@ -35,6 +35,7 @@ from ..compiler.stats import (
     disk_build,
     disk_bypass,
     disk_corrupt,
+    disk_graph_only,
     disk_hit,
     disk_miss,
     disk_store,
@@ -209,7 +210,7 @@ class DiskCache:
         if not ok:
             return None
         try:
-            compiled = self._compiled(stored, f_locals, f_globals, args, backend)
+            compiled = self._compiled(stored, f_locals, f_globals, args, backend, counters)
         except Exception as exc:
             log.warning(
                 "disk entry of %s cannot be loaded: %s: %s",
@@ -232,9 +233,11 @@ class DiskCache:
         f_globals: dict[str, Any],
         args: Any,
         backend: Callable[..., Any],
+        counters: CodeStats | None = None,
     ) -> Callable[..., Any]:
         from . import artifact
 
+        why = "its entry holds the graph only"
         if stored.artifact_kind == "inductor":
             return artifact.load_inductor(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
         if stored.artifact_kind == "aoti" and self.wrap_compiled is None:
@@ -244,12 +247,20 @@ class DiskCache:
                 return artifact.load_aoti(stored.artifact, str(self.store.root))  # type: ignore[union-attr]
             except Exception as exc:  # the package does not load here: compile the graph
                 log.warning("AOTInductor package of %s does not load: %s", stored.qualname, exc)
+                why = f"its package does not load here ({type(exc).__name__})"
+        elif stored.artifact_kind == "aoti":
+            why = "a package cannot be recorded into CUDA graphs"
         if stored.artifact_kind == "eager":
             from ..compiler.lean_graph import lean_forward
 
             return lean_forward(artifact.load_graph(stored.graph, module=False))
         gm = artifact.load_graph(stored.graph)
         # Graph only: the backend compiles it again, on the frame's own tensors.
+        log.info(
+            "disk entry of %s: %s; compiling it with %s", stored.qualname, why, self.backend_name
+        )
+        if counters is not None:
+            disk_graph_only(counters, f"loaded and compiled again ({why})")
         scope = dict(f_globals)
         scope.update(f_locals)
         inputs = [eval(expr, scope) for expr in stored.call_args]  # expressions we wrote
@@ -294,6 +305,13 @@ class DiskCache:
                 kind, blob = "aoti", b""  # the package comes from the builder (builds.py)
             else:
                 kind, blob = artifact.compiled_bytes(self.backend_name, compiled)
+                if kind == "graph" and self.backend_name == "inductor":
+                    disk_graph_only(
+                        counters,
+                        "inductor's output cannot be saved (standalone_compile keeps no "
+                        "artifact with TORCHINDUCTOR_FORCE_DISABLE_CACHES set, or it fell back "
+                        "to compile_fx): a warm start compiles the graph again",
+                    )
             # Inductor's artifact is the whole compile; other kinds need the graph itself.
             graph = b"" if kind == "inductor" else artifact.graph_bytes(capture.gm)
             spec = capture.out_spec

@@ -109,6 +109,11 @@ def disk_bypass(counters: CodeStats, reason: str) -> None:
     _reason(counters, f"bypass: {reason}")
 
 
+def disk_graph_only(counters: CodeStats, reason: str) -> None:
+    """An entry stored, or loaded, with its graph only: a warm start compiles it again."""
+    _reason(counters, f"graph only: {reason}")
+
+
 def disk_corrupt(counters: CodeStats, reason: str) -> None:
     """A stored entry was unreadable (a miss, and it is replaced)."""
     PROCESS.corrupt += 1
