@@ -183,10 +183,11 @@ class _AotiCall:
 
     __slots__ = ("package", "run")
 
-    # AOTInductor's runner cannot be recorded into a CUDA graph: its container waits on the
-    # CUDA event of its previous run (cudaEventSynchronize), which a capture forbids; the
-    # failed capture then leaves the device's random generator in capture state, and every
-    # later random op raises. compiler/cudagraphs.py refuses such a callable.
+    # AOTInductor's runner cannot be recorded into a CUDA graph: on torch 2.11 (H200) its run
+    # inside a capture failed with "operation not permitted when stream is capturing" (a
+    # call the capture forbids; its container synchronises on the event of its previous
+    # run, the likely one), and the failed capture left the device's random generator in
+    # capture state, so every later random op raised. compiler/cudagraphs.py refuses it.
     capture_target = None
 
     def __init__(self, package: bytes, run: Callable[[list[Any]], list[Any]]) -> None:
