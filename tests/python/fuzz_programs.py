@@ -239,6 +239,11 @@ class MutatingBox:
 
     def __getitem__(self, key: Any) -> Any:
         self._mutate()
+        if isinstance(key, int) and key >= 64:
+            # `x in box` iterates through __getitem__(0), (1), ... until IndexError: without
+            # an end it never returns, in Python as under a guard (a DICT_CONTAINS on a box
+            # grew the box until the fuzzer's memory limit).
+            raise IndexError(key)
         return self.items[0]
 
     def keys(self) -> list[Any]:
