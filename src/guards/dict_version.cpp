@@ -39,7 +39,7 @@ bool is_immutable_value(PyObject* value) { return is_immutable_constant(value); 
 int64_t GuardManager::dict_version_reruns() const {
   if (node_memo_tag_ == 0 || node_memo_structure_ != root_->structure_version()) return -1;
   int64_t n = 0;
-  for (const FrozenItem& f : node_memo_frozen_) n += f.tag == 0 ? 1 : 0;
+  for (const Rerun& r : node_memo_rerun_) n += r.tag == 0 ? 1 : 0;
   return n;
 }
 
@@ -81,9 +81,8 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   // replaces node_memo_rerun_ while the first iterates over it.
   const bool sole = root_->active_checks() == 1;
   if (sole && tag != 0 && tag == node_memo_tag_ && structure == node_memo_structure_) {
-    for (size_t k = 0; k < node_memo_rerun_.size(); ++k) {
-      const uint32_t i = node_memo_rerun_[k];
-      const FrozenItem& memo = node_memo_frozen_[k];
+    for (const Rerun& memo : node_memo_rerun_) {
+      const uint32_t i = memo.accessor;
       // While this dict keeps its tag it still holds that very item (alive): the rerun
       // needs no lookup, and a dict item read only for its contents whose own tag is
       // unchanged since its subtree passed needs no check either. The tag is reread for
@@ -109,8 +108,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
     if (cpy::dict_version(value) == tag) return true;
   }
   node_memo_tag_ = 0;
-  std::vector<uint32_t> rerun;
-  std::vector<FrozenItem> frozen;
+  std::vector<Rerun> rerun;
   const size_t n = accessors_.size();
   for (size_t i = 0; i < n; ++i) {
     GuardAccessor& acc = *accessors_[i];
@@ -119,8 +117,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
         note_accessor_failure(i);
         return false;
       }
-      rerun.push_back(static_cast<uint32_t>(i));
-      frozen.emplace_back();
+      rerun.push_back(Rerun{static_cast<uint32_t>(i)});
       continue;
     }
     const uint64_t now = cpy::dict_version(value);
@@ -141,9 +138,8 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
       acc.memo_dict_tag_ = now;
       acc.memo_structure_ = structure;
     } else {
-      rerun.push_back(static_cast<uint32_t>(i));
       PyObject* child = item.get();
-      FrozenItem item_memo{child, 0};
+      Rerun item_memo{static_cast<uint32_t>(i), child, 0};
       // An exact dict, or an OrderedDict (a module's hook dicts): every change of its
       // contents goes through the dict's own storage, which changes its tag.
       const bool plain = PyDict_CheckExact(child);
@@ -152,7 +148,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
           immutable_keys(child)) {
         item_memo.tag = cpy::dict_version(child);
       }
-      frozen.push_back(item_memo);
+      rerun.push_back(item_memo);
     }
   }
   // Every item passed; if the dict kept its tag throughout, the items not in
@@ -160,7 +156,6 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   // at once. (The order of accessors_ is fixed while no check fails.)
   if (sole && root_->active_checks() == 1 && tag != 0 && cpy::dict_version(value) == tag) {
     node_memo_rerun_ = std::move(rerun);
-    node_memo_frozen_ = std::move(frozen);
     node_memo_tag_ = tag;
     node_memo_structure_ = structure;
   }

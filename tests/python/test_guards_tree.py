@@ -665,23 +665,50 @@ def test_a_dict_item_with_keys_that_are_not_constants_is_rerun() -> None:
     assert (mod.dict_version_reruns, mod.dict_version_frozen_items) == (1, 0)
 
 
-def test_a_rerun_that_removes_a_frozen_item_fails_the_check_safely() -> None:
-    """A rerun ahead of a frozen item may run Python that changes the module's dict and
-    frees that item: the node notices the dict changed before reading the item's tag."""
-    d: dict[str, Any] = {"_first": [0], "_hooks": {}}
+def rerun_then_item(
+    d: dict[str, Any], change: Callable[[], Any]
+) -> tuple[RootGuardManager, GuardManager, Callable[[], None]]:
+    """A DICT_VERSION node over ``d``: a LAMBDA guard on d['_first'] (a list) that runs
+    ``change`` once the list's first element is set, ahead of the guard the caller adds
+    on a later item. Returns the root, the node and the switch that arms it."""
 
-    def drop(value: Any) -> bool:
+    def body(value: Any) -> bool:
         if value[0]:
-            d.pop("_hooks", None)
+            change()
         return True
 
     root = RootGuardManager()
     mod = root.local("mod").dict_version()
-    mod.dict_item("_first").lambda_guard(drop)
+    mod.dict_item("_first").lambda_guard(body)
+
+    def arm() -> None:
+        d["_first"][0] = 1  # in place: the module's dict keeps its tag until change() runs
+
+    return root, mod, arm
+
+
+def test_a_rerun_that_removes_a_frozen_item_fails_the_check_safely() -> None:
+    """A rerun ahead of a frozen item may run Python that changes the module's dict and
+    frees that item: the node notices the dict changed before reading the item's tag."""
+    d: dict[str, Any] = {"_first": [0], "_hooks": {}}
+    root, mod, arm = rerun_then_item(d, lambda: d.pop("_hooks", None))
     mod.dict_item("_hooks").dict_length(0)
     assert root.check({"mod": d})
     assert (mod.dict_version_reruns, mod.dict_version_frozen_items) == (1, 1)
-    d["_first"][0] = 1  # the list changes in place: the module's dict keeps its tag
+    arm()
+    assert not root.check({"mod": d})
+
+
+def test_a_rerun_that_replaces_a_later_item_has_that_item_fetched_again() -> None:
+    """Reruns check a remembered item without looking its key up again, only while the
+    node's dict keeps its tag: an item replaced by an earlier rerun is read anew."""
+    d: dict[str, Any] = {"_first": [0], "_second": []}
+    root, mod, arm = rerun_then_item(d, lambda: d.__setitem__("_second", [1, 2]))
+    mod.dict_item("_second").length_check(0)
+    assert root.check({"mod": d})
+    assert root.check({"mod": d})
+    assert mod.dict_version_reruns == 2
+    arm()
     assert not root.check({"mod": d})
 
 
@@ -1089,24 +1116,3 @@ def test_keyboard_interrupt_in_getitem_below_a_dict_version_node() -> None:
     with pytest.raises(KeyboardInterrupt):
         root.check_verbose({"cfg": {"obj": Interrupting()}})
     assert root.check({"cfg": {"obj": [1]}})
-
-
-def test_a_rerun_that_replaces_a_later_item_has_that_item_fetched_again() -> None:
-    """Reruns check a remembered item without looking its key up again, only while the
-    node's dict keeps its tag: an item replaced by an earlier rerun is read anew."""
-    d: dict[str, Any] = {"_first": [0], "_second": []}
-
-    def replace(value: Any) -> bool:
-        if value[0]:
-            d["_second"] = [1, 2]
-        return True
-
-    root = RootGuardManager()
-    mod = root.local("mod").dict_version()
-    mod.dict_item("_first").lambda_guard(replace)
-    mod.dict_item("_second").length_check(0)
-    assert root.check({"mod": d})
-    assert root.check({"mod": d})
-    assert mod.dict_version_reruns == 2
-    d["_first"][0] = 1  # in place: the dict keeps its tag until the rerun replaces _second
-    assert not root.check({"mod": d})

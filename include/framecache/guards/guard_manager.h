@@ -209,17 +209,17 @@ class GuardManager {
   // unstable accessors), which must run again even while the tag is unchanged.
   uint64_t node_memo_tag_ = 0;
   uint64_t node_memo_structure_ = 0;
-  std::vector<uint32_t> node_memo_rerun_;
-  // Parallel to node_memo_rerun_: for a rerun of a stable dict item, the item itself
+  // One rerun: the accessor's index; for a stable dict item, the item itself
   // (borrowed: the node's dict holds it for as long as that dict keeps node_memo_tag_),
-  // so that the rerun checks it without looking its key up again; and, for an item that
-  // is a dict read only for its contents (a module's hook dicts, an empty _buffers), its
-  // own tag when its subtree passed (0: none). `item` is null for the other reruns.
-  struct FrozenItem {
+  // so that the rerun checks it without looking its key up again, null otherwise; and,
+  // for an item that is a dict read only for its contents (a module's hook dicts, an
+  // empty _buffers), its own tag when its subtree passed (0: none).
+  struct Rerun {
+    uint32_t accessor = 0;
     PyObject* item = nullptr;
     uint64_t tag = 0;
   };
-  std::vector<FrozenItem> node_memo_frozen_;
+  std::vector<Rerun> node_memo_rerun_;
 };
 
 }  // namespace framecache::guards
