@@ -16,6 +16,8 @@ constants, so a hit runs one small Python frame plus the backend's work: no wrap
 from __future__ import annotations
 
 import inspect
+import keyword
+import re
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -125,25 +127,44 @@ _Step = tuple[str, Any]
 
 
 def _chain(expr: str) -> tuple[str, tuple[_Step, ...]] | None:
-    """``expr`` as a name and its attribute / constant-subscript steps, or None."""
-    import ast
+    """``expr`` as a name and its attribute / constant-subscript steps, or None.
 
-    try:
-        node = ast.parse(expr, mode="eval").body
-    except SyntaxError:
+    A small scanner of the one shape wanted (``name``, then ``.attr`` or ``[k]`` with ``k``
+    an int or a plain string literal), not ``ast.parse``: on 3.11 the AST builder keeps its
+    recursion depth per interpreter, so parses in two threads can fail each other with
+    "AST constructor recursion depth mismatch" (CPython gh-106905), and this runs on every
+    compile, in whatever thread compiles. Anything else gives None: the expression is then
+    used as written.
+    """
+    match = _NAME.match(expr)
+    if match is None or keyword.iskeyword(match.group()):
         return None
+    base, pos = match.group(), match.end()
     steps: list[_Step] = []
-    while True:
-        if isinstance(node, ast.Attribute):
-            steps.append(("attr", node.attr))
-            node = node.value
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-            steps.append(("item", node.slice.value))
-            node = node.value
-        elif isinstance(node, ast.Name):
-            return node.id, tuple(reversed(steps))
+    while pos < len(expr):
+        if expr[pos] == ".":
+            match = _NAME.match(expr, pos + 1)
+            if match is None or keyword.iskeyword(match.group()):
+                return None
+            steps.append(("attr", match.group()))
+            pos = match.end()
+        elif expr[pos] == "[":
+            match = _INT_ITEM.match(expr, pos) or _STR_ITEM.match(expr, pos)
+            if match is None:
+                return None
+            text = match.group(1)
+            steps.append(("item", int(text) if match.re is _INT_ITEM else text[1:-1]))
+            pos = match.end()
         else:
             return None
+    return base, tuple(steps)
+
+
+# Identifiers as Python spells them (non-ASCII included), ints, and string literals with
+# no escapes or prefixes: the spellings source names use. Others fall back to "as written".
+_NAME = re.compile(r"[^\W\d]\w*")
+_INT_ITEM = re.compile(r"\[(-?(?:0|[1-9]\d*))\]")
+_STR_ITEM = re.compile(r"""\[('[^'\\\n]*'|"[^"\\\n]*")\]""")
 
 
 def _spell(base: str, steps: Sequence[_Step]) -> str:
