@@ -240,6 +240,11 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
           "How many items of this DICT_VERSION node's dict the next check of the dict last "
           "seen, unchanged, answers from the item's own tag: dicts read only for their "
           "contents (a module's hook dicts), unchanged since they passed; -1 with no memo.")
+      .def_property_readonly(
+          "dict_version_skips_leaves", &GuardManager::dict_version_skips_leaves,
+          "1 if the next check of the dict last seen, unchanged, skips this node's own "
+          "leaves (they read its contents only and its keys are constants), 0 if they run; "
+          "-1 with no memo.")
       .def("__str__", [](const GuardManager& g) {
         std::string out;
         g.render(out, 0);

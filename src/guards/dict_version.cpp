@@ -48,13 +48,21 @@ int64_t GuardManager::dict_version_frozen_items() const {
   return static_cast<int64_t>(node_memo_rerun_.size()) - dict_version_reruns();
 }
 
+int64_t GuardManager::dict_version_skips_leaves() const {
+  if (node_memo_tag_ == 0 || node_memo_structure_ != root_->structure_version()) return -1;
+  return node_memo_skips_leaves_ ? 1 : 0;
+}
+
 bool GuardManager::reads_only_dict_contents(bool keys_may_reorder) const {
+  return accessors_.empty() && leaves_read_only_dict_contents(keys_may_reorder);
+}
+
+bool GuardManager::leaves_read_only_dict_contents(bool keys_may_reorder) const {
   static const char* const kContentOnly[] = {
       "DICT_LENGTH", "LENGTH_CHECK", "TYPE_MATCH", "ID_MATCH", "MAPPING_KEYS_MATCH",
   };
   // MAPPING_KEYS_MATCH (last) compares the keys in order.
   const size_t listed_kinds = keys_may_reorder ? 4 : 5;
-  if (!accessors_.empty()) return false;
   for (const auto& leaf : leaves_) {
     const std::string k = leaf->kind();
     bool listed = false;
@@ -65,12 +73,20 @@ bool GuardManager::reads_only_dict_contents(bool keys_may_reorder) const {
 }
 
 bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
-  for (const auto& leaf : leaves_) {
-    if (!leaf->check(value)) return false;
-  }
   const bool exact = value != nullptr && PyDict_CheckExact(value);
   const uint64_t structure = root_->structure_version();
-  const uint64_t tag = exact ? cpy::dict_version(value) : 0;
+  uint64_t tag = exact ? cpy::dict_version(value) : 0;
+  // The node's own leaves: skipped when the memo says they read only the contents of
+  // this very dict, unchanged since they passed (a module's _parameters keys, its
+  // __dict__'s length); otherwise run, and the tag is read again after them.
+  const bool skip_leaves = node_memo_skips_leaves_ && tag != 0 && tag == node_memo_tag_ &&
+                           structure == node_memo_structure_ && root_->active_checks() == 1;
+  if (!skip_leaves) {
+    for (const auto& leaf : leaves_) {
+      if (!leaf->check(value)) return false;
+    }
+    tag = exact ? cpy::dict_version(value) : 0;
+  }
   // The node-level memo: the dict is the one a whole pass succeeded on, with
   // the same contents, so every item that pass memoised is still the same
   // immutable object; only the others run (tensors, whose metadata can change
@@ -108,6 +124,13 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
     if (cpy::dict_version(value) == tag) return true;
   }
   node_memo_tag_ = 0;
+  if (skip_leaves) {
+    // A rerun changed the dict (it ran Python): the leaves skipped above run now.
+    for (const auto& leaf : leaves_) {
+      if (!leaf->check(value)) return false;
+    }
+    tag = exact ? cpy::dict_version(value) : 0;
+  }
   std::vector<Rerun> rerun;
   const size_t n = accessors_.size();
   for (size_t i = 0; i < n; ++i) {
@@ -156,6 +179,8 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   // at once. (The order of accessors_ is fixed while no check fails.)
   if (sole && root_->active_checks() == 1 && tag != 0 && cpy::dict_version(value) == tag) {
     node_memo_rerun_ = std::move(rerun);
+    node_memo_skips_leaves_ =
+        leaves_read_only_dict_contents(/*keys_may_reorder=*/false) && immutable_keys(value);
     node_memo_tag_ = tag;
     node_memo_structure_ = structure;
   }

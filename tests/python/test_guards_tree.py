@@ -1116,3 +1116,62 @@ def test_keyboard_interrupt_in_getitem_below_a_dict_version_node() -> None:
     with pytest.raises(KeyboardInterrupt):
         root.check_verbose({"cfg": {"obj": Interrupting()}})
     assert root.check({"cfg": {"obj": [1]}})
+
+
+def test_an_unchanged_dict_skips_the_node_s_own_content_leaves() -> None:
+    """A module's _parameters: its keys guarded on the node, its tensors below it. While
+    the dict keeps its tag the keys cannot have changed: only the items run."""
+    root = RootGuardManager()
+    params = root.local("params").dict_version()
+    params.type_match(dict).dict_length(2).mapping_keys_match(["weight", "bias"])
+    counter = Counter()
+    params.dict_item("weight").lambda_guard(counter)
+    params.dict_item("bias").lambda_guard(counter)
+    d: dict[str, Any] = {"weight": [1], "bias": [2]}
+    assert params.dict_version_skips_leaves == -1
+    assert root.check({"params": d})
+    assert params.dict_version_skips_leaves == 1
+    for n in range(2, 5):
+        assert root.check({"params": d})
+        assert counter.calls == 2 * n  # the items still run on every check
+    d["extra"] = [3]
+    assert not root.check({"params": d})
+    del d["extra"]
+    assert root.check({"params": d})
+    d.pop("weight")
+    d["weight"] = [1]  # the same keys in another order: the keys guard runs and fails
+    assert not root.check({"params": d})
+    assert root.check({"params": {"weight": [1], "bias": [2]}})
+
+
+def test_leaves_that_read_more_than_the_contents_always_run() -> None:
+    class Key:
+        pass
+
+    root = RootGuardManager()
+    node = root.local("d").dict_version()
+    node.dict_length(1)
+    node.lambda_guard(lambda d: True)
+    assert root.check({"d": {"a": 1}})
+    assert node.dict_version_skips_leaves == 0
+    root = RootGuardManager()
+    node = root.local("d").dict_version()
+    node.dict_length(1)
+    assert root.check({"d": {Key(): 1}})
+    assert node.dict_version_skips_leaves == 0  # keys that are not constants
+
+
+def test_skipped_leaves_run_when_a_rerun_changes_the_dict() -> None:
+    """A rerun runs Python that adds a key: the node's leaves, skipped while the dict
+    had its remembered tag, run after all and fail."""
+    d: dict[str, Any] = {"_first": [0]}
+    root, mod, arm = rerun_then_item(d, lambda: d.__setitem__("_added", 1))
+    mod.mapping_keys_match(["_first"])
+    assert root.check({"mod": d})
+    assert root.check({"mod": d})
+    assert mod.dict_version_skips_leaves == 1
+    arm()
+    assert not root.check({"mod": d})
+    del d["_added"]
+    d["_first"][0] = 0
+    assert root.check({"mod": d})

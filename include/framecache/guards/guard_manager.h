@@ -176,11 +176,15 @@ class GuardManager {
   // How many of those reruns are answered by a dict item's own tag instead (see
   // dict_version.h, "Dict items"); -1 when there is no memo.
   int64_t dict_version_frozen_items() const;
+  // 1 if that memo also skips this node's own leaves, 0 if they run; -1 with no memo.
+  int64_t dict_version_skips_leaves() const;
   // True if this node reads nothing but the contents of the dict it is given: no
   // accessors, and only leaves whose answer cannot change while the dict's tag is
   // unchanged (DICT_LENGTH, LENGTH_CHECK, TYPE_MATCH, ID_MATCH, and for an exact dict
   // MAPPING_KEYS_MATCH; an OrderedDict's move_to_end reorders keys under one tag).
   bool reads_only_dict_contents(bool keys_may_reorder) const;
+  // The leaves' half of that: every leaf is one of those kinds (accessors allowed).
+  bool leaves_read_only_dict_contents(bool keys_may_reorder) const;
 
  protected:
   // Called with the index of an accessor whose subtree just failed.
@@ -209,6 +213,10 @@ class GuardManager {
   // unstable accessors), which must run again even while the tag is unchanged.
   uint64_t node_memo_tag_ = 0;
   uint64_t node_memo_structure_ = 0;
+  // Whether a check that finds node_memo_tag_ may skip this node's own leaves too:
+  // they all read the dict's contents only (leaves_read_only_dict_contents) and its keys
+  // are constants, so on the same unchanged dict they answer as that pass did.
+  bool node_memo_skips_leaves_ = false;
   // One rerun: the accessor's index; for a stable dict item, the item itself
   // (borrowed: the node's dict holds it for as long as that dict keeps node_memo_tag_),
   // so that the rerun checks it without looking its key up again, null otherwise; and,
