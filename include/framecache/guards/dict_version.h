@@ -32,6 +32,12 @@
 // few tag reads and its tensors' reads. Only the tree's sole checker uses or
 // records the node memo (RootGuardManager::active_checks() == 1).
 //
+// The node's own leaves run on every check, except when the memo holds and
+// they all read only the dict's contents (DICT_LENGTH, LENGTH_CHECK, TYPE_MATCH,
+// ID_MATCH, MAPPING_KEYS_MATCH: the tag of one exact dict changes with any key)
+// and its keys are constants: a module's _parameters keys are then not compared
+// again. If a rerun changes the dict, the node is walked in full, leaves first.
+//
 // Dict items: among those reruns, an item that is itself an exact dict or an
 // OrderedDict (a module's hook dicts, an empty _buffers or _modules), whose
 // node has no accessors and only leaves that read its contents (DICT_LENGTH,
