@@ -125,11 +125,12 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   }
   node_memo_tag_ = 0;
   if (skip_leaves) {
-    // A rerun changed the dict (it ran Python): the leaves skipped above run now.
+    // A rerun changed the dict (it ran Python): the leaves skipped above run now. `tag`
+    // stays the one the pass began with, so a pass over a dict that changed under it
+    // remembers nothing, as without skipped leaves.
     for (const auto& leaf : leaves_) {
       if (!leaf->check(value)) return false;
     }
-    tag = exact ? cpy::dict_version(value) : 0;
   }
   std::vector<Rerun> rerun;
   const size_t n = accessors_.size();
