@@ -75,16 +75,19 @@ bool GuardManager::leaves_read_only_dict_contents(bool keys_may_reorder) const {
 bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   const bool exact = value != nullptr && PyDict_CheckExact(value);
   const uint64_t structure = root_->structure_version();
+  // True if this pass may use the node memo with the dict's tag `t` (see below). Whether
+  // this is the tree's sole check is read each time: a leaf may have run Python.
+  const auto memo_holds = [&](uint64_t t) {
+    return root_->active_checks() == 1 && t != 0 && t == node_memo_tag_ &&
+           structure == node_memo_structure_;
+  };
   uint64_t tag = exact ? cpy::dict_version(value) : 0;
   // The node's own leaves: skipped when the memo says they read only the contents of
   // this very dict, unchanged since they passed (a module's _parameters keys, its
   // __dict__'s length); otherwise run, and the tag is read again after them.
-  const bool skip_leaves = node_memo_skips_leaves_ && tag != 0 && tag == node_memo_tag_ &&
-                           structure == node_memo_structure_ && root_->active_checks() == 1;
+  const bool skip_leaves = node_memo_skips_leaves_ && memo_holds(tag);
   if (!skip_leaves) {
-    for (const auto& leaf : leaves_) {
-      if (!leaf->check(value)) return false;
-    }
+    if (!leaves_pass(value)) return false;
     tag = exact ? cpy::dict_version(value) : 0;
   }
   // The node-level memo: the dict is the one a whole pass succeeded on, with
@@ -96,7 +99,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
   // overlaps (a guard ran Python and another thread checked this tree) never
   // replaces node_memo_rerun_ while the first iterates over it.
   const bool sole = root_->active_checks() == 1;
-  if (sole && tag != 0 && tag == node_memo_tag_ && structure == node_memo_structure_) {
+  if (memo_holds(tag)) {
     for (const Rerun& memo : node_memo_rerun_) {
       const uint32_t i = memo.accessor;
       // While this dict keeps its tag it still holds that very item (alive): the rerun
@@ -128,9 +131,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
     // A rerun changed the dict (it ran Python): the leaves skipped above run now. `tag`
     // stays the one the pass began with, so a pass over a dict that changed under it
     // remembers nothing, as without skipped leaves.
-    for (const auto& leaf : leaves_) {
-      if (!leaf->check(value)) return false;
-    }
+    if (!leaves_pass(value)) return false;
   }
   std::vector<Rerun> rerun;
   const size_t n = accessors_.size();

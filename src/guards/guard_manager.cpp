@@ -143,9 +143,7 @@ bool GuardManager::is_root() const { return static_cast<const GuardManager*>(roo
 
 bool GuardManager::check(PyObject* value, const FrameInputs& in) {
   if (dict_versioned_) return check_dict_node(value, in);
-  for (const auto& leaf : leaves_) {
-    if (!leaf->check(value)) return false;
-  }
+  if (!leaves_pass(value)) return false;
   const size_t n = accessors_.size();
   for (size_t i = 0; i < n; ++i) {
     if (!accessors_[i]->check(value, in)) {

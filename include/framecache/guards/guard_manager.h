@@ -199,6 +199,13 @@ class GuardManager {
   std::vector<std::unique_ptr<GuardAccessor>> accessors_;
 
  private:
+  // True if every leaf passes on `value` (borrowed); stops at the first that fails.
+  bool leaves_pass(PyObject* value) {
+    for (const auto& leaf : leaves_) {
+      if (!leaf->check(value)) return false;
+    }
+    return true;
+  }
   // Runs the leaves for check_verbose(); false if one raised a fatal error.
   bool verbose_leaves(PyObject* value, VerboseState& out, bool& ok);
   // The walks of a DICT_VERSION node (dict_version.cpp).
