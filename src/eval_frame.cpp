@@ -50,7 +50,8 @@ PyObject* g_warning_category = nullptr;  // borrowed from the module that set it
 // top of ours that chains back to us, and that ours was later installed on
 // top of again (off, then on), makes a cycle: ours -> it -> ours -> ... The
 // second visit of a frame runs it with CPython's evaluator instead.
-thread_local cpy::Frame* t_passing_on = nullptr;
+// Initial-exec TLS like the other words the hook reads per call (stack_guard.h).
+__thread cpy::Frame* t_passing_on __attribute__((tls_model("initial-exec"))) = nullptr;
 
 PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag);
 
@@ -90,13 +91,13 @@ class UnrunFrame {
   }
 
  private:
-  static thread_local UnrunFrame* t_current;
+  static __thread UnrunFrame* t_current __attribute__((tls_model("initial-exec")));
   PyThreadState* ts_;
   cpy::Frame* frame_;
   UnrunFrame* outer_ = nullptr;
   bool handed_off_ = false;
 };
-thread_local UnrunFrame* UnrunFrame::t_current = nullptr;
+__thread UnrunFrame* UnrunFrame::t_current = nullptr;
 
 // New reference, or null with an error set.
 inline PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
@@ -427,7 +428,8 @@ PyObject* refuse_frame(PyThreadState* ts, cpy::Frame* frame) {
   return nullptr;
 }
 
-PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+// Every frame the lean entry below does not finish itself.
+[[gnu::noinline]] PyObject* eval_frame_full(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous != nullptr && frame == t_passing_on) {
     return cpy::eval_frame_default(ts, frame, throwflag);
   }
@@ -449,6 +451,42 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
     return run_previous(ts, frame, throwflag);
   }
   return evaluate_unless_nothing_to_do(st, ts, frame);
+}
+
+
+// The hook's entry: the exits that cost a Python call most often (a frame run
+// as it is: a code marked SKIP, run-only with nothing cached, the hook off
+// for this thread), decided as eval_frame_full and evaluate_unless_nothing_to_do
+// decide them, and ended with a tail call to CPython's evaluator. Anything
+// else, or anything unusual (another evaluator chained, no thread state, a
+// bypass, a throw, a low stack, the cap to raise), goes to eval_frame_full,
+// which decides it all again from the start. Kept free of calls that return
+// here, so that the compiler saves no registers on the way through.
+PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+  ThreadState* st = thread_state_peek();
+  if (g_previous != nullptr || st == nullptr || st->bypass != nullptr || throwflag != 0 ||
+      stack::low_or_unknown()) {
+    return eval_frame_full(ts, frame, throwflag);
+  }
+  PyCodeObject* code = cpy::frame_code(frame);
+  if (st->mode == EvalMode::kOff || st->suspended != 0 || st->cap == FrameAction::SKIP ||
+      cpy::frame_started(frame) || cpy::tracing_active(ts, code)) {
+    return cpy::eval_frame_default(ts, frame, 0);
+  }
+  const auto* es = static_cast<const ExtraState*>(cpy::code_get_extra(code, g_hook_extra_index));
+  const bool run_only = st->mode == EvalMode::kRunOnly;
+  if (es == nullptr) {
+    if (run_only) return cpy::eval_frame_default(ts, frame, 0);
+    return eval_frame_full(ts, frame, 0);
+  }
+  const FrameExecStrategy& strategy = es->strategy_for(st->tag);
+  const FrameAction action = strongest(strategy.cur_action, st->cap);
+  if ((action == FrameAction::SKIP ||
+       ((run_only || action == FrameAction::RUN_ONLY) && es->entries().empty())) &&
+      strongest(st->cap, strategy.recursive_action) == st->cap) {
+    return cpy::eval_frame_default(ts, frame, 0);
+  }
+  return eval_frame_full(ts, frame, 0);
 }
 
 void install() {

@@ -12,7 +12,7 @@
 
 namespace framecache::stack {
 
-thread_local uintptr_t t_limit = 0;
+__thread uintptr_t t_limit __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
 // What must stay free below the last frame the hook accepts: the C frames

@@ -331,18 +331,22 @@ inline Py_ssize_t request_code_extra_index(freefunc free) {
   return PyUnstable_Eval_RequestCodeExtraIndex(free);
 #endif
 }
+// The slot `index` of co_extra, or null. Read directly rather than through
+// _PyCode_GetExtra / PyUnstable_Code_GetExtra: the hook reads it for every
+// Python call, and the exported function (a call through the PLT, a type
+// check and an error path) costs about as much again as the rest of the
+// SKIP exit. co_extra points to CPython's private _PyCodeObjectExtra, a
+// size followed by the slots, defined in Objects/codeobject.c with the same
+// layout from 3.6 to 3.13; the mirror below goes when that layout changes
+// (3.14 keeps it, but is refused above for other reasons).
+struct CodeExtraLayout {
+  Py_ssize_t size;
+  void* slots[1];
+};
 inline void* code_get_extra(PyCodeObject* co, Py_ssize_t index) {
-  void* extra = nullptr;
-#ifdef FRAMECACHE_PY311
-  const int rc = _PyCode_GetExtra(reinterpret_cast<PyObject*>(co), index, &extra);
-#else
-  const int rc = PyUnstable_Code_GetExtra(reinterpret_cast<PyObject*>(co), index, &extra);
-#endif
-  if (rc < 0) {
-    PyErr_Clear();
-    return nullptr;
-  }
-  return extra;
+  const auto* extra = static_cast<const CodeExtraLayout*>(co->co_extra);
+  if (extra == nullptr || index < 0 || index >= extra->size) return nullptr;
+  return extra->slots[index];
 }
 // Returns 0, or -1 with an exception set.
 inline int code_set_extra(PyCodeObject* co, Py_ssize_t index, void* extra) {
