@@ -87,8 +87,33 @@ bool check_code_compatible(PyCodeObject* original, PyObject* code_obj) {
   return true;
 }
 
+namespace {
+// The fast-local index of `name` in `code`: a plain local, neither an argument
+// nor a cell or free variable. Throws py::value_error otherwise.
+int32_t plain_local_index(PyCodeObject* code, const std::string& name) {
+  int nargs = code->co_argcount + code->co_kwonlyargcount;
+  if (code->co_flags & CO_VARARGS) ++nargs;
+  if (code->co_flags & CO_VARKEYWORDS) ++nargs;
+  PyObject* names = code->co_localsplusnames;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i) {
+    const char* n = PyUnicode_AsUTF8(PyTuple_GET_ITEM(names, i));
+    if (n == nullptr) throw py::error_already_set();
+    if (name != n) continue;
+    if (i < nargs || cpy::code_slot_is_cell(code, static_cast<int>(i)) ||
+        cpy::code_slot_is_free(code, static_cast<int>(i))) {
+      throw py::value_error("export local '" + name +
+                            "' must be a plain local of the compiled code, not an argument, "
+                            "cell or free variable");
+    }
+    return static_cast<int32_t>(i);
+  }
+  throw py::value_error("export local '" + name + "' is not a local of the compiled code");
+}
+}  // namespace
+
 CacheEntry::CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_manager,
-                       PyObject* compile_id, std::string trace_annotation, uint64_t tag)
+                       PyObject* compile_id, std::string trace_annotation, uint64_t tag,
+                       const std::vector<std::string>& export_locals)
     : code_(Ref::borrow(code)),
       guard_manager_(Ref::borrow(guard_manager)),
       compile_id_(Ref::borrow(compile_id)),
@@ -102,6 +127,27 @@ CacheEntry::CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_m
     check_method_ = Ref::steal(PyObject_GetAttrString(guard_manager, "check"));
     if (!check_method_) throw py::error_already_set();
   }
+  if (export_locals.empty()) return;
+  if (!(original->co_flags & CO_OPTIMIZED)) {
+    throw py::value_error("export locals need a function's code, not a module or class body");
+  }
+  const size_t exports = root_ != nullptr ? root_->num_exports() : 0;
+  if (export_locals.size() != exports + 1) {
+    throw py::value_error("export_locals names a flag and one local per export: expected " +
+                          std::to_string(exports + 1) + " names, got " +
+                          std::to_string(export_locals.size()));
+  }
+  auto* c = reinterpret_cast<PyCodeObject*>(code);
+  std::vector<int32_t> index;
+  for (const std::string& name : export_locals) {
+    const int32_t i = plain_local_index(c, name);
+    for (int32_t j : index) {
+      if (j == i) throw py::value_error("export local '" + name + "' is named twice");
+    }
+    index.push_back(i);
+  }
+  export_flag_ = index.front();
+  export_index_.assign(index.begin() + 1, index.end());
 }
 
 CacheEntry::~CacheEntry() { entries_with_function().erase(this); }
@@ -126,10 +172,15 @@ void CacheEntry::refresh_slots(PyCodeObject* original) {
   slots_version_ = root_->local_names_version();
 }
 
-int CacheEntry::check(cpy::Frame* frame) {
+int CacheEntry::check(cpy::Frame* frame, uint64_t* export_ticket) {
+  if (export_ticket != nullptr) *export_ticket = 0;
   if (root_ != nullptr) {
     if (slots_version_ != root_->local_names_version()) refresh_slots(cpy::frame_code(frame));
-    return root_->check_root(frame_inputs(frame, slots_));
+    const int passed = root_->check_root(frame_inputs(frame, slots_));
+    if (passed == 1 && export_ticket != nullptr && export_flag_ >= 0) {
+      *export_ticket = root_->export_ticket();
+    }
+    return passed;
   }
   // Building the dict runs Python for a module or class body whose namespace
   // is not a dict (its keys(), its __getitem__): an ordinary error there fails
@@ -225,19 +276,25 @@ PyObject* CacheEntry::function_for(cpy::Frame* frame) {
   return fn.release();
 }
 
-PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame) {
+void CacheEntry::receive_exports(cpy::Frame* frame, uint64_t export_ticket) {
+  if (export_flag_ < 0 || cpy::frame_code(frame) != code()) return;
+  PyObject** fast = cpy::frame_fast_locals(frame);
+  if (fast[export_flag_] != nullptr) return;  // not a fresh frame: leave it alone
+  const bool moved =
+      root_ != nullptr && root_->move_exports(export_ticket, fast, export_index_.data());
+  fast[export_flag_] = Py_NewRef(moved ? Py_True : Py_None);
+}
+
+PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame, uint64_t export_ticket) {
   PyCodeObject* original = cpy::frame_code(frame);
   ThreadState* st = thread_state_peek();
   if (!(original->co_flags & CO_OPTIMIZED)) {
     // Module and class bodies run against their namespace mapping.
     PyObject* closure = cpy::frame_closure(frame);
-    PyCodeObject* saved = st->bypass;
-    st->bypass = code();
-    PyObject* result = PyEval_EvalCodeEx(code_.get(), cpy::frame_globals(frame),
-                                         cpy::frame_locals_mapping(frame), nullptr, 0, nullptr, 0,
-                                         nullptr, 0, nullptr, closure);
-    st->bypass = saved;
-    return result;
+    const BypassScope bypass(st, code(), nullptr, 0);
+    return PyEval_EvalCodeEx(code_.get(), cpy::frame_globals(frame),
+                             cpy::frame_locals_mapping(frame), nullptr, 0, nullptr, 0, nullptr, 0,
+                             nullptr, closure);
   }
 
   Ref fn = Ref::steal(function_for(frame));
@@ -247,8 +304,9 @@ PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame) {
   const int kwonly = original->co_kwonlyargcount;
   const int flags = original->co_flags;
 
-  PyCodeObject* saved = st->bypass;
-  st->bypass = code();
+  // The hook hands the new frame to receive_exports (eval_frame.cpp); an entry
+  // with export locals always goes there, to set the flag at least.
+  const BypassScope bypass(st, code(), export_flag_ >= 0 ? this : nullptr, export_ticket);
   PyObject* result;
   if (kwonly == 0 && !(flags & kArgFlags)) {
     // The common case: the frame's arguments are already in call order.
@@ -267,10 +325,7 @@ PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame) {
     for (int i = 0; i < argc; ++i) args.push_back(fast[i]);
     for (Py_ssize_t i = 0; i < nvar; ++i) args.push_back(PyTuple_GET_ITEM(varargs, i));
     Ref kwnames = Ref::steal(nkw ? PyTuple_New(nkw) : nullptr);
-    if (nkw && !kwnames) {
-      st->bypass = saved;
-      return nullptr;
-    }
+    if (nkw && !kwnames) return nullptr;
     Py_ssize_t k = 0;
     for (int i = argc; i < argc + kwonly; ++i, ++k) {
       PyObject* name = PyTuple_GET_ITEM(original->co_localsplusnames, i);
@@ -288,7 +343,7 @@ PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame) {
     result = PyObject_Vectorcall(fn.get(), args.data(), static_cast<size_t>(argc + nvar),
                                  kwnames.get());
   }
-  st->bypass = saved;
+  if (export_flag_ >= 0 && root_ != nullptr) root_->release_exports();  // if not moved
   return result;
 }
 

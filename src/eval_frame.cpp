@@ -30,6 +30,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "framecache/callback_types.h"
@@ -117,16 +118,16 @@ PyObject* run_normally(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
 }
 
 PyObject* run_entry(ThreadState* st, PyThreadState* ts, cpy::Frame* frame, CacheEntry& entry,
-                    FrameAction recursive) {
+                    FrameAction recursive, uint64_t export_ticket = 0) {
   CapScope cap(st, recursive);
-  return entry.run(ts, frame);
+  return entry.run(ts, frame, export_ticket);
 }
 
 // Finds the first entry of options tag `tag` whose guards pass (entries of
 // other tags are skipped before their guards run). 0 (hit in *out, or miss),
 // or -1 with an error set.
 int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, uint64_t tag,
-           Shared<CacheEntry>* out) {
+           Shared<CacheEntry>* out, uint64_t* export_ticket) {
   if (es.entries().empty()) return 0;
   SuspendScope suspend(st);
   // A guard that runs Python can change this list (reset_code, another
@@ -138,7 +139,7 @@ int lookup(ThreadState* st, ExtraState& es, cpy::Frame* frame, uint64_t tag,
     for (size_t i = 0; i < es.entries().size(); ++i) {
       if (es.entries()[i]->tag() != tag) continue;
       Shared<CacheEntry> entry = es.entries()[i];
-      const int passed = entry->check(frame);
+      const int passed = entry->check(frame, export_ticket);
       if (passed < 0) return -1;
       if (es.generation() != generation) {
         changed = true;
@@ -207,11 +208,14 @@ Shared<CacheEntry> make_entry(PyCodeObject* original, const GuardedCode& gc, uin
   if (!check_code_compatible(original, gc.code.ptr())) return Shared<CacheEntry>();
   try {
     Shared<CacheEntry> entry(new CacheEntry(original, gc.code.ptr(), gc.guard_manager.ptr(),
-                                            gc.compile_id.ptr(), gc.trace_annotation, tag));
+                                            gc.compile_id.ptr(), gc.trace_annotation, tag,
+                                            gc.export_locals));
     entry->record_identity(frame, gc.identity_locals);
     return entry;
   } catch (py::error_already_set& e) {
     e.restore();
+  } catch (const py::builtin_exception& e) {
+    e.set_error();  // ValueError for export locals that do not fit
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }
@@ -358,8 +362,9 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
   if (action == FrameAction::SKIP) return run_normally(st, ts, frame, recursive);
 
   Shared<CacheEntry> hit;
-  if (lookup(st, *es, frame, tag, &hit) < 0) return nullptr;
-  if (hit) return run_entry(st, ts, frame, *hit, recursive);
+  uint64_t export_ticket = 0;
+  if (lookup(st, *es, frame, tag, &hit, &export_ticket) < 0) return nullptr;
+  if (hit) return run_entry(st, ts, frame, *hit, recursive, export_ticket);
   if (action == FrameAction::RUN_ONLY) return run_normally(st, ts, frame, recursive);
   return handle_miss(st, ts, frame, std::move(es), recursive);
 }
@@ -442,6 +447,9 @@ PyObject* refuse_frame(PyThreadState* ts, cpy::Frame* frame) {
   }
   if (st->bypass != nullptr && st->bypass == cpy::frame_code(frame)) {
     st->bypass = nullptr;
+    if (CacheEntry* entry = std::exchange(st->bypass_entry, nullptr)) {
+      entry->receive_exports(frame, st->bypass_ticket);
+    }
     return run_previous(ts, frame, throwflag);
   }
   if (stack::low() && throwflag == 0 && !cpy::frame_started(frame)) return refuse_frame(ts, frame);

@@ -30,20 +30,35 @@ class CacheEntry : public Counted {
   // `guard_manager` is a RootGuardManager or any object with check(f_locals).
   // `tag` is the options tag of the callback that compiled it (see
   // ThreadState::tag): lookup considers the entry only under that tag.
+  //
+  // `export_locals` (may be empty): locals of `code` that receive the guard tree's
+  // exports on a hit (guards/root_guard_manager.h). The first is a flag, set to
+  // True when the rest hold export 0, 1, ... in order, or to None when they were
+  // not given (the code then reads those values itself); one name per export of
+  // the tree follows. Each must be a plain local of `code` that is not an
+  // argument. ValueError (a pybind11 exception) when they do not fit.
   CacheEntry(PyCodeObject* original, PyObject* code, PyObject* guard_manager, PyObject* compile_id,
-             std::string trace_annotation, uint64_t tag = 0);
+             std::string trace_annotation, uint64_t tag = 0,
+             const std::vector<std::string>& export_locals = {});
   ~CacheEntry() override;
 
   // Runs the guards on an unstarted frame of the original code: 1 pass,
   // 0 fail, -1 error set (only fatal errors: KeyboardInterrupt and the like).
-  int check(_PyInterpreterFrame* frame);
+  // On a pass, *export_ticket (when given) is what run() needs to hand the
+  // guards' exports to the cached code (0: none to hand).
+  int check(_PyInterpreterFrame* frame, uint64_t* export_ticket = nullptr);
   // Why the guards fail on this frame, one line per failure (slow path).
   std::vector<std::string> failure_reasons(_PyInterpreterFrame* frame);
 
   // Runs the cached code in place of `frame` (borrowed): its arguments, cells
-  // and free variables go to the new code. Returns a new reference or null
+  // and free variables go to the new code, and the exports of the check that
+  // `export_ticket` names to its export locals. Returns a new reference or null
   // with an exception set.
-  PyObject* run(PyThreadState* ts, _PyInterpreterFrame* frame);
+  PyObject* run(PyThreadState* ts, _PyInterpreterFrame* frame, uint64_t export_ticket = 0);
+  // Called by the hook with the frame of this entry's code that run() is
+  // starting (borrowed, not started): fills its export locals.
+  void receive_exports(_PyInterpreterFrame* frame, uint64_t export_ticket);
+  bool has_export_locals() const { return export_flag_ >= 0; }
 
   PyCodeObject* code() const { return reinterpret_cast<PyCodeObject*>(code_.get()); }  // borrowed
   PyObject* guard_manager() const { return guard_manager_.get(); }                      // borrowed
@@ -86,6 +101,10 @@ class CacheEntry : public Counted {
   std::vector<int32_t> slots_;
   uint64_t slots_version_ = 0;
   Ref cached_function_;
+  // Fast-local indices in code_ of the export flag (-1: no export locals) and of
+  // each export, in slot order.
+  int32_t export_flag_ = -1;
+  std::vector<int32_t> export_index_;
 };
 
 // Drops the function object every entry keeps for its hits, so that the

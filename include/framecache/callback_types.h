@@ -28,6 +28,9 @@ struct GuardedCode {
   // Frame locals whose identity guard_manager pins (an ID_MATCH on `self`):
   // the recompile limit counts only the entries made for the same objects.
   std::vector<std::string> identity_locals;
+  // Locals of `code` that receive the guard tree's exports on a hit: a flag,
+  // then one per export (CacheEntry's constructor says how).
+  std::vector<std::string> export_locals;
 };
 
 struct CallbackResult {

@@ -16,6 +16,8 @@
 
 namespace framecache {
 
+class CacheEntry;
+
 enum class EvalMode : int {
   kOff = 0,      // callback None: frames run normally
   kRunOnly = 1,  // callback False: cached entries are used, nothing compiles
@@ -43,6 +45,11 @@ struct ThreadState {
   // The code object of the frame the hook is about to evaluate in place of
   // another; its frame runs normally (it is the cached code itself).
   PyCodeObject* bypass = nullptr;
+  // With `bypass`: the entry whose code it is, when that frame is to receive the
+  // entry's guard exports (CacheEntry::receive_exports), and the ticket of the
+  // check whose exports they are. Borrowed: the entry is running it.
+  CacheEntry* bypass_entry = nullptr;
+  uint64_t bypass_ticket = 0;
   // The PyThreadState this belongs to (for sanity checks).
   PyThreadState* owner = nullptr;
 };
@@ -67,6 +74,32 @@ int active_thread_count() noexcept;
 void note_interpreter_exit() noexcept;
 // Called whenever a thread's mode changes between off and not off.
 void note_mode_change(EvalMode before, EvalMode after) noexcept;
+
+// Marks `code` as the thread's bypass (with the entry and ticket that go with it)
+// for its scope, restoring the previous ones after (RAII). The hook clears them
+// when the frame of `code` comes.
+class BypassScope {
+ public:
+  BypassScope(ThreadState* st, PyCodeObject* code, CacheEntry* entry, uint64_t ticket)
+      : st_(st), code_(st->bypass), entry_(st->bypass_entry), ticket_(st->bypass_ticket) {
+    st->bypass = code;
+    st->bypass_entry = entry;
+    st->bypass_ticket = ticket;
+  }
+  ~BypassScope() {
+    st_->bypass = code_;
+    st_->bypass_entry = entry_;
+    st_->bypass_ticket = ticket_;
+  }
+  BypassScope(const BypassScope&) = delete;
+  BypassScope& operator=(const BypassScope&) = delete;
+
+ private:
+  ThreadState* st_;
+  PyCodeObject* code_;
+  CacheEntry* entry_;
+  uint64_t ticket_;
+};
 
 // Raises `cap` to at least `action` for its scope (RAII).
 class CapScope {

@@ -245,6 +245,21 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
           "1 if the next check of the dict last seen, unchanged, skips this node's own "
           "leaves (they read its contents only and its keys are constants), 0 if they run; "
           "-1 with no memo.")
+      .def("export",
+           [](GuardManager& g, int32_t slot) -> GuardManager& {
+             try {
+               g.set_export(slot);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+             return g;
+           },
+           py::arg("slot"), py::return_value_policy::reference,
+           "Hand the value this node checks to the root as export `slot` whenever a check "
+           "passes (RootGuardManager.take_exports; the runtime moves them into the cached "
+           "code's locals). A node with an export is reached by every passing check.")
+      .def_property_readonly("export_slot", &GuardManager::export_slot,
+                             "This node's export slot, or -1.")
       .def("__str__", [](const GuardManager& g) {
         std::string out;
         g.render(out, 0);
@@ -299,6 +314,17 @@ GuardManagerClass bind_guard_tree(py::module_& m) {
       .def("tensor_pass_size", [](PyRoot& r) { return r.tensor_pass_size(); },
            "How many frame locals check() reads in its flat tensor pass (nodes holding only "
            "TENSOR_MATCH and at most one relational member) rather than by walking them.")
+      .def_property_readonly("num_exports", &RootGuardManager::num_exports,
+                             "How many export slots the tree has (GuardManager.export).")
+      .def("take_exports",
+           [](PyRoot& r) {
+             PyObject* out = r.take_exports();
+             if (out == nullptr) throw py::error_already_set();
+             return py::reinterpret_steal<py::object>(out);
+           },
+           "The exports of the last check, as a tuple in slot order, moved out of the tree; "
+           "None when that check failed, did not reach every export, overlapped another "
+           "check of this tree, or they were taken already.")
       .def("__str__", &RootGuardManager::render_tree)
       .def("__repr__", [](const PyRoot& r) {
         return "<RootGuardManager (" + std::to_string(r.num_guards()) + " guards)>";

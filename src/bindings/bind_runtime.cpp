@@ -61,7 +61,8 @@ void bind_runtime(py::module_& m) {
   py::class_<GuardedCode>(m, "GuardedCode",
                           "A compiled code object and the guards under which it may run.")
       .def(py::init([](py::object code, py::object guard_manager, py::object compile_id,
-                       std::string trace_annotation, std::vector<std::string> identity_locals) {
+                       std::string trace_annotation, std::vector<std::string> identity_locals,
+                       std::vector<std::string> export_locals) {
              if (!PyCode_Check(code.ptr())) {
                throw py::type_error(std::string("GuardedCode: code must be a code object, got ") +
                                     Py_TYPE(code.ptr())->tp_name);
@@ -76,15 +77,18 @@ void bind_runtime(py::module_& m) {
                }
              }
              return GuardedCode{std::move(code), std::move(guard_manager), std::move(compile_id),
-                                std::move(trace_annotation), std::move(identity_locals)};
+                                std::move(trace_annotation), std::move(identity_locals),
+                                std::move(export_locals)};
            }),
            py::arg("code"), py::arg("guard_manager"), py::arg("compile_id") = py::none(),
-           py::arg("trace_annotation") = "", py::arg("identity_locals") = std::vector<std::string>{})
+           py::arg("trace_annotation") = "", py::arg("identity_locals") = std::vector<std::string>{},
+           py::arg("export_locals") = std::vector<std::string>{})
       .def_readonly("code", &GuardedCode::code)
       .def_readonly("guard_manager", &GuardedCode::guard_manager)
       .def_readonly("compile_id", &GuardedCode::compile_id)
       .def_readonly("trace_annotation", &GuardedCode::trace_annotation)
-      .def_readonly("identity_locals", &GuardedCode::identity_locals);
+      .def_readonly("identity_locals", &GuardedCode::identity_locals)
+      .def_readonly("export_locals", &GuardedCode::export_locals);
 
   py::class_<CallbackResult>(m, "CallbackResult", "What a cache-miss callback returns.")
       .def(py::init([](py::object guarded_code, std::optional<FrameExecStrategy> strategy,

@@ -54,7 +54,7 @@ int64_t GuardManager::dict_version_skips_leaves() const {
 }
 
 bool GuardManager::reads_only_dict_contents(bool keys_may_reorder) const {
-  return accessors_.empty() && leaves_read_only_dict_contents(keys_may_reorder);
+  return accessors_.empty() && export_slot_ < 0 && leaves_read_only_dict_contents(keys_may_reorder);
 }
 
 bool GuardManager::leaves_read_only_dict_contents(bool keys_may_reorder) const {
@@ -110,7 +110,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
       if (memo.item != nullptr && cpy::dict_version(value) == tag) {
         if (memo.tag != 0 && cpy::dict_version(memo.item) == memo.tag) continue;
         const Ref held = Ref::borrow(memo.item);
-        if (!accessors_[i]->child().check(held.get(), in)) {
+        if (!memo.child->check(held.get(), in)) {
           node_memo_tag_ = 0;
           note_accessor_failure(i);
           return false;
@@ -164,7 +164,7 @@ bool GuardManager::check_dict_node(PyObject* value, const FrameInputs& in) {
       acc.memo_structure_ = structure;
     } else {
       PyObject* child = item.get();
-      Rerun item_memo{static_cast<uint32_t>(i), child, 0};
+      Rerun item_memo{static_cast<uint32_t>(i), child, 0, &acc.child()};
       // An exact dict, or an OrderedDict (a module's hook dicts): every change of its
       // contents goes through the dict's own storage, which changes its tag.
       const bool plain = PyDict_CheckExact(child);

@@ -142,6 +142,7 @@ GuardManager::~GuardManager() = default;
 bool GuardManager::is_root() const { return static_cast<const GuardManager*>(root_) == this; }
 
 bool GuardManager::check(PyObject* value, const FrameInputs& in) {
+  if (export_slot_ >= 0) root_->store_export(export_slot_, value);
   if (dict_versioned_) return check_dict_node(value, in);
   if (!leaves_pass(value)) return false;
   const size_t n = accessors_.size();
@@ -239,12 +240,25 @@ void GuardManager::enable_dict_version() {
 bool GuardManager::subtree_depends_only_on_value() const {
   const uint64_t version = root_->structure_version();
   if (value_only_structure_ == version) return value_only_;
-  bool ok = true;
+  // An export must be reached by every passing check: its subtree is never memoised.
+  bool ok = export_slot_ < 0;
   for (const auto& leaf : leaves_) ok = ok && leaf->depends_only_on_value();
   for (const auto& acc : accessors_) ok = ok && acc->child().subtree_depends_only_on_value();
   value_only_ = ok;
   value_only_structure_ = version;
   return ok;
+}
+
+void GuardManager::set_export(int32_t slot) {
+  if (is_root()) throw std::invalid_argument("the root has no value to export");
+  if (slot < 0) throw std::invalid_argument("an export slot is a non-negative index");
+  if (export_slot_ == slot) return;
+  if (export_slot_ >= 0) {
+    throw std::invalid_argument(source_ + " is already export " + std::to_string(export_slot_));
+  }
+  check_mutable();
+  root_->register_export(slot, *this);
+  export_slot_ = slot;
 }
 
 size_t GuardManager::num_guards() const {
@@ -256,6 +270,7 @@ size_t GuardManager::num_guards() const {
 void GuardManager::render(std::string& out, int indent) const {
   const std::string pad(static_cast<size_t>(indent) * 2, ' ');
   out += pad + source_ + "\n";
+  if (export_slot_ >= 0) out += pad + "  | EXPORT(" + std::to_string(export_slot_) + ")\n";
   if (dict_versioned_) {
     out += pad + "  | DICT_VERSION (unchanged immutable items are not rechecked)\n";
   }

@@ -6,6 +6,8 @@
 #include "framecache/guards/leaf_guards_tensor.h"
 #include "framecache/guards/torch_access.h"
 
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 
 namespace framecache::guards {
@@ -29,13 +31,76 @@ RootGuardManager::~RootGuardManager() = default;
 
 int RootGuardManager::check_root(const FrameInputs& in) {
   ActiveCheck scope(active_checks_);
+  const uint64_t number = ++check_number_;
+  ticket_ = 0;
+  exports_stored_ = 0;
   // The structure cannot change while any check is in progress (check_mutable),
   // so a stale plan is only ever replaced when nobody is iterating over it.
   if (tensor_pass_version_ != structure_version_) plan_tensor_pass();
   const bool passed = tensor_pass_.empty() ? check(nullptr, in) : check_with_tensor_pass(in);
   if (!relational_.empty()) reset_relational();
+  if (!exports_.empty()) {
+    // Sole means: it began alone (else it stored nothing), no check began after it
+    // (else that one reset the count and may own the slots), and it ends alone.
+    if (passed && check_number_ == number && active_checks_ == 1 &&
+        exports_stored_ == exports_.size()) {
+      ticket_ = number;
+    } else if (active_checks_ == 1) {
+      release_exports();
+    }
+  }
   if (passed) return 1;
   return PyErr_Occurred() ? -1 : 0;
+}
+
+// --- exports -----------------------------------------------------------------------
+
+void RootGuardManager::register_export(int32_t slot, const GuardManager& node) {
+  const auto k = static_cast<size_t>(slot);
+  if (k < export_nodes_.size() && export_nodes_[k] != nullptr) {
+    throw std::invalid_argument("export " + std::to_string(slot) + " is already " +
+                                export_nodes_[k]->source());
+  }
+  if (k >= exports_.size()) {
+    exports_.resize(k + 1);
+    export_stamp_.resize(k + 1, 0);
+    export_nodes_.resize(k + 1, nullptr);
+  }
+  export_nodes_[k] = &node;
+}
+
+bool RootGuardManager::move_exports(uint64_t ticket, PyObject** dest, const int32_t* index) {
+  if (ticket == 0 || ticket != ticket_ || ticket != check_number_) return false;
+  const size_t n = exports_.size();
+  for (size_t k = 0; k < n; ++k) {
+    if (dest[index[k]] != nullptr || !exports_[k]) return false;
+  }
+  for (size_t k = 0; k < n; ++k) dest[index[k]] = exports_[k].release();
+  ticket_ = 0;
+  return true;
+}
+
+PyObject* RootGuardManager::take_exports() {
+  const size_t n = exports_.size();
+  Ref out = Ref::steal(PyTuple_New(static_cast<Py_ssize_t>(n)));
+  if (!out) return nullptr;
+  // Making the tuple may have run a collection, and a finaliser a check.
+  if (ticket_ == 0 || ticket_ != check_number_) return Py_NewRef(Py_None);
+  std::vector<int32_t> index(n);
+  for (size_t k = 0; k < n; ++k) index[k] = static_cast<int32_t>(k);
+  auto** items = &PyTuple_GET_ITEM(out.get(), 0);
+  if (!move_exports(ticket_, items, index.data())) return Py_NewRef(Py_None);
+  return out.release();
+}
+
+void RootGuardManager::release_exports() noexcept {
+  ticket_ = 0;
+  // Each reference leaves its slot before it is dropped: a decref may run Python
+  // that checks this tree again (its stores land in emptied slots, and its ticket,
+  // if any, finds some of them emptied again: move_exports then refuses).
+  for (Ref& r : exports_) {
+    if (r) Ref doomed = std::move(r);
+  }
 }
 
 // --- the tensor pass -------------------------------------------------------------
@@ -57,7 +122,10 @@ void RootGuardManager::plan_tensor_pass() {
     acc.in_tensor_pass_ = false;
     auto* local = dynamic_cast<FrameLocalAccessor*>(&acc);
     const GuardManager& child = acc.child();
-    if (local == nullptr || !child.accessors().empty() || child.dict_versioned()) continue;
+    if (local == nullptr || !child.accessors().empty() || child.dict_versioned() ||
+        child.export_slot() >= 0) {
+      continue;
+    }
     const auto& leaves = child.leaves();
     if (leaves.empty() || leaves.size() > 2) continue;
     auto* match = dynamic_cast<TensorMatch*>(leaves[0].get());

@@ -484,6 +484,7 @@ def builder_methods() -> list[str]:
         "fail_counts",
         "local_names",
         "tensor_pass_size",
+        "take_exports",
         "source",
         "dict_versioned",
     }

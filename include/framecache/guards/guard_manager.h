@@ -186,6 +186,12 @@ class GuardManager {
   // The leaves' half of that: every leaf is one of those kinds (accessors allowed).
   bool leaves_read_only_dict_contents(bool keys_may_reorder) const;
 
+  // Exports (root_guard_manager.h): every check that reaches this node hands the
+  // value it checks to the root as export `slot`. A node with an export is never
+  // skipped by a DICT_VERSION memo, so a passing check has reached it. -1: none.
+  void set_export(int32_t slot);
+  int32_t export_slot() const { return export_slot_; }
+
  protected:
   // Called with the index of an accessor whose subtree just failed.
   void note_accessor_failure(size_t index);
@@ -212,6 +218,7 @@ class GuardManager {
   bool check_dict_node(PyObject* value, const FrameInputs& in);
   bool check_verbose_dict_node(PyObject* value, const FrameInputs& in, VerboseState& out);
   bool dict_versioned_ = false;
+  int32_t export_slot_ = -1;
   mutable uint64_t value_only_structure_ = 0;  // structure version of the cached answer
   mutable bool value_only_ = false;
   // The node-level DICT_VERSION memo (dict_version.h): the dict's tag and the
@@ -229,10 +236,13 @@ class GuardManager {
   // so that the rerun checks it without looking its key up again, null otherwise; and,
   // for an item that is a dict read only for its contents (a module's hook dicts, an
   // empty _buffers), its own tag when its subtree passed (0: none).
+  // With an item, its accessor's child node too (borrowed, owned by the accessor), so
+  // that the rerun reaches it without loading the accessor first.
   struct Rerun {
     uint32_t accessor = 0;
     PyObject* item = nullptr;
     uint64_t tag = 0;
+    GuardManager* child = nullptr;
   };
   std::vector<Rerun> node_memo_rerun_;
 };

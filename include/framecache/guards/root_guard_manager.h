@@ -10,6 +10,7 @@
 
 #include "framecache/guards/guard_manager.h"
 #include "framecache/guards/torch_api.h"
+#include "framecache/ref.h"
 
 namespace framecache::guards {
 
@@ -55,6 +56,31 @@ class RootGuardManager : public GuardManager {
   // How many frame locals the tensor pass checks (for tests and tools).
   size_t tensor_pass_size();
 
+  // --- exports ---------------------------------------------------------------
+  // The values a passing check hands on: each node marked with set_export(slot)
+  // gives the root a strong reference to the value it checked. A hit then moves
+  // them into the cached code's locals (CacheEntry), which thereby runs on the
+  // very objects its guards checked instead of reading the same paths again in
+  // Python (a module tree's parameters: ~25 ns each). Slots are 0..num_exports()-1,
+  // each set on exactly one node.
+  size_t num_exports() const { return exports_.size(); }
+  // Nonzero after a passing check_root() that stored every export with no other
+  // check of this tree overlapping it (a guard that ran Python can let another
+  // thread, or a finaliser, check the same tree meanwhile); 0 otherwise, when the
+  // values are not to be used.
+  uint64_t export_ticket() const { return ticket_; }
+  // Moves the exports of the check `ticket` names into dest[index[k]] for every
+  // slot k (new references; each of those dest entries must be null). False,
+  // moving nothing, when the ticket is 0 or no longer current (another check of
+  // this tree started since and may have replaced the values) or a dest entry is
+  // taken. `index` has num_exports() entries.
+  bool move_exports(uint64_t ticket, PyObject** dest, const int32_t* index);
+  // The exports as a tuple, moved out as move_exports() does; None when the last
+  // check gave no ticket. For tests and tools (new reference, null + error).
+  PyObject* take_exports();
+  // Drops whatever the slots hold (a check that failed, a hit that did not use them).
+  void release_exports() noexcept;
+
  private:
   friend class GuardManager;
   friend class CheckScope;
@@ -97,6 +123,25 @@ class RootGuardManager : public GuardManager {
   bool batch_ok_ = false;
   bool batch_busy_ = false;  // check_tensor_batch is using batch_values_
   uint64_t tensor_pass_version_ = 0;
+  // Called by GuardManager::set_export (which has checked the tree is mutable).
+  void register_export(int32_t slot, const GuardManager& node);
+  // Called by GuardManager::check on a node with an export (value borrowed).
+  void store_export(int32_t slot, PyObject* value) {
+    // A check that overlaps another stores nothing: neither gets a ticket.
+    if (active_checks_ != 1) return;
+    if (export_stamp_[static_cast<size_t>(slot)] != check_number_) {
+      export_stamp_[static_cast<size_t>(slot)] = check_number_;
+      ++exports_stored_;
+    }
+    exports_[static_cast<size_t>(slot)] = Ref::borrow(value);
+  }
+  std::vector<Ref> exports_;
+  // Per slot, the check_number_ of the check that last stored it.
+  std::vector<uint64_t> export_stamp_;
+  std::vector<const GuardManager*> export_nodes_;  // per slot, for messages (borrowed)
+  size_t exports_stored_ = 0;  // distinct slots the current check stored
+  uint64_t check_number_ = 0;  // counts every check_root(): a check's identity
+  uint64_t ticket_ = 0;
   std::vector<RelationalGuard*> relational_;
   std::vector<std::string> local_names_;
   uint64_t local_names_version_ = 0;

@@ -31,12 +31,14 @@ class Lifted:
     """The graph to compile and store, and what the wrapper passes it after the frame's tensors.
 
     ``lifted_ids``: the tensors whose identity no longer matters (the lifted ones, and
-    module state the graph does not hold).
+    module state the graph does not hold). ``extra_sources``: where each extra input comes
+    from (the source its TENSOR_MATCH guards), parallel to ``extra_exprs``.
     """
 
     capture: Capture
     extra_exprs: list[str]
     lifted_ids: set[int]
+    extra_sources: list[Source] = dataclasses.field(default_factory=list)
 
 
 def wrapper_expr(source: Source, params: set[str]) -> str:
@@ -79,6 +81,7 @@ def lift(
     lifted_values: list[torch.Tensor] = []
     lifted_fakes: list[Any] = []
     exprs: list[str] = []
+    expr_sources: list[Source] = []
     targets: list[str] = []
     held: set[int] = set()  # tensors the graph holds as constants
     for node in list(graph.nodes):
@@ -112,6 +115,7 @@ def lift(
         last = ph
         targets.append(str(node.target))
         exprs.append(expr)
+        expr_sources.append(by_id[id(value)])
         lifted_values.append(value)
         lifted_fakes.append(node.meta.get("val", value))
     # A module's parameters and buffers that the graph does not hold (BatchNorm's
@@ -134,7 +138,7 @@ def lift(
     new = dataclasses.replace(
         capture, gm=gm, args=args, fake_inputs=[*capture.fake_inputs, *lifted_fakes]
     )
-    return Lifted(new, exprs, {id(v) for v in lifted_values} | unheld)
+    return Lifted(new, exprs, {id(v) for v in lifted_values} | unheld, expr_sources)
 
 
 __all__ = ["Lifted", "lift", "wrapper_expr"]

@@ -267,19 +267,16 @@ class DiskCache:
         return backend(gm, inputs)
 
     # -- the cold path -------------------------------------------------------------------
-    def lift(
-        self, capture: Any, plan: Any, counters: CodeStats
-    ) -> tuple[Any, list[str], set[int] | None]:
-        """The capture to compile, extra wrapper arguments, lifted tensor ids (None: no store)."""
+    def lift(self, capture: Any, plan: Any, counters: CodeStats) -> Any:
+        """The lifted capture (``lifting.Lifted``), or None when it cannot be stored."""
         from . import lifting
 
         try:
-            lifted = lifting.lift(capture, plan)
+            return lifting.lift(capture, plan)
         except NotPortable as exc:
             disk_bypass(counters, str(exc))
             log.info("not storing %s: %s", capture.args.code.co_qualname, exc)
-            return capture, [], None
-        return lifted.capture, lifted.extra_exprs, lifted.lifted_ids
+            return None
 
     def store_entry(
         self,

@@ -240,7 +240,7 @@ class CompileContext:
             if warm is not None:
                 new_code = codegen.wrapper_code(code, warm.call_args, warm.compiled, warm.out_spec)
                 guarded = _C.GuardedCode(
-                    new_code,
+                    new_code.code,
                     warm.guard_manager,
                     compile_id=next(_compile_ids),
                     trace_annotation=warm.annotation,
@@ -251,15 +251,13 @@ class CompileContext:
         )
         capture = capture_frame(code, frame.f_globals, frame.closure, args, dims)
         plan = guard_plan.build_plan(capture, frame.closure)
-        lifted = None
-        if pending is not None:
-            compiled_capture, extra_args, lifted = self.disk.lift(capture, plan, counters)
-        if lifted is None:
-            # Module parameters and buffers are graph inputs: one entry serves every
-            # instance of a module class whose state has the same structure.
-            compiled_capture, extra_args, held = _lift_module_state(capture, plan)
-        else:
-            held = lifted
+        stored = self.disk.lift(capture, plan, counters) if pending is not None else None
+        # Module parameters and buffers are graph inputs: one entry serves every
+        # instance of a module class whose state has the same structure.
+        from_frame = stored if stored is not None else _lift_module_state(capture, plan)
+        compiled_capture, extra_args = from_frame.capture, from_frame.extra_exprs
+        lifted = stored.lifted_ids if stored is not None else None
+        held = from_frame.lifted_ids
         plan = guard_plan.relaxed(plan, held)
         # A DeferredAoti (inductor with the disk cache) runs inductor's compile until its
         # package, built after this call, comes back (cache/builds.py).
@@ -280,12 +278,23 @@ class CompileContext:
                 compiled_capture.gm,
                 capture.is_dynamic,
             )
-        new_code = codegen.wrapper_code(code, call_args, compiled, capture.out_spec)
+        parts = shape_guards.shape_guard_code(capture)
+        # The lifted inputs are the values the guards fetch to check them: the tree
+        # exports them to the wrapper (not under shape guards, whose Python check has no
+        # tree of its own for the runtime to take them from).
+        # (A tensor read through two paths, tied weights, is exported once.)
+        first_extra = len(call_args) - len(extra_args)
+        exports: dict[Any, int] = {}
+        if not parts:
+            for k, source in enumerate(from_frame.extra_sources):
+                exports.setdefault(source, first_extra + k)
         try:
-            root = guard_plan.materialize(plan)
+            root = guard_plan.materialize(plan, list(exports))
         except (TypeError, ValueError) as exc:
             raise Unsupported(f"cannot build guards: {exc}") from exc
-        parts = shape_guards.shape_guard_code(capture)
+        wrapper = codegen.wrapper_code(
+            code, call_args, compiled, capture.out_spec, exported=list(exports.values())
+        )
         guard_manager: Any = (
             shape_guards.ShapeGuardedRoot(root, parts, frame.f_globals) if parts else root
         )
@@ -337,11 +346,12 @@ class CompileContext:
                 )
             )
         guarded = _C.GuardedCode(
-            new_code,
+            wrapper.code,
             guard_manager,
             compile_id=compile_id,
             trace_annotation=annotation,
             identity_locals=identity_locals(plan),
+            export_locals=wrapper.export_locals,
         )
         return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
 
@@ -414,11 +424,11 @@ class CompileContext:
         return compiled
 
 
-def _lift_module_state(capture: Capture, plan: Any) -> tuple[Capture, list[str], set[int]]:
+def _lift_module_state(capture: Capture, plan: Any) -> Any:
+    """The capture with its module parameters and buffers lifted (``lifting.Lifted``)."""
     from ..cache import lifting
 
-    lifted = lifting.lift(capture, plan, select=guard_plan.is_module_state_source)
-    return lifted.capture, lifted.extra_exprs, lifted.lifted_ids
+    return lifting.lift(capture, plan, select=guard_plan.is_module_state_source)
 
 
 def _recompile_reasons(

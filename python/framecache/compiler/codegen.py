@@ -15,6 +15,7 @@ constants, so a hit runs one small Python frame plus the backend's work: no wrap
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import keyword
 import re
@@ -217,21 +218,56 @@ def share_prefixes(call_args: Sequence[str], prefix: str) -> tuple[list[str], li
     return lines, exprs
 
 
+@dataclasses.dataclass(frozen=True)
+class WrapperCode:
+    """The code that runs in place of a compiled frame, and the locals its exports fill.
+
+    ``export_locals`` is empty, or a flag local followed by one local per exported graph
+    input (``GuardedCode(export_locals=...)``).
+    """
+
+    code: types.CodeType
+    export_locals: tuple[str, ...] = ()
+
+
 def wrapper_code(
     original: types.CodeType,
     call_args: Sequence[str],
     compiled: Callable[..., Any],
     out_spec: pytree.TreeSpec,
-) -> types.CodeType:
+    exported: Sequence[int] = (),
+) -> WrapperCode:
     """A code object with ``original``'s layout that returns the compiled graph's result.
 
     ``call_args`` are Python expressions over the parameters (``x``, ``xs[0]``) giving the
     graph's inputs; ``out_spec`` is the structure of the original's result, whose leaves
     are the graph's flat outputs in order.
+
+    ``exported``: indices into ``call_args`` of the inputs the guard tree exports, in
+    export-slot order (``GuardManager.export``): a module's parameters, which the guards
+    fetch anyway to check them. On a hit the runtime puts those values in the code's
+    export locals and sets the flag to True; when it could not (the flag is None: another
+    check of the tree overlapped), the code reads them from their paths as it otherwise
+    would.
     """
     prefix = _fresh_prefix(original)
     constant = _Constants()
-    lines, call_args = share_prefixes(call_args, prefix)
+    call_args = list(call_args)
+    lines: list[str] = []
+    export_locals: tuple[str, ...] = ()
+    if exported:
+        flag = f"{prefix}x"
+        names = [f"{prefix}e{k}" for k in range(len(exported))]
+        fallback, exprs = share_prefixes([call_args[i] for i in exported], f"{prefix}f")
+        # Mentioning the flag makes it a local (the hook sets it before the frame starts).
+        lines += ["if False:", f"    {flag} = None", f"if {flag} is None:"]
+        lines += [f"    {line}" for line in fallback]
+        lines += [f"    {name} = {expr}" for name, expr in zip(names, exprs, strict=True)]
+        for name, i in zip(names, exported, strict=True):
+            call_args[i] = name
+        export_locals = (flag, *names)
+    shared, call_args = share_prefixes(call_args, prefix)
+    lines += shared
     lean = getattr(compiled, INLINE_ATTR, None)
     if isinstance(lean, LeanGraph) and lean.num_inputs == len(call_args):
         # Each input is read once: nested ones (xs[0]) go through a local first.
@@ -272,12 +308,13 @@ def wrapper_code(
             f"cannot reproduce the free variables of {original.co_qualname} "
             f"({freevars} vs {inner.co_freevars})"
         )
-    return inner.replace(
+    code = inner.replace(
         co_consts=tuple(_replace(c, constant.by_placeholder) for c in inner.co_consts),
         co_name=original.co_name,
         co_qualname=original.co_qualname,
         co_firstlineno=original.co_firstlineno,
     )
+    return WrapperCode(code, export_locals)
 
 
 def _replace(const: Any, replacements: dict[str, Any]) -> Any:

@@ -9,7 +9,7 @@ step delegated to the guard kinds (guards.py).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +60,12 @@ class GuardPlan:
         return plan
 
 
-def materialize(plan: GuardPlan) -> Any:
+def materialize(plan: GuardPlan, exports: Sequence[Source] = ()) -> Any:
     """Build the C++ guard tree of a plan (a ``RootGuardManager``).
+
+    ``exports``: sources whose values every passing check hands on, in slot order
+    (``GuardManager.export``): the graph inputs the wrapper would otherwise read again.
+    Each must be guarded by the plan (a TENSOR_MATCH on a lifted parameter).
 
     Values read from a dict by key (a module's ``__dict__`` and its ``_parameters``,
     ``_buffers`` and ``_modules`` tables, an object's instance-dict attributes, a dict
@@ -132,6 +136,10 @@ def materialize(plan: GuardPlan) -> Any:
 
     for guard in plan.guards:
         guard.lower(root, node)
+    for slot, source in enumerate(exports):
+        if source not in nodes:
+            raise ValueError(f"cannot export {sources.render(source)}: the plan does not guard it")
+        nodes[source].export(slot)
     return root
 
 
