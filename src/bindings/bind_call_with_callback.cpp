@@ -3,7 +3,8 @@
 // conversion) so that a cached call pays as little as possible.
 //
 //  - _C._call_with_callback(callback, fn, *args, **kwargs): one call.
-//  - _C.CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0):
+//  - _C.CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0,
+//    module=False):
 //    the object framecache.compile returns for a function (and an
 //    OptimizedModule calls). `tag` is the options tag of its compile options:
 //    entries compiled through it carry it and only they are looked up. Calling it reads
@@ -16,6 +17,7 @@
 
 #include "framecache/bindings.h"
 #include "framecache/eval_frame.h"
+#include "framecache/module_call.h"
 
 namespace framecache {
 
@@ -24,12 +26,16 @@ namespace {
 // Calls fn(*args, **kwnames) with this thread's callback set to `callback`,
 // restoring the previous one afterwards, also when fn raised. All arguments
 // borrowed; returns a new reference or null with an error set.
+// With `module`, fn is a torch.nn.Module called through module_call::call (its
+// forward directly when its __call__ would only call that).
 PyObject* call_under(PyObject* callback, uint64_t tag, PyObject* fn, PyObject* const* args,
-                     Py_ssize_t nargs, PyObject* kwnames) {
+                     Py_ssize_t nargs, PyObject* kwnames, bool module = false) {
   const uint64_t previous_tag = get_eval_frame_tag();
   Ref previous = set_eval_frame_callback(callback, tag);
   if (!previous) return nullptr;
-  PyObject* result = PyObject_Vectorcall(fn, args, static_cast<size_t>(nargs), kwnames);
+  PyObject* result =
+      module ? module_call::call(fn, args, static_cast<size_t>(nargs), kwnames)
+             : PyObject_Vectorcall(fn, args, static_cast<size_t>(nargs), kwnames);
   PyObject *type, *value, *tb;
   PyErr_Fetch(&type, &value, &tb);
   Ref restored = set_eval_frame_callback(previous.get(), previous_tag);
@@ -71,6 +77,7 @@ struct CompiledFunction {
   PyObject* weakrefs;
   vectorcallfunc vectorcall;
   uint64_t tag;  // the options tag its entries carry, whatever the stance installs
+  bool module;   // fn is a torch.nn.Module: called through module_call::call
 };
 
 CompiledFunction* as_cf(PyObject* self) { return reinterpret_cast<CompiledFunction*>(self); }
@@ -88,18 +95,21 @@ PyObject* cf_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf, Py
     callback = Ref::steal(PyObject_CallOneArg(cf->resolve, cf->callback));
     if (!callback) return nullptr;
   }
-  return call_under(callback.get(), cf->tag, cf->fn, args, PyVectorcall_NARGS(nargsf), kwnames);
+  return call_under(callback.get(), cf->tag, cf->fn, args, PyVectorcall_NARGS(nargsf), kwnames,
+                    cf->module);
 }
 
-// CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0). New reference.
+// CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0, module=False).
+// New reference.
 PyObject* cf_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
   PyObject *fn, *callback, *stance_var, *default_stance, *resolve;  // borrowed
   unsigned long long tag = 0;
+  int module = 0;
   static const char* names[] = {"fn",      "callback", "stance_var", "default_stance",
-                                "resolve", "tag",      nullptr};
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|K:CompiledFunction",
+                                "resolve", "tag",      "module",     nullptr};
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|Kp:CompiledFunction",
                                    const_cast<char**>(names), &fn, &callback, &stance_var,
-                                   &default_stance, &resolve, &tag)) {
+                                   &default_stance, &resolve, &tag, &module)) {
     return nullptr;
   }
   if (!PyCallable_Check(fn) || !PyCallable_Check(resolve)) {
@@ -122,6 +132,7 @@ PyObject* cf_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
   cf->weakrefs = nullptr;
   cf->vectorcall = cf_vectorcall;
   cf->tag = tag;
+  cf->module = module != 0;
   return self;
 }
 
@@ -179,9 +190,11 @@ PyTypeObject kCompiledFunctionType = [] {
   t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                Py_TPFLAGS_METHOD_DESCRIPTOR;
   t.tp_doc =
-      "CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0): calls fn with "
-      "this thread's callback set to `callback` when stance_var holds default_stance, else to "
-      "resolve(callback), and its options tag set to `tag`.";
+      "CompiledFunction(fn, callback, stance_var, default_stance, resolve, tag=0, module=False): "
+      "calls fn with this thread's callback set to `callback` when stance_var holds "
+      "default_stance, else to resolve(callback), and its options tag set to `tag`. With "
+      "module=True, fn is a torch.nn.Module whose forward is called directly when its "
+      "__call__ would do nothing else.";
   t.tp_new = cf_new;
   t.tp_dealloc = cf_dealloc;
   t.tp_traverse = cf_traverse;
@@ -205,6 +218,25 @@ void bind_call_with_callback(py::module_& m) {
   if (PyType_Ready(&kCompiledFunctionType) < 0) throw py::error_already_set();
   m.add_object("CompiledFunction",
                py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(&kCompiledFunctionType)));
+  m.def(
+      "_configure_module_call",
+      [](py::handle call, py::handle wrapped, py::handle impl, py::handle globals,
+         py::handle tracing_state) {
+        if (!module_call::configure(call.ptr(), wrapped.ptr(), impl.ptr(), globals.ptr(),
+                                    tracing_state.ptr())) {
+          throw py::error_already_set();
+        }
+      },
+      "_configure_module_call(Module.__call__, Module._wrapped_call_impl, Module._call_impl, "
+      "torch.nn.modules.module.__dict__, torch._C._get_tracing_state): what a module's "
+      "__call__ reads, for calling forward directly when it would do nothing else.");
+  m.def(
+      "_install_module_call",
+      [](py::handle cls) {
+        if (!module_call::install_call(cls.ptr())) throw py::error_already_set();
+      },
+      "_install_module_call(cls): give a Module subclass a __call__ that calls forward "
+      "directly when torch's Module.__call__ would do nothing else.");
 }
 
 }  // namespace framecache

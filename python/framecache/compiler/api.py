@@ -33,8 +33,16 @@ class OptimizedModule(torch.nn.Module):
         self._framecache_context = context
         self._framecache_original = module
         # Calls the module with the context (or what the stance says) and its options tag.
+        # module=True: the module's forward is called directly when its __call__ would
+        # do nothing else (no hooks, no tracing): src/module_call.cpp.
         self._framecache_call = _C.CompiledFunction(
-            module, context, _stance_var, _DEFAULT_STANCE, active_callback, context._framecache_tag
+            module,
+            context,
+            _stance_var,
+            _DEFAULT_STANCE,
+            active_callback,
+            context._framecache_tag,
+            module=True,
         )
         self._framecache_library_forward = library_forward(module)
 
@@ -47,6 +55,17 @@ class OptimizedModule(torch.nn.Module):
     def __repr__(self) -> str:
         return f"OptimizedModule({self._orig_mod!r})"
 
+
+# What torch's Module.__call__ reads, so that calling a module without hooks skips it
+# (~0.5 us of Python per call), here and in the CompiledFunction above.
+_C._configure_module_call(
+    torch.nn.Module.__call__,
+    torch.nn.Module._wrapped_call_impl,
+    torch.nn.Module._call_impl,
+    vars(torch.nn.modules.module),
+    torch._C._get_tracing_state,
+)
+_C._install_module_call(OptimizedModule)
 
 _ALLOWED = "framecache.compile allowed"
 _PREFIX_SKIP = _C.FrameExecStrategy(_C.FrameAction.SKIP, _C.FrameAction.DEFAULT)
