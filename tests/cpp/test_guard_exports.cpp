@@ -19,7 +19,7 @@ namespace {
 namespace py = pybind11;
 
 // A leaf that passes when `pass`, running `during` first (Python a guard may run).
-class ScriptedLeaf final : public LeafGuard {
+class ExportLeaf final : public LeafGuard {
  public:
   bool check(PyObject*) override {
     if (during) during();
@@ -32,25 +32,25 @@ class ScriptedLeaf final : public LeafGuard {
   std::function<void()> during;
 };
 
-struct Tree {
+struct ExportTree {
   RootGuardManager root;
-  ScriptedLeaf* leaf = nullptr;  // on cfg['b']
+  ExportLeaf* leaf = nullptr;  // on cfg['b']
 };
 
 // cfg['a'] is export 0 and cfg['b'] export 1, cfg a DICT_VERSION node.
-std::unique_ptr<Tree> make_tree() {
-  auto t = std::make_unique<Tree>();
+std::unique_ptr<ExportTree> make_export_tree() {
+  auto t = std::make_unique<ExportTree>();
   GuardManager& cfg = t->root.local("cfg");
   cfg.enable_dict_version();
   py::str a("a"), b("b");
   add_dict_item(cfg, a.ptr()).set_export(0);
   GuardManager& nb = add_dict_item(cfg, b.ptr());
   nb.set_export(1);
-  t->leaf = static_cast<ScriptedLeaf*>(&nb.add_leaf(std::make_unique<ScriptedLeaf>()));
+  t->leaf = static_cast<ExportLeaf*>(&nb.add_leaf(std::make_unique<ExportLeaf>()));
   return t;
 }
 
-int check(Tree& t, const py::dict& d) {
+int check_exports(ExportTree& t, const py::dict& d) {
   py::dict locals;
   locals["cfg"] = d;
   FrameInputs in;
@@ -59,13 +59,13 @@ int check(Tree& t, const py::dict& d) {
 }
 
 TEST(GuardExports, APassingCheckHandsEachValueOnOnce) {
-  auto t = make_tree();
+  auto t = make_export_tree();
   py::dict d;
   d["a"] = py::int_(1);
   d["b"] = py::list();
   EXPECT_EQ(t->root.num_exports(), 2u);
   for (int round = 0; round < 3; ++round) {  // the memo never skips an export
-    ASSERT_EQ(check(*t, d), 1);
+    ASSERT_EQ(check_exports(*t, d), 1);
     const uint64_t ticket = t->root.export_ticket();
     ASSERT_NE(ticket, 0u);
     PyObject* dest[3] = {nullptr, nullptr, nullptr};
@@ -82,29 +82,29 @@ TEST(GuardExports, APassingCheckHandsEachValueOnOnce) {
 }
 
 TEST(GuardExports, AFailedOrLaterCheckLeavesNothingToTake) {
-  auto t = make_tree();
+  auto t = make_export_tree();
   py::dict d;
   d["a"] = py::int_(1);
   d["b"] = py::list();
-  ASSERT_EQ(check(*t, d), 1);
+  ASSERT_EQ(check_exports(*t, d), 1);
   const uint64_t first = t->root.export_ticket();
-  ASSERT_EQ(check(*t, d), 1);  // a later check: the first ticket is stale
+  ASSERT_EQ(check_exports(*t, d), 1);  // a later check: the first ticket is stale
   PyObject* dest[2] = {nullptr, nullptr};
   const int32_t index[2] = {0, 1};
   EXPECT_FALSE(t->root.move_exports(first, dest, index));
   t->leaf->pass = false;
-  EXPECT_EQ(check(*t, d), 0);
+  EXPECT_EQ(check_exports(*t, d), 0);
   EXPECT_EQ(t->root.export_ticket(), 0u);
   EXPECT_FALSE(t->root.move_exports(t->root.export_ticket(), dest, index));
   EXPECT_EQ(dest[0], nullptr);
 }
 
 TEST(GuardExports, ATakenDestinationRefusesTheMove) {
-  auto t = make_tree();
+  auto t = make_export_tree();
   py::dict d;
   d["a"] = py::int_(1);
   d["b"] = py::list();
-  ASSERT_EQ(check(*t, d), 1);
+  ASSERT_EQ(check_exports(*t, d), 1);
   PyObject* dest[2] = {Py_None, nullptr};
   const int32_t index[2] = {0, 1};
   EXPECT_FALSE(t->root.move_exports(t->root.export_ticket(), dest, index));
@@ -113,7 +113,7 @@ TEST(GuardExports, ATakenDestinationRefusesTheMove) {
 }
 
 TEST(GuardExports, ACheckOverlappedByAnotherGetsNoTicket) {
-  auto t = make_tree();
+  auto t = make_export_tree();
   py::dict d;
   d["a"] = py::int_(1);
   d["b"] = py::list();
@@ -121,13 +121,13 @@ TEST(GuardExports, ACheckOverlappedByAnotherGetsNoTicket) {
   t->leaf->during = [&] {
     if (nested) return;
     nested = true;
-    EXPECT_EQ(check(*t, d), 1);  // the same tree, inside a guard of the outer check
+    EXPECT_EQ(check_exports(*t, d), 1);  // the same tree, inside a guard of the outer check
     EXPECT_EQ(t->root.export_ticket(), 0u) << "the inner check overlapped the outer";
   };
-  ASSERT_EQ(check(*t, d), 1);
+  ASSERT_EQ(check_exports(*t, d), 1);
   EXPECT_EQ(t->root.export_ticket(), 0u) << "another check ran during the outer one";
   t->leaf->during = nullptr;
-  ASSERT_EQ(check(*t, d), 1);
+  ASSERT_EQ(check_exports(*t, d), 1);
   EXPECT_NE(t->root.export_ticket(), 0u);
   t->root.release_exports();
 }
