@@ -154,6 +154,37 @@ def test_in_process_warm_start_after_reset(tmp_path):
     assert s.compiles == 0 and s.disk_hits == 1
 
 
+class TwoLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_module_warm_start_exports_its_parameters(tmp_path):
+    """An entry loaded from disk hands its guards' parameters to the wrapper, as a fresh
+    compile's does (guard exports), and still follows a swapped parameter."""
+    Net = TwoLinear
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(3, 4)
+    with torch.no_grad():
+        c = framecache.compile(net, backend="eager", cache_dir=tmp_path)
+        torch.testing.assert_close(c(x), net(x))
+        framecache.reset()
+        torch.testing.assert_close(c(x), net(x))
+        s = framecache.stats(Net.forward)
+        assert s.compiles == 0 and s.disk_hits == 1
+        (entry,) = framecache.cache_entries(Net.forward.__code__)
+        assert entry.guard_manager.num_exports == 4  # two weights, two biases
+        for _ in range(2):
+            torch.testing.assert_close(c(x), net(x))
+        net.a.weight = torch.nn.Parameter(torch.randn(4, 4))
+        torch.testing.assert_close(c(x), net(x))
+
+
 def test_cache_false_writes_nothing(tmp_path):
     c = framecache.compile(lambda x: x + 1, cache=False, cache_dir=tmp_path)
     c(torch.ones(2))

@@ -197,7 +197,8 @@ class DiskCache:
 
         try:
             plan = portable.rebuild(stored.guards)
-            root = materialize(plan)
+            exported = [] if stored.shape_guards else _exports(plan, stored.call_args, args.names)
+            root = materialize(plan, [source for source, _ in exported])
         except (LookupError, TypeError, ValueError) as exc:
             log.info("disk entry of %s does not apply: %s", stored.qualname, exc)
             return None
@@ -224,7 +225,7 @@ class DiskCache:
             compiled, _ = self.wrap_compiled(
                 compiled, *graph_args, None, stored.dynamic != "static"
             )
-        return WarmEntry(stored, compiled, guard_manager)
+        return WarmEntry(stored, compiled, guard_manager, [index for _, index in exported])
 
     def _compiled(
         self,
@@ -410,12 +411,44 @@ class DiskCache:
             eviction.evict(store, limit)
 
 
+def _exports(plan: Any, call_args: Sequence[str], params: Sequence[str]) -> list[tuple[Any, int]]:
+    """(source, index into call_args) of each lifted module parameter or buffer the plan
+    guards: the guard tree exports it to the wrapper (``materialize``), as a fresh compile's
+    does. A stored entry names its graph inputs by expression, which each such source
+    spells one way (``lifting.wrapper_expr``)."""
+    from ..plan.guards import TensorMatch
+    from ..plan.sources import is_module_state_source
+    from .lifting import wrapper_expr
+
+    where = {expr: i for i, expr in enumerate(call_args)}
+    out: list[tuple[Any, int]] = []
+    taken: set[int] = set()
+    names = set(params)
+    for guard in plan.guards:
+        if not isinstance(guard, TensorMatch) or not is_module_state_source(guard.source):
+            continue
+        try:
+            index = where.get(wrapper_expr(guard.source, names))
+        except NotPortable:
+            continue
+        if index is not None and index not in taken:
+            taken.add(index)
+            out.append((guard.source, index))
+    return out
+
+
 class WarmEntry:
-    """A stored entry that holds for the frame: what the compiler needs to run it."""
+    """A stored entry that holds for the frame: what the compiler needs to run it.
 
-    __slots__ = ("annotation", "call_args", "compiled", "guard_manager", "out_spec")
+    ``exported``: indices into ``call_args`` of the inputs its guard tree exports, in slot
+    order (``codegen.wrapper_code``).
+    """
 
-    def __init__(self, stored: Entry, compiled: Any, guard_manager: Any) -> None:
+    __slots__ = ("annotation", "call_args", "compiled", "exported", "guard_manager", "out_spec")
+
+    def __init__(
+        self, stored: Entry, compiled: Any, guard_manager: Any, exported: Sequence[int] = ()
+    ) -> None:
         import torch.utils._pytree as pytree
 
         # A single-tensor output is stored as None: its structure is a bare leaf.
@@ -426,6 +459,7 @@ class WarmEntry:
         self.call_args = list(stored.call_args)
         self.compiled = compiled
         self.guard_manager = guard_manager
+        self.exported = list(exported)
         self.annotation = f"{stored.backend}; {stored.dynamic}; disk"
 
 

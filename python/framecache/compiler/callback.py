@@ -238,12 +238,15 @@ class CompileContext:
                 code, f_locals, frame.f_globals, args, dims, self.backend, counters
             )
             if warm is not None:
-                new_code = codegen.wrapper_code(code, warm.call_args, warm.compiled, warm.out_spec)
+                wrapper = codegen.wrapper_code(
+                    code, warm.call_args, warm.compiled, warm.out_spec, exported=warm.exported
+                )
                 guarded = _C.GuardedCode(
-                    new_code.code,
+                    wrapper.code,
                     warm.guard_manager,
                     compile_id=next(_compile_ids),
                     trace_annotation=warm.annotation,
+                    export_locals=wrapper.export_locals,
                 )
                 return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
         logs.compile_log.info(
