@@ -149,6 +149,17 @@ def _stack(n: int = 3) -> Any:
     return Stack()
 
 
+def _compiled_stack() -> tuple[Any, Any, Any]:
+    """A seeded 3-layer Stack, an input, and framecache.compile of it (eager backend)."""
+    import torch
+
+    import framecache
+
+    torch.manual_seed(0)
+    stack = _stack()
+    return stack, torch.randn(2, 4), framecache.compile(stack, backend="eager", cache=False)
+
+
 def _entry(code: types.CodeType) -> Any:
     import framecache
 
@@ -162,11 +173,8 @@ def test_compiled_module_exports_its_parameters() -> None:
 
     import framecache
 
-    torch.manual_seed(0)
-    stack = _stack()
+    stack, x, compiled = _compiled_stack()
     Stack = type(stack)
-    x = torch.randn(2, 4)
-    compiled = framecache.compile(stack, backend="eager", cache=False)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), stack(x))
         root = _entry(Stack.forward.__code__).guard_manager
@@ -190,11 +198,8 @@ def test_compiled_module_without_exports_reads_its_parameters() -> None:
 
     import framecache
 
-    torch.manual_seed(0)
-    stack = _stack()
+    stack, x, compiled = _compiled_stack()
     Stack = type(stack)
-    x = torch.randn(2, 4)
-    compiled = framecache.compile(stack, backend="eager", cache=False)
     with torch.no_grad():
         compiled(x)
         root = _entry(Stack.forward.__code__).guard_manager
