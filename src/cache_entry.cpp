@@ -343,7 +343,11 @@ PyObject* CacheEntry::run(PyThreadState*, cpy::Frame* frame, uint64_t export_tic
     result = PyObject_Vectorcall(fn.get(), args.data(), static_cast<size_t>(argc + nvar),
                                  kwnames.get());
   }
-  if (export_flag_ >= 0 && root_ != nullptr) root_->release_exports();  // if not moved
+  // Exports the frame did not take (it never came, or the ticket went stale) are
+  // dropped; after a move there is nothing left and no ticket pending.
+  if (export_flag_ >= 0 && root_ != nullptr && root_->export_ticket() != 0) {
+    root_->release_exports();
+  }
   return result;
 }
 

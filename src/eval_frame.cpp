@@ -380,24 +380,39 @@ PyObject* evaluate_frame(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) 
 // specialisation of Python-to-Python calls): see benchmarks/python_overhead.py.
 PyObject* evaluate(ThreadState* st, PyThreadState* ts, cpy::Frame* frame);
 
-PyObject* evaluate_unless_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
-  const auto* es = static_cast<const ExtraState*>(
-      cpy::code_get_extra(cpy::frame_code(frame), g_hook_extra_index));
+// How a frame whose code has ExtraState `es` (null: none yet) ends on those
+// exits; with kRunRaisingCap, *recursive is the cap to raise for it. The
+// strategy is this thread's options tag's: a fallback one framecache.compile
+// wrapper decided never decides for another (extra_state.h).
+enum class Exit { kEvaluate, kRunAsIs, kRunRaisingCap };
+[[gnu::always_inline]] inline Exit nothing_to_do_exit(const ThreadState* st, const ExtraState* es,
+                                                      FrameAction* recursive) {
   const bool run_only = st->mode == EvalMode::kRunOnly;
-  if (es == nullptr) {
-    // Compile mode: a first sight, the callback decides. Run-only: nothing cached.
-    return run_only ? run_previous(ts, frame, 0) : evaluate(st, ts, frame);
-  }
-  // The strategy of this thread's options tag: a fallback one framecache.compile
-  // wrapper decided never decides for another (extra_state.h).
+  // No ExtraState: in compile mode a first sight (the callback decides); in
+  // run-only mode nothing cached.
+  if (es == nullptr) return run_only ? Exit::kRunAsIs : Exit::kEvaluate;
   const FrameExecStrategy& strategy = es->strategy_for(st->tag);
   const FrameAction action = strongest(strategy.cur_action, st->cap);
   if (action != FrameAction::SKIP && !((run_only || action == FrameAction::RUN_ONLY) &&
                                        es->entries().empty())) {
-    return evaluate(st, ts, frame);
+    return Exit::kEvaluate;
   }
-  const FrameAction recursive = strategy.recursive_action;
-  if (strongest(st->cap, recursive) == st->cap) return run_previous(ts, frame, 0);
+  *recursive = strategy.recursive_action;
+  return strongest(st->cap, *recursive) == st->cap ? Exit::kRunAsIs : Exit::kRunRaisingCap;
+}
+
+PyObject* evaluate_unless_nothing_to_do(ThreadState* st, PyThreadState* ts, cpy::Frame* frame) {
+  const auto* es = static_cast<const ExtraState*>(
+      cpy::code_get_extra(cpy::frame_code(frame), g_hook_extra_index));
+  FrameAction recursive = FrameAction::DEFAULT;
+  switch (nothing_to_do_exit(st, es, &recursive)) {
+    case Exit::kEvaluate:
+      return evaluate(st, ts, frame);
+    case Exit::kRunAsIs:
+      return run_previous(ts, frame, 0);
+    case Exit::kRunRaisingCap:
+      break;
+  }
   CapScope cap(st, recursive);
   return run_previous(ts, frame, 0);
 }
@@ -464,8 +479,8 @@ PyObject* refuse_frame(PyThreadState* ts, cpy::Frame* frame) {
 
 // The hook's entry: the exits that cost a Python call most often (a frame run
 // as it is: a code marked SKIP, run-only with nothing cached, the hook off
-// for this thread), decided as eval_frame_full and evaluate_unless_nothing_to_do
-// decide them, and ended with a tail call to CPython's evaluator. Anything
+// for this thread), decided as eval_frame_full decides them (nothing_to_do_exit),
+// and ended with a tail call to CPython's evaluator. Anything
 // else, or anything unusual (another evaluator chained, no thread state, a
 // bypass, a throw, a low stack, the cap to raise), goes to eval_frame_full,
 // which decides it all again from the start. Kept free of calls that return
@@ -482,16 +497,8 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
     return cpy::eval_frame_default(ts, frame, 0);
   }
   const auto* es = static_cast<const ExtraState*>(cpy::code_get_extra(code, g_hook_extra_index));
-  const bool run_only = st->mode == EvalMode::kRunOnly;
-  if (es == nullptr) {
-    if (run_only) return cpy::eval_frame_default(ts, frame, 0);
-    return eval_frame_full(ts, frame, 0);
-  }
-  const FrameExecStrategy& strategy = es->strategy_for(st->tag);
-  const FrameAction action = strongest(strategy.cur_action, st->cap);
-  if ((action == FrameAction::SKIP ||
-       ((run_only || action == FrameAction::RUN_ONLY) && es->entries().empty())) &&
-      strongest(st->cap, strategy.recursive_action) == st->cap) {
+  FrameAction recursive = FrameAction::DEFAULT;
+  if (nothing_to_do_exit(st, es, &recursive) == Exit::kRunAsIs) {
     return cpy::eval_frame_default(ts, frame, 0);
   }
   return eval_frame_full(ts, frame, 0);
