@@ -108,3 +108,64 @@ def test_the_package_takes_over_in_the_process_that_compiled(tmp_path, monkeypat
     assert (stats.disk_bypasses == 0) == stored, stats
     assert bool(list(tmp_path.glob("*/*/*.entry"))) == stored
     assert not list((tmp_path / builds.BUILDS_DIR).glob("*")), "a job, log or package was left"
+
+
+_SLOW_BUILDER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+    "open(sys.argv[1] + '.child', 'w').write(str(child.pid))\n"
+    "time.sleep(120)\n"
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie of a parent that has not reaped it yet is gone for our purposes.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ", 1)[1].startswith("Z")
+
+
+def test_cancel_stops_the_builder_and_what_it_started(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(builds, "_BUILDER", _SLOW_BUILDER)
+    handed_back = []
+    assert builds.submit(
+        tmp_path, "k" * 64, "e" * 32, b"", b"", [], None, False, handed_back.append
+    )
+    directory = tmp_path / builds.BUILDS_DIR
+    (job,) = directory.glob("*.job")
+    marker = job.with_name(job.name + ".child")
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text()):
+        assert time.monotonic() < deadline, "the builder never started its child"
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    (build,) = builds._RUNNING
+    with caplog.at_level("WARNING", logger="framecache.cache"):
+        assert builds.cancel_builds() == 1
+    assert builds.pending() == 0 and builds._RUNNING == []
+    assert build.proc.returncode is not None
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the builder's child outlived the cancel"
+        time.sleep(0.05)
+    assert handed_back == [] and "failed" not in caplog.text
+    marker.unlink()
+    assert not list(directory.glob("*")), "a job or log was left"
+    assert builds.cancel_builds() == 0  # nothing left to stop
+
+
+def test_a_cancelled_build_leaves_no_entry_and_the_function_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv(builds.ENV, "background")
+    compiled = framecache.compile(_gelu_square, backend="inductor", cache_dir=tmp_path)
+    x = torch.randn(8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), _gelu_square(x))
+        assert builds.cancel_builds() == 1
+        y = torch.randn(8, 8)
+        torch.testing.assert_close(compiled(y), _gelu_square(y))
+    assert not list(tmp_path.glob("*/*/*.entry"))
+    assert not list((tmp_path / builds.BUILDS_DIR).glob("*"))
+    assert framecache.stats(_gelu_square).compiles == 1

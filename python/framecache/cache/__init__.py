@@ -17,7 +17,8 @@ Modules, one concept each:
 * ``eviction``: least-recently-used eviction under the cap.
 * ``session``: the compiler's miss path (lookup before capture, store after).
 * ``builds``: inductor entries' AOTInductor packages, built in a process of their own
-  after the first call returns; ``wait_for_builds()`` waits for this process's builds.
+  after the first call returns; ``wait_for_builds()`` waits for this process's builds,
+  ``cancel_builds()`` stops them.
 * ``cli``: ``python -m framecache cache info|list|clear|prune``.
 * ``remote``, ``remote_cli``: the shared store on Redis under the local cache
   (``$FRAMECACHE_REMOTE``), and ``cache push|pull``.
@@ -27,7 +28,14 @@ Importing this package imports torch only through the modules that need it.
 
 from __future__ import annotations
 
-from .builds import wait_for_builds
+from .builds import cancel_builds, wait_for_builds
 from .location import DEFAULT_SIZE_BYTES, DiskCacheWarning, default_dir, size_limit
 
-__all__ = ["DEFAULT_SIZE_BYTES", "DiskCacheWarning", "default_dir", "size_limit", "wait_for_builds"]
+__all__ = [
+    "DEFAULT_SIZE_BYTES",
+    "DiskCacheWarning",
+    "cancel_builds",
+    "default_dir",
+    "size_limit",
+    "wait_for_builds",
+]

@@ -23,7 +23,8 @@ Python process running ``builds.main(JOB)``:
   that cannot be stored (a guard with no portable form) gets a build of its package alone
   (``entry=None``), for this hand-back.
 * ``wait_for_builds()`` waits for this process's builds and hand-backs (benchmarks and
-  tests call it before they time calls or start the warm process).
+  tests call it before they time calls or start the warm process); ``cancel_builds()``
+  stops them instead (a benchmark's throwaway compiles: their entries are not wanted).
 
 A new process is used rather than a thread: the build holds the GIL for most of its
 seconds (export, inductor's Python) and would stall the caller's own calls, and it must
@@ -71,6 +72,7 @@ class _Build:
         self.job = job
         self.on_built = on_built
         self.ok = False
+        self.cancelled = False
         self.watcher = threading.Thread(
             target=self._watch, name=f"framecache-build-{proc.pid}", daemon=True
         )
@@ -80,6 +82,8 @@ class _Build:
         code = self.proc.wait()
         package = self.job.with_suffix(".pt2")
         try:
+            if self.cancelled:
+                return
             if code != 0:
                 log.warning(
                     "the AOTInductor build of %s failed (exit %s); see %s",
@@ -225,6 +229,41 @@ def wait_for_builds(timeout: float | None = None) -> bool:
             if build in _RUNNING:
                 _RUNNING.remove(build)
     return ok
+
+
+def cancel_builds() -> int:
+    """Stop the builds this process started that are still running; how many were stopped.
+
+    A stopped build writes no entry and hands nothing back (its entry keeps running
+    inductor's compile), and its job file goes, so that the next process to miss the entry
+    builds it again. The builder runs in a session of its own; its whole process group
+    (the compiler processes it started too) is killed. Builds that had already ended are
+    waited for as ``wait_for_builds`` would.
+    """
+    import signal
+
+    with _LOCK:
+        running = list(_RUNNING)
+        _RUNNING.clear()
+    stopped = 0
+    for build in running:
+        if build.proc.poll() is None:
+            build.cancelled = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(build.proc.pid, signal.SIGKILL)
+            stopped += 1
+        build.watcher.join()
+        if build.cancelled:
+            for leftover in (
+                build.job,
+                build.job.with_suffix(".log"),
+                build.job.with_suffix(".pt2"),
+            ):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+    if stopped:
+        log.info("stopped %d AOTInductor build(s)", stopped)
+    return stopped
 
 
 def _alive(pid: int) -> bool:
