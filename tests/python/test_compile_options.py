@@ -139,3 +139,35 @@ def test_cuda_graph_options_get_their_own_entries() -> None:
         torch.testing.assert_close(wrapper(x), x + 1)
     assert mine.graphs == 3
     assert sorted(e.hit_count for e in framecache.cache_entries(add_one.__code__)) == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("backend", "woken"), [("inductor", True), ("eager", False)])
+def test_inductor_wakes_its_compile_workers_before_capturing(
+    monkeypatch: pytest.MonkeyPatch, backend: str, woken: bool
+) -> None:
+    """The Triton compile pool starts while the frame is captured, not when inductor
+    first needs it (it compiles kernels in this process until the pool is up)."""
+    from torch._inductor import async_compile
+
+    from framecache.compiler import callback
+
+    events: list[str] = []
+    monkeypatch.setattr(async_compile, "maybe_warm_pool", lambda: events.append("wake"))
+    capture = callback.capture_frame
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        events.append("capture")
+        return capture(*args, **kwargs)
+
+    monkeypatch.setattr(callback, "capture_frame", spy)
+    monkeypatch.setattr(
+        callback.backends, "_NAMED", {**callback.backends._NAMED, "inductor": lambda gm, _: gm}
+    )
+
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x * 3 + 1
+
+    compiled = framecache.compile(scaled, backend=backend, cache=False)
+    x = torch.randn(4)
+    torch.testing.assert_close(compiled(x), scaled(x))
+    assert events == (["wake", "capture"] if woken else ["capture"])

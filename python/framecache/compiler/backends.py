@@ -37,6 +37,24 @@ def inductor(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callabl
     return compile_fx(gm, list(example_inputs))
 
 
+def wake_compile_workers() -> None:
+    """Start inductor's Triton compile workers, or wake them, before a compile needs them.
+
+    inductor compiles a graph's Triton kernels in a pool of worker processes, but only
+    once the pool is up: until then it compiles them one by one in this process. The pool
+    shuts its workers down after a minute without work and takes seconds to start them
+    again. torch's registered ``inductor`` backend wakes it when the backend is called;
+    framecache wakes it as soon as a miss is known to need a compile, so that the workers
+    start while the frame is being captured. Needs no GPU; does nothing without Triton or
+    with one compile thread. A torch without this hook is not an error.
+    """
+    try:
+        from torch._inductor.async_compile import maybe_warm_pool
+    except ImportError:  # not in every torch of the supported range
+        return
+    maybe_warm_pool()
+
+
 _NAMED: dict[str, Backend] = {"eager": eager, "inductor": inductor}
 
 

@@ -249,6 +249,8 @@ class CompileContext:
                     export_locals=wrapper.export_locals,
                 )
                 return _C.CallbackResult(guarded, strategy=COMPILED, apply_to_code=True)
+        if self.backend_name == "inductor":
+            backends.wake_compile_workers()
         logs.compile_log.info(
             "capturing %s (dynamic: %s)", _where(code), dynamic.changed_dims_reason(dims) or "none"
         )
