@@ -15,7 +15,8 @@ by side:
   ``torch.testing.assert_close`` accepts them (``correct``);
 * ``cold_s``: wall seconds of the first call (capture, guards, backend compile, run), the
   median of ``--cold-repeats`` samples (``cold_samples``; the later ones on fresh copies of
-  the model with both compilers reset, alternating which compiler goes first);
+  the model with both compilers reset, alternating which compiler goes first, and their
+  background builds stopped rather than waited for);
   for framecache's inductor, ``background_build_s`` is the time its AOTInductor package
   took to build after the first call had returned (the run waits for it before going on);
   torch's and framecache's compile caches point at fresh directories,
@@ -47,7 +48,7 @@ Run (JSON on stdout, or to ``--json PATH``; a table on stderr)::
 
     PYTHONPATH=build/dev/pkg python benchmarks/models.py [--device cpu|cuda]
         [--models resnet18,hf_bert,...] [--backends eager,inductor,cudagraphs] [--repeats 11]
-        [--cold-repeats 1] [--threads N] [--no-training] [--json PATH]
+        [--cold-repeats 1] [--cold-only] [--threads N] [--no-training] [--json PATH]
 
 ``--list`` names the models. See benchmarks/README.md ("models.py") for torchvision on a
 CPU build of torch.
@@ -75,6 +76,8 @@ os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 _SCRATCH = tempfile.mkdtemp(prefix="framecache-models-")
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_SCRATCH, "inductor"))
 os.environ.setdefault("FRAMECACHE_CACHE_DIR", os.path.join(_SCRATCH, "framecache"))
+# inductor's compile workers stay up between compiles (see _warm_imports).
+os.environ.setdefault("TORCHINDUCTOR_QUIESCE_ASYNC_COMPILE_POOL", "0")
 
 import torch  # noqa: E402
 import torch._dynamo  # noqa: E402
@@ -82,7 +85,7 @@ import torch._dynamo  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import framecache  # noqa: E402
 import zoo_models  # noqa: E402
-from framecache.cache import wait_for_builds  # noqa: E402
+from framecache.cache import cancel_builds, wait_for_builds  # noqa: E402
 
 TRAINING_NAME = f"{zoo_models.TRAINING}_train"
 
@@ -258,8 +261,10 @@ def bench_one(
     repeats: int,
     sample_ms: float,
     cold_repeats: int = 1,
+    cold_only: bool = False,
 ) -> dict[str, Any]:
-    """Every figure of one (model, backend) pair; see the module docstring."""
+    """Every figure of one (model, backend) pair; see the module docstring. ``cold_only``:
+    no steady-state figures, and framecache's background builds are stopped."""
     training = name == TRAINING_NAME
     if training:
         model, args = zoo_models.training_step(device)
@@ -296,11 +301,15 @@ def bench_one(
             # a process of its own (cache/builds.py): let it finish before torch.compile's
             # cold call, so that the two do not share the cores, and report its seconds.
             waited = time.perf_counter()
-            built = wait_for_builds() if label == "framecache" else True
+            built = True
+            if label == "framecache" and cold_only:
+                cancel_builds()
+            elif label == "framecache":
+                built = wait_for_builds()
             background = time.perf_counter() - waited
         diff, complaint = _compare(expected, got)
         row[label] = {"cold_s": cold, "max_abs_diff": diff, "correct": complaint is None}
-        if label == "framecache":
+        if label == "framecache" and not cold_only:
             row[label]["background_build_s"] = background
             row[label]["background_build_ok"] = built
         if complaint is not None:
@@ -326,6 +335,40 @@ def bench_one(
     row["torch.compile"]["graphs"] = len(tc_recorder.graphs)
     row["torch.compile"]["not_captured"] = _torch_breaks()
 
+    if not cold_only:
+        _steady(
+            row,
+            eager,
+            fc,
+            tc,
+            fc_recorder,
+            tc_recorder,
+            args,
+            training,
+            device,
+            backend,
+            repeats,
+            sample_ms,
+        )
+    _more_cold_samples(row, model, args, backend, device, training, cold_repeats)
+    return row
+
+
+def _steady(
+    row: dict[str, Any],
+    eager: Any,
+    fc: Any,
+    tc: Any,
+    fc_recorder: Recorder,
+    tc_recorder: Recorder,
+    args: Any,
+    training: bool,
+    device: torch.device,
+    backend: str,
+    repeats: int,
+    sample_ms: float,
+) -> None:
+    """The steady-state figures of a row: µs per call of each, and of the graphs alone."""
     runners: dict[str, Callable[[int], float]] = {
         "eager": lambda n: _timed_loop(eager, args, n, training, device),
         "framecache": lambda n: _timed_loop(fc, args, n, training, device),
@@ -355,6 +398,18 @@ def bench_one(
             row[label]["graph_us"] = med[f"{label} graph"]
             row[label]["overhead_us"] = med[label] - med[f"{label} graph"]
     row["speedup"] = med["torch.compile"] / med["framecache"]
+
+
+def _more_cold_samples(
+    row: dict[str, Any],
+    model: torch.nn.Module,
+    args: Any,
+    backend: str,
+    device: torch.device,
+    training: bool,
+    cold_repeats: int,
+) -> None:
+    """``cold_samples``, ``cold_s`` (their median) and ``cold_ratio`` of a row."""
     # More cold samples, each on fresh copies of the model with both compilers reset and
     # every cache empty, alternating which compiler goes first (the first sample above had
     # framecache first): one cold sample is one compile, noisy by 5-10 % here.
@@ -369,7 +424,6 @@ def bench_one(
     for label in ("framecache", "torch.compile"):
         row[label]["cold_s"] = statistics.median(row[label]["cold_samples"])
     row["cold_ratio"] = row["torch.compile"]["cold_s"] / max(row["framecache"]["cold_s"], 1e-9)
-    return row
 
 
 def _cold_sample(
@@ -398,20 +452,51 @@ def _cold_sample(
             _sync(device)
             cold = time.perf_counter() - start
             if label == "framecache":
-                wait_for_builds()
+                # This copy is thrown away: its AOTInductor package is not wanted, only
+                # the cores it would take from the next sample.
+                cancel_builds()
     return cold
 
 
+class _Warmup(torch.nn.Module):
+    """The layer kinds of the zoo in one tiny module: a conv, a batch norm, a layer norm,
+    a linear layer, attention's softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x))).flatten(2).transpose(1, 2)
+        y = self.linear(self.norm(y))
+        return torch.softmax(y @ y.transpose(1, 2), dim=-1) @ y
+
+
 def _warm_imports(device: torch.device, backends: list[str]) -> None:
-    """Compile a tiny function once per runtime and backend: imports are not compile time."""
+    """Compile a tiny module once per runtime and backend: imports, the first use of cuDNN
+    and cuBLAS, and the start of inductor's compile workers are not compile time.
 
-    def tiny(x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x) + 1
+    inductor compiles Triton kernels in this process until its worker pool is up (seconds
+    after a first compile asks for it), so the pool is waited for here; the worker pool
+    is also kept up between compiles (``TORCHINDUCTOR_QUIESCE_ASYNC_COMPILE_POOL=0``, set
+    above), else a compile after a minute without one pays the pool's restart, and which
+    compiler pays it depends on the order of the rows.
+    """
+    model = _Warmup().to(device).eval()
+    x = torch.randn(2, 3, 8, 8, device=device)
+    with torch.no_grad():
+        for backend in backends:
+            framecache.compile(copy.deepcopy(model), cache=False, **_framecache_options(backend))(x)
+            torch.compile(copy.deepcopy(model), backend=_torch_backend(backend))(x)
+    if any(b in ("inductor", CUDAGRAPHS) for b in backends):
+        from torch._inductor.async_compile import AsyncCompile
 
-    x = torch.randn(4, device=device)
-    for backend in backends:
-        framecache.compile(tiny, cache=False, **_framecache_options(backend))(x)
-        torch.compile(tiny, backend=_torch_backend(backend))(x)
+        wait_ready = getattr(AsyncCompile, "wait_pool_ready", None)
+        if wait_ready is not None:
+            wait_ready()
     framecache.reset()
     torch._dynamo.reset()
 
@@ -431,8 +516,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             continue
         fc, tc = r["framecache"], r["torch.compile"]
         cells = [
-            f"{r['model']:<22} {r['backend']:<8} {r['eager_us']:>9.1f}",
-            f"{fc['us']:>9.1f} {tc['us']:>9.1f} {r['speedup']:>6.2f}",
+            f"{r['model']:<22} {r['backend']:<8} {r.get('eager_us', nan):>9.1f}",
+            f"{fc.get('us', nan):>9.1f} {tc.get('us', nan):>9.1f} {r.get('speedup', nan):>6.2f}",
             f"{fc.get('overhead_us', nan):>8.1f} {tc.get('overhead_us', nan):>8.1f}",
             f"{fc['cold_s']:>8.2f} {tc['cold_s']:>8.2f} {r['cold_ratio']:>6.2f}"
             f" {fc.get('background_build_s', nan):>6.1f}",
@@ -440,7 +525,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{fc['graphs']:>3}/{len(fc['not_captured']):<3}",
             f"{tc['graphs']:>3}/{len(tc['not_captured']):<3}",
         ]
-        lines.append(" ".join(cells))
+        lines.append(" ".join(cells).replace(" nan", "  - "))
     return "\n".join(lines)
 
 
@@ -463,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-training", action="store_true", help=f"leave out {TRAINING_NAME}")
     parser.add_argument("--json", help="write the results here instead of stdout")
+    parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="cold figures only: no steady state, framecache's background builds stopped",
+    )
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -496,7 +586,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name} / {backend}", file=sys.stderr, flush=True)
             try:
                 row = bench_one(
-                    name, backend, device, args.repeats, args.sample_ms, args.cold_repeats
+                    name,
+                    backend,
+                    device,
+                    args.repeats,
+                    args.sample_ms,
+                    args.cold_repeats,
+                    cold_only=args.cold_only,
                 )
             except Exception as exc:  # one model failing does not end the run
                 traceback.print_exc(file=sys.stderr)
