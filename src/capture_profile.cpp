@@ -59,6 +59,8 @@ bool capture_event_ignorable(CaptureProfile& state, PyFrameObject* frame, int wh
   return known_library_code(state, back_code.get()) == 1;
 }
 
+}  // namespace
+
 // The Py_tracefunc: `obj` is the capsule (borrowed), `frame` borrowed, `arg` borrowed or
 // null. Returns 0, or -1 with the monitor's exception set (the capture's abort), after
 // removing itself as CPython's own sys.setprofile trampoline does on an error.
@@ -94,7 +96,34 @@ int capture_profile_trampoline(PyObject* obj, PyFrameObject* frame, int what, Py
   return 0;
 }
 
-}  // namespace
+PyObject* run_with_capture_events(PyThreadState* ts, cpy::Frame* frame, int throwflag,
+                                  FrameRunner run) {
+  // Inside a trace or profile callback CPython has the flag off already; a frame the
+  // monitor's own Python runs is left to it.
+  if (cpy::in_trace_callback(ts)) return run(ts, frame, throwflag);
+  auto* installed = static_cast<InstalledProfile*>(
+      PyCapsule_GetPointer(cpy::profile_object(ts), kCaptureProfileCapsule));
+  if (installed == nullptr) {
+    PyErr_Clear();
+    return run(ts, frame, throwflag);
+  }
+  CaptureProfile& state = *installed->state;
+  if (!state.per_frame) return run(ts, frame, throwflag);
+  // A frame thrown into (generator.throw) starts with the exception set, which a table
+  // lookup must not see: it gets its events whatever its code.
+  PyObject* code = reinterpret_cast<PyObject*>(cpy::frame_code(frame));
+  const bool library = throwflag == 0 && table_entry(state, code) == Py_False;
+  const uint8_t wanted = library ? 0 : cpy::tracing_flag_now(ts);
+  const uint8_t saved = cpy::caller_tracing_flag(ts);
+  if (wanted == saved) return run(ts, frame, throwflag);
+  cpy::set_caller_tracing_flag(ts, wanted);
+  PyObject* result = run(ts, frame, throwflag);
+  // The frame's evaluation copied its flag back into the caller's. The caller gets its
+  // own back: off if it was off (a library frame), else what CPython would set now (the
+  // profile function may be gone: an abort removes it).
+  cpy::set_caller_tracing_flag(ts, saved == 0 ? 0 : cpy::tracing_flag_now(ts));
+  return result;
+}
 
 bool capture_profile_install(CaptureProfile* state, PyObject* owner) {
   if (!state->callback || !state->user_code || !PyDict_Check(state->user_code.get())) {

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "framecache/callback_types.h"
+#include "framecache/capture_profile.h"
 #include "framecache/extra_state.h"
 #include "framecache/runtime_config.h"
 #include "framecache/stack_guard.h"
@@ -101,13 +102,22 @@ class UnrunFrame {
 __thread UnrunFrame* UnrunFrame::t_current = nullptr;
 
 // New reference, or null with an error set.
-inline PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+PyObject* run_previous_plain(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
   if (g_previous == nullptr) return cpy::eval_frame_default(ts, frame, throwflag);
   cpy::Frame* saved = t_passing_on;
   t_passing_on = frame;
   PyObject* result = g_previous(ts, frame, throwflag);
   t_passing_on = saved;
   return result;
+}
+
+// A frame run as it is, by the evaluator this hook replaced or CPython's. During a
+// capture (3.11) the capture's filter picks the frame's events (capture_profile.h).
+inline PyObject* run_previous(PyThreadState* ts, cpy::Frame* frame, int throwflag) {
+  if (capture_profile_running(ts)) {
+    return run_with_capture_events(ts, frame, throwflag, &run_previous_plain);
+  }
+  return run_previous_plain(ts, frame, throwflag);
 }
 
 PyObject* run_normally(ThreadState* st, PyThreadState* ts, cpy::Frame* frame,
@@ -494,6 +504,9 @@ PyObject* framecache_eval_frame(PyThreadState* ts, cpy::Frame* frame, int throwf
   PyCodeObject* code = cpy::frame_code(frame);
   if (st->mode == EvalMode::kOff || st->suspended != 0 || st->cap == FrameAction::SKIP ||
       cpy::frame_started(frame) || cpy::tracing_active(ts, code)) {
+    if (capture_profile_running(ts)) {
+      return run_with_capture_events(ts, frame, 0, &cpy::eval_frame_default);
+    }
     return cpy::eval_frame_default(ts, frame, 0);
   }
   const auto* es = static_cast<const ExtraState*>(cpy::code_get_extra(code, g_hook_extra_index));

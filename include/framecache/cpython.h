@@ -256,7 +256,7 @@ inline constexpr bool kHookFinishesUnrunFrames = true;
 // this thread, a trace/profile/monitoring callback is running, or a
 // sys.monitoring tool has events on (globally, or locally on `code`).
 //
-// 3.11 kept one flag for settrace/setprofile (cframe->use_tracing). 3.12
+// 3.11 kept one flag for settrace/setprofile (cframe->use_tracing; see below). 3.12
 // (PEP 669) removed it: settrace/setprofile became sys.monitoring tools 6 and
 // 7 whose events are global but whose callbacks check the thread's
 // c_tracefunc/c_profilefunc, so those two per-thread fields decide for them;
@@ -265,8 +265,11 @@ inline constexpr bool kHookFinishesUnrunFrames = true;
 // running callbacks on every version. The 3.11 branch goes with 3.11 support.
 inline bool tracing_active(PyThreadState* ts, PyCodeObject* code) {
 #ifdef FRAMECACHE_PY311
+  // The two functions, not cframe->use_tracing: the flag is CPython's derived copy of
+  // them, which a capture turns off for library frames while its profile function is
+  // installed (run_with_capture_events); those frames still run as they are.
   (void)code;
-  return ts->tracing != 0 || ts->cframe->use_tracing != 0;
+  return ts->tracing != 0 || ts->c_tracefunc != nullptr || ts->c_profilefunc != nullptr;
 #else
   if (ts->tracing != 0 || ts->c_tracefunc != nullptr || ts->c_profilefunc != nullptr) return true;
   constexpr uint8_t kLegacyTools =
@@ -281,6 +284,38 @@ inline bool tracing_active(PyThreadState* ts, PyCodeObject* code) {
   return (tools & ~kLegacyTools) != 0;
 #endif
 }
+
+// --- 3.11's per-evaluation tracing flag -------------------------------------
+// 3.11 decides for each C-level evaluation whether its frame emits trace and profile
+// events: cframe->use_tracing (255 or 0), copied from the caller's cframe when
+// _PyEval_EvalFrameDefault starts and copied back to it when it ends. While the flag is
+// 255 every instruction goes through the tracing path with its specialisation undone, so
+// a profile function slows all Python code on the thread, not only the frames it cares
+// about. The capture's profile filter (capture_profile.h) uses these to give each frame
+// the flag its code needs. 3.12 replaced the flag with sys.monitoring's per-code
+// instrumentation; the 3.11 branch goes with 3.11 support.
+#ifdef FRAMECACHE_PY311
+inline constexpr bool kPerFrameTracingFlag = true;
+// The flag of the evaluation that is calling (the frame about to start inherits it).
+inline uint8_t caller_tracing_flag(PyThreadState* ts) { return ts->cframe->use_tracing; }
+inline void set_caller_tracing_flag(PyThreadState* ts, uint8_t flag) {
+  ts->cframe->use_tracing = flag;
+}
+// What CPython itself would set the flag to now (_PyThreadState_UpdateTracingState).
+inline uint8_t tracing_flag_now(PyThreadState* ts) {
+  const bool on = ts->tracing == 0 && (ts->c_tracefunc != nullptr || ts->c_profilefunc != nullptr);
+  return on ? 255 : 0;
+}
+#else
+inline constexpr bool kPerFrameTracingFlag = false;
+inline uint8_t caller_tracing_flag(PyThreadState*) { return 0; }
+inline void set_caller_tracing_flag(PyThreadState*, uint8_t) {}
+inline uint8_t tracing_flag_now(PyThreadState*) { return 0; }
+#endif
+// The thread's profile function and its argument (borrowed); the same fields on 3.11-3.13.
+inline Py_tracefunc profile_function(PyThreadState* ts) { return ts->c_profilefunc; }
+inline PyObject* profile_object(PyThreadState* ts) { return ts->c_profileobj; }
+inline bool in_trace_callback(PyThreadState* ts) { return ts->tracing != 0; }
 
 // True once the interpreter has started finalizing (Py_FinalizeEx past its
 // atexit handlers): module globals may already be cleared and sys.meta_path

@@ -4,6 +4,7 @@
 
 #include "framecache/bindings.h"
 #include "framecache/capture_profile.h"
+#include "framecache/eval_frame.h"
 
 namespace framecache {
 
@@ -26,6 +27,11 @@ void bind_capture_profile(py::module_& m) {
           "tracing", [](const CaptureProfile& self) { return self.tracing; },
           [](CaptureProfile& self, bool on) { self.tracing = on; },
           "Whether the monitor's line tracer is on (it sets this when it switches).")
+      .def_property(
+          "per_frame", [](const CaptureProfile& self) { return self.per_frame; },
+          [](CaptureProfile& self, bool on) { self.per_frame = on; },
+          "Whether known library frames run without events (3.11, the hook installed; see "
+          "per_frame_available). The monitor then keeps its line tracer on.")
       .def(
           "install",
           [](py::object self) {
@@ -34,6 +40,11 @@ void bind_capture_profile(py::module_& m) {
             }
           },
           "Make this this thread's profile function (sys.setprofile restores another).");
+  m.def(
+      "_capture_per_frame_available",
+      [] { return cpy::kPerFrameTracingFlag && hook_installed(); },
+      "Whether a capture's filter can give each frame its own events: on 3.11, while "
+      "framecache's evaluator is installed (it hands the filter every frame).");
 }
 
 }  // namespace framecache

@@ -134,3 +134,92 @@ def test_an_entry_the_monitor_writes_during_the_capture_is_read_from_then_on():
     seen.clear()
     _run_under(profile, user_fn, 1)
     assert ("call", "library_leaf") not in seen and ("call", "user_fn") in seen
+
+
+def user_called_back(x):
+    return x + 1
+
+
+def library_calls_back(x):
+    return user_called_back(x) * 2
+
+
+def user_outer(x):
+    y = library_calls_back(x)
+    return y + 1
+
+
+def _per_frame_run(
+    per_frame: bool,
+) -> tuple[list[tuple[str, str]], list[tuple[str, int]], int, bool]:
+    """user_outer under the filter inside a framecache region (the hook installed), with
+    a global line tracer like the monitor's: (profile events, line events, result,
+    whether per-frame events were available in the region)."""
+    import framecache
+
+    table = {
+        _code(user_outer): True,
+        _code(library_calls_back): False,
+        _code(user_called_back): True,
+    }
+    profile, seen = _watch(table, tracing=True)
+    profile.per_frame = per_frame
+    lines: list[tuple[str, int]] = []
+    user = {_code(user_outer), _code(user_called_back)}
+
+    def local(frame, event, arg):
+        if event == "line":
+            lines.append((frame.f_code.co_name, frame.f_lineno - frame.f_code.co_firstlineno))
+        return local
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            lines.append((frame.f_code.co_name, -1))  # -1: the global tracer saw the call
+        return local if frame.f_code in user else None
+
+    with framecache.optimize(lambda *a: None):
+        available = _C._capture_per_frame_available()
+        previous_trace = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            result = _run_under(profile, user_outer, 3)
+        finally:
+            sys.settrace(previous_trace)
+    return seen, lines, result, available
+
+
+def test_per_frame_library_frames_run_without_events_and_user_frames_keep_theirs():
+    seen, lines, result, available = _per_frame_run(per_frame=True)
+    assert result == 9
+    # User code keeps every event and line, before and after the library frame and in
+    # the user code the library frame calls.
+    assert ("call", "user_outer") in seen and ("call", "user_called_back") in seen
+    assert ("user_outer", 1) in lines and ("user_outer", 2) in lines
+    assert ("user_called_back", 1) in lines
+    library_events = [e for e in seen if e[1] == "library_calls_back"]
+    if sys.version_info[:2] == (3, 11):
+        # framecache.optimize installed the hook: the library frame emits nothing, not
+        # even a call to the global trace function.
+        assert available
+        assert library_events == []
+        assert ("library_calls_back", -1) not in lines
+    else:
+        # 3.12+ has no per-frame flag (sys.monitoring): every event as without per_frame.
+        assert not available
+        assert ("return", "library_calls_back") in library_events
+        assert ("library_calls_back", -1) in lines
+
+
+def test_without_per_frame_the_library_frame_is_traced_as_before():
+    seen, lines, result, _ = _per_frame_run(per_frame=False)
+    assert result == 9
+    assert ("return", "library_calls_back") in seen  # tracer on: forwarded
+    assert ("library_calls_back", -1) in lines
+    assert ("user_outer", 2) in lines and ("user_called_back", 1) in lines
+
+
+def test_per_frame_is_off_without_the_hook():
+    import framecache
+
+    assert not framecache.hook_installed()
+    assert _C._capture_per_frame_available() is False

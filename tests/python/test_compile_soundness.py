@@ -984,3 +984,55 @@ def test_an_object_under_two_paths_is_guarded_on_both(cache):
     torch.testing.assert_close(f(x), x * 5.0 + 3.0)
     m.inner.settings = m.settings
     torch.testing.assert_close(f(x), x * 3.0 + 3.0)
+
+
+# Reads after Python library code returns, and in user code library code calls back: on
+# 3.11 the capture runs library frames with no trace events (capture_profile.h), and the
+# line tracer must still see every line of user code around them.
+AFTER_LIBRARY = 2.0
+CALLED_BACK = 5.0
+
+
+def _reads_after_a_library_frame(x: torch.Tensor) -> torch.Tensor:
+    y = torch.nn.functional.relu(x)  # a Python function of torch
+    z = torch.nn.functional.dropout(y, p=0.0, training=False)  # and another
+    return z * AFTER_LIBRARY
+
+
+class _CalledBack(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.gelu(x)
+        return y + CALLED_BACK
+
+
+def test_a_global_read_after_library_code_returns_is_guarded():
+    global AFTER_LIBRARY
+    f = _compiled(_reads_after_a_library_frame)
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x), torch.relu(x) * 2.0)
+    try:
+        AFTER_LIBRARY = 7.0
+        torch.testing.assert_close(f(x), torch.relu(x) * 7.0)
+    finally:
+        AFTER_LIBRARY = 2.0
+    assert any("AFTER_LIBRARY" in r for r in framecache.stats(f).recompile_reasons)
+
+
+def test_a_global_read_in_user_code_that_library_code_calls_back_is_guarded():
+    global CALLED_BACK
+    inner = _CalledBack()
+
+    def outer(x: torch.Tensor) -> torch.Tensor:
+        # sorted() (C) and Module.__call__ (Python library code) each call user code.
+        order = sorted([2, 1], key=lambda k: k * CALLED_BACK)
+        return inner(x) * order[0]
+
+    f = _compiled(outer)
+    x = torch.randn(4)
+    torch.testing.assert_close(f(x), torch.nn.functional.gelu(x) + 5.0)
+    try:
+        CALLED_BACK = -1.0
+        torch.testing.assert_close(f(x), (torch.nn.functional.gelu(x) - 1.0) * 2)
+    finally:
+        CALLED_BACK = 5.0
+    assert framecache.stats(f).compiles == 2

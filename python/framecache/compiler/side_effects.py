@@ -569,6 +569,8 @@ class SideEffectMonitor:
         # and dropped after it: it refers back to this monitor, and a C++ object is no
         # part of the garbage collector's cycles.
         self._filter: Any = None
+        # Whether library frames run without events for this watch (watching()).
+        self._per_frame = False
 
     def _is_user_frame(self, frame: types.FrameType) -> bool:
         """User code is judged; library code (and what it generates) is traced through.
@@ -701,6 +703,8 @@ class SideEffectMonitor:
         for every call and return anyway) turns it on when control enters user code and
         off when it enters library code.
         """
+        if not on and self._per_frame:
+            return
         if on != self._tracing:
             self._tracing = on
             if self._filter is not None:
@@ -829,12 +833,20 @@ class SideEffectMonitor:
         self._tracing = previous_trace is self._trace
         self._filter = _C._CaptureProfile(self._profile, self._user_code)
         self._filter.tracing = self._tracing
+        # 3.11: the hook runs known library frames with no events at all (see
+        # capture_profile.h), so the line tracer, which then only user frames and code not
+        # classified yet call, stays on for the whole capture.
+        self._per_frame = _C._capture_per_frame_available()
+        self._filter.per_frame = self._per_frame
         self._filter.install()
+        if self._per_frame and self._on_line is not None:
+            self._set_tracing(True)
         try:
             yield self
         finally:
             sys.setprofile(previous)
             self._filter = None
+            self._per_frame = False
             if self._on_line is not None or self._write_targets:
                 sys.settrace(previous_trace)
             self.finish()
