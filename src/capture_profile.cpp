@@ -101,12 +101,11 @@ PyObject* run_with_capture_events(PyThreadState* ts, cpy::Frame* frame, int thro
   // Inside a trace or profile callback CPython has the flag off already; a frame the
   // monitor's own Python runs is left to it.
   if (cpy::in_trace_callback(ts)) return run(ts, frame, throwflag);
-  auto* installed = static_cast<InstalledProfile*>(
-      PyCapsule_GetPointer(cpy::profile_object(ts), kCaptureProfileCapsule));
-  if (installed == nullptr) {
-    PyErr_Clear();
-    return run(ts, frame, throwflag);
-  }
+  // Checked without setting an error: a frame thrown into starts with one set.
+  PyObject* capsule = cpy::profile_object(ts);
+  if (!PyCapsule_IsValid(capsule, kCaptureProfileCapsule)) return run(ts, frame, throwflag);
+  auto* installed =
+      static_cast<InstalledProfile*>(PyCapsule_GetPointer(capsule, kCaptureProfileCapsule));
   CaptureProfile& state = *installed->state;
   if (!state.per_frame) return run(ts, frame, throwflag);
   // A frame thrown into (generator.throw) starts with the exception set, which a table

@@ -31,7 +31,7 @@ void bind_capture_profile(py::module_& m) {
           "per_frame", [](const CaptureProfile& self) { return self.per_frame; },
           [](CaptureProfile& self, bool on) { self.per_frame = on; },
           "Whether known library frames run without events (3.11, the hook installed; see "
-          "per_frame_available). The monitor then keeps its line tracer on.")
+          "_capture_per_frame_available). The monitor then keeps its line tracer on.")
       .def(
           "install",
           [](py::object self) {
