@@ -41,6 +41,7 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -240,8 +241,6 @@ def cancel_builds() -> int:
     (the compiler processes it started too) is killed. Builds that had already ended are
     waited for as ``wait_for_builds`` would.
     """
-    import signal
-
     with _LOCK:
         running = list(_RUNNING)
         _RUNNING.clear()
