@@ -22,6 +22,7 @@
 #include <Python.h>
 
 #include <cstdint>
+#include <cstring>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "framecache needs CPython 3.11, 3.12 or 3.13 (this is older than 3.11)"
@@ -251,6 +252,26 @@ inline constexpr bool kHookFinishesUnrunFrames = true;
 #endif
 
 // --- the thread's tracing state ---------------------------------------------
+#ifndef FRAMECACHE_PY311
+// 3.12+ only (3.11 has no sys.monitoring); the #ifndef goes with 3.11 support.
+// The tools with any of the first N events on, in a monitors array (one byte of tool
+// bits per event): the bytes ORed as two overlapping 8-byte words, ~10 instructions where
+// a byte loop costs ~60 on every frame the hook runs.
+template <size_t N>
+inline uint8_t any_tool(const uint8_t* tools) {
+  static_assert(N >= 8 && N <= 16, "two overlapping 8-byte words cover N bytes");
+  uint64_t low;
+  uint64_t high;
+  std::memcpy(&low, tools, 8);
+  std::memcpy(&high, tools + N - 8, 8);
+  uint64_t x = low | high;
+  x |= x >> 32;
+  x |= x >> 16;
+  x |= x >> 8;
+  return static_cast<uint8_t>(x);
+}
+#endif
+
 // True while frames must run normally so that debuggers, profilers and
 // coverage tools see the real code: sys.settrace/sys.setprofile is set on
 // this thread, a trace/profile/monitoring callback is running, or a
@@ -274,12 +295,10 @@ inline bool tracing_active(PyThreadState* ts, PyCodeObject* code) {
   if (ts->tracing != 0 || ts->c_tracefunc != nullptr || ts->c_profilefunc != nullptr) return true;
   constexpr uint8_t kLegacyTools =
       (1u << PY_MONITORING_SYS_PROFILE_ID) | (1u << PY_MONITORING_SYS_TRACE_ID);
-  uint8_t tools = 0;
-  const _Py_GlobalMonitors& global = ts->interp->monitors;
-  for (int e = 0; e < _PY_MONITORING_UNGROUPED_EVENTS; ++e) tools |= global.tools[e];
+  uint8_t tools = any_tool<_PY_MONITORING_UNGROUPED_EVENTS>(ts->interp->monitors.tools);
   if (code->_co_monitoring != nullptr) {
-    const _Py_LocalMonitors& local = code->_co_monitoring->local_monitors;
-    for (int e = 0; e < _PY_MONITORING_LOCAL_EVENTS; ++e) tools |= local.tools[e];
+    // Only the first _PY_MONITORING_LOCAL_EVENTS bytes of the local array are events.
+    tools |= any_tool<_PY_MONITORING_LOCAL_EVENTS>(code->_co_monitoring->local_monitors.tools);
   }
   return (tools & ~kLegacyTools) != 0;
 #endif

@@ -112,6 +112,72 @@ def test_frames_run_normally_while_a_monitoring_tool_has_events(scope: str) -> N
         mon.free_tool_id(tool)
 
 
+def _settable_events(scope: str) -> list[tuple[str, int]]:
+    """(name, bit) of every single event `scope` accepts (sys.monitoring refuses the rest)."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    events = sorted(
+        (getattr(mon.events, n), n) for n in dir(mon.events) if n.isupper() and n != "NO_EVENTS"
+    )
+    tool = mon.OPTIMIZER_ID
+    mon.use_tool_id(tool, "framecache-test-probe")
+    settable = []
+    try:
+        for bit, name in events:
+            try:
+                if scope == "global":
+                    mon.set_events(tool, bit)
+                else:
+                    mon.set_local_events(tool, monitored.__code__, bit)
+            except ValueError:
+                continue
+            finally:
+                mon.set_events(tool, 0)
+                mon.set_local_events(tool, monitored.__code__, 0)
+            settable.append((name, bit))
+    finally:
+        mon.free_tool_id(tool)
+    return settable
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring (PEP 669) is 3.12+")
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_every_monitoring_event_makes_frames_run_normally(scope: str) -> None:
+    # The hook reads the tools' event bytes a word at a time (cpython.h any_tool): each
+    # event a tool can switch on, in every byte of the global and local arrays, must be
+    # seen, or a debugger would step through cached code instead of the real one.
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    events = _settable_events(scope)
+    # Every ungrouped event globally, the local ones locally (3.12 and 3.13 alike).
+    assert len(events) == (15 if scope == "global" else 10), events
+    tool = mon.DEBUGGER_ID
+    counting = CountingCallback(copy_callback)
+    mon.use_tool_id(tool, "framecache-test")
+    try:
+        with framecache.optimize(counting):
+            assert monitored(1) == 4
+            assert monitored(2) == 7
+            for name, bit in events:
+                hits = sum(e.hit_count for e in framecache.cache_entries(monitored.__code__))
+                if scope == "global":
+                    mon.set_events(tool, bit)
+                else:
+                    mon.set_local_events(tool, monitored.__code__, bit)
+                try:
+                    assert monitored(3) == 10
+                finally:
+                    mon.set_events(tool, 0)
+                    mon.set_local_events(tool, monitored.__code__, 0)
+                after = sum(e.hit_count for e in framecache.cache_entries(monitored.__code__))
+                assert after == hits, f"{name} on: the cached code ran"
+                assert monitored(4) == 13  # quiet again: a hit
+                quiet = sum(e.hit_count for e in framecache.cache_entries(monitored.__code__))
+                assert quiet == hits + 1, f"{name} off: no hit"
+        assert counting.count(monitored.__code__) == 1
+    finally:
+        mon.set_events(tool, 0)
+        mon.free_tool_id(tool)
+
+
 # --- frames answered without running them are released ------------------------------------------
 
 
