@@ -7,6 +7,11 @@ interleaved, in four modes:
 
 * ``no hook``: no thread has a callback, so CPython's own evaluator runs it (the hook
   is not even installed);
+* ``any evaluator``: a PEP 523 evaluator that only hands each frame to CPython's
+  (``_C._passthrough_evaluator``): what installing any evaluator costs, framecache's or
+  torch.compile's, before the evaluator does any work. CPython then stops inlining
+  Python-to-Python calls (each one goes through the C stack and a new evaluation loop) and
+  its specialised call instructions deoptimise. It is the floor under the other modes;
 * ``SKIP``: compile mode with a callback that marks every code it is asked about SKIP
   (``FrameExecStrategy(SKIP, DEFAULT)``, what a fallback gets): after the first
   sample, each frame takes the hook's SKIP exit;
@@ -17,9 +22,10 @@ interleaved, in four modes:
   functions it calls are handed to the compiler like any other frame.
 
 Each figure is the median, over ``--repeats`` interleaved samples, of one run of the
-workload (wall or thread CPU time, see ``--clock``), the garbage collector off; the ratio
-is the mode's median over ``no hook``'s. Every mode's result is checked against the
-hook-off result.
+workload (wall or thread CPU time, see ``--clock``), the garbage collector off; ``ratio``
+is the mode's median over ``no hook``'s, ``over floor`` its median over ``any
+evaluator``'s (the hook's own work). Every mode's result is checked against the hook-off
+result.
 
 Run: ``PYTHONPATH=build/dev/pkg python benchmarks/python_overhead.py [--json PATH]
 [--repeats N] [--size N] [--clock wall|cpu] [--no-torch]``.
@@ -37,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import framecache
-from framecache import CallbackResult, FrameAction, FrameExecStrategy, FrameView
+from framecache import _C, CallbackResult, FrameAction, FrameExecStrategy, FrameView
 
 # --- the workload (defined here, outside the framecache package) ---
 
@@ -101,6 +107,8 @@ def workload(size: int) -> int:
 # --- modes ---
 
 SKIP_HERE = FrameExecStrategy(FrameAction.SKIP, FrameAction.DEFAULT)
+# The mode value of ``any evaluator``.
+FLOOR = "pass-through evaluator"
 
 
 def skip_everything(frame: FrameView, entry: object, frame_state: dict[str, Any]) -> Any:
@@ -116,7 +124,16 @@ def _clock_fn(name: str) -> Callable[[], int]:
 def run_mode(
     mode: object, fn: Callable[[int], int], size: int, clock: Callable[[], int]
 ) -> tuple[float, int]:
-    """(ns, result) of one ``fn(size)`` with the thread's callback set to ``mode``."""
+    """(ns, result) of one ``fn(size)`` with the thread's callback set to ``mode`` (or,
+    for ``FLOOR``, the pass-through evaluator installed)."""
+    if mode == FLOOR:
+        _C._passthrough_evaluator(True)
+        try:
+            start = clock()
+            result = fn(size)
+            return float(clock() - start), result
+        finally:
+            _C._passthrough_evaluator(False)
     previous = framecache.set_eval_frame(mode)
     try:
         start = clock()
@@ -138,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     modes: dict[str, tuple[object, Callable[[int], int]]] = {
         "no hook": (None, workload),
+        "any evaluator": (FLOOR, workload),
         "SKIP": (skip_everything, workload),
         "run-only": (False, workload),
     }
@@ -177,16 +195,21 @@ def main(argv: list[str] | None = None) -> int:
         if gc_was_enabled:
             gc.enable()
     base = statistics.median(samples["no hook"])
+    floor = statistics.median(samples["any evaluator"])
     results = {
-        name: {"us": statistics.median(s) / 1e3, "ratio": statistics.median(s) / base}
+        name: {
+            "us": statistics.median(s) / 1e3,
+            "ratio": statistics.median(s) / base,
+            "over_floor": statistics.median(s) / floor,
+        }
         for name, s in samples.items()
     }
     if "compile fallback" in modes:
         st = framecache.stats(top)
         results["compile fallback"]["fallback_reasons"] = list(st.fallback_reasons)
-    print(f"{'mode':<18} {'us/run':>10} {'ratio':>7}")
+    print(f"{'mode':<18} {'us/run':>10} {'ratio':>7} {'over floor':>11}")
     for name, r in results.items():
-        print(f"{name:<18} {r['us']:>10.1f} {r['ratio']:>6.2f}x")
+        print(f"{name:<18} {r['us']:>10.1f} {r['ratio']:>6.2f}x {r['over_floor']:>10.3f}x")
     out = {
         "benchmark": "python_overhead",
         "python": sys.version.split()[0],

@@ -40,6 +40,8 @@ void bind_leaf_guards_relational(GuardManagerClass& cls);
 void bind_call_with_callback(py::module_& m);
 // _CaptureProfile: the side-effect monitor's profile function, filtered in C.
 void bind_capture_profile(py::module_& m);
+// _passthrough_evaluator, _passthrough_evaluator_installed (the benchmarks' floor).
+void bind_passthrough_evaluator(py::module_& m);
 // root.object_source(obj, label).
 void bind_accessors_object(GuardManagerClass& cls);
 // attr, generic_attr, type_, obj_dict, type_dict.

@@ -6,6 +6,7 @@ PYBIND11_MODULE(_C, m) {
   framecache::bind_runtime(m);
   framecache::bind_call_with_callback(m);
   framecache::bind_capture_profile(m);
+  framecache::bind_passthrough_evaluator(m);
   auto guards = m.def_submodule("guards", "Guard trees compiled in C++");
   auto cls = framecache::bind_guard_tree(guards);
   framecache::bind_leaf_guards_identity(cls);
