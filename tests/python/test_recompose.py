@@ -47,6 +47,30 @@ def test_a_linear_layer_becomes_one_call_with_the_same_bits(shape, bias):
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(4, 8), (2, 4, 8)], ids=["2d", "3d"])
+def test_a_linear_feeding_linears_directly_is_read_through_its_rewrite(shape):
+    # ELECTRA and ALBERT project their embeddings with a linear layer whose result goes
+    # straight into the query, key and value layers: the projection's last node is erased
+    # when its group is rewritten, so the layers after it must read the new linear.
+    x = torch.randn(*shape[:-1], 5, generator=_GEN)
+    w_in = torch.randn(8, 5, generator=_GEN)
+    w_q, w_k = _W, torch.randn(5, 8, generator=_GEN)
+
+    def fn(x, w_in, w_q, w_k, b):
+        h = torch.nn.functional.linear(x, w_in)
+        return torch.nn.functional.linear(h, w_q, b) + torch.nn.functional.linear(h, w_k)
+
+    operands = (x, w_in, w_q, w_k, _B)
+    gm = _trace(fn, *operands)
+    expected = gm(*operands)
+    assert linear_calls(gm) == 3
+    gm.graph.lint()  # every node defined before it is read
+    assert _targets(gm).count(aten.linear.default) == 3
+    torch.testing.assert_close(gm(*operands), expected, rtol=0, atol=0)
+    (got,) = lean_forward(gm)(*operands)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 def test_gradients_through_the_recomposed_graph_are_eagers():
     x = torch.randn(2, 4, 8, generator=_GEN, requires_grad=True)
     w = _W.clone().requires_grad_()

@@ -148,12 +148,18 @@ def linear_calls(gm: GraphModule) -> int:
         found = _match_2d(node) if node not in taken else None
         if found is not None:
             groups.append((node, found))
+    # A group's input can be an earlier group's result (a projection feeding the query,
+    # key and value layers): that node is erased when its group is rewritten, so inputs
+    # are read through what replaced them.
+    replaced: dict[Node, Node] = {}
     for end, (members, x, weight, bias) in groups:
+        operands = (x, weight) if bias is None else (x, weight, bias)
+        args = tuple(replaced.get(a, a) if isinstance(a, Node) else a for a in operands)
         with gm.graph.inserting_before(end):
-            args = (x, weight) if bias is None else (x, weight, bias)
             linear = gm.graph.call_function(aten.linear.default, args)
         linear.meta = dict(end.meta)
         end.replace_all_uses_with(linear)
+        replaced[end] = linear
         for member in reversed(members):
             gm.graph.erase_node(member)
     if groups:
