@@ -30,6 +30,23 @@ def uses_global_function(x):
     return _act(x) + 1
 
 
+def _fx_leaf(x):
+    return x * 3 + 1
+
+
+# Registered like timm's maybe_add_mask and torchvision's stochastic_depth: torch.fx's
+# tracer swaps it for a wrapper while make_fx traces a capture.
+torch.fx.wrap("_fx_leaf")
+
+
+def _other_fx_leaf(x):
+    return x - 1
+
+
+def uses_fx_wrapped_function(x):
+    return _fx_leaf(x).relu()
+
+
 @pytest.fixture(autouse=True)
 def _fresh():
     framecache.reset()
@@ -1035,4 +1052,23 @@ def test_a_global_read_in_user_code_that_library_code_calls_back_is_guarded():
         torch.testing.assert_close(f(x), (torch.nn.functional.gelu(x) - 1.0) * 2)
     finally:
         CALLED_BACK = 5.0
+    assert framecache.stats(f).compiles == 2
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["memory", "disk"])
+def test_a_function_registered_with_torch_fx_wrap_is_guarded_as_itself(
+    cache, tmp_path, monkeypatch
+):
+    # The capture reads the tracer's wrapper; the guard checks the function itself, so the
+    # entry hits after the trace puts it back (torchvision's Swin Transformer recompiled on
+    # every call until the recompile limit) and still fails when the global is rebound.
+    monkeypatch.setenv("FRAMECACHE_CACHE_DIR", str(tmp_path))
+    f = _compiled(uses_fx_wrapped_function, cache=cache)
+    x = torch.randn(6)
+    for _ in range(4):
+        torch.testing.assert_close(f(x), (x * 3 + 1).relu())
+    s = framecache.stats(f)
+    assert (s.compiles, s.hits) == (1, 3), s
+    monkeypatch.setitem(globals(), "_fx_leaf", _other_fx_leaf)
+    torch.testing.assert_close(f(x), (x - 1).relu())
     assert framecache.stats(f).compiles == 2

@@ -22,6 +22,7 @@ from ..plan.plan import GuardPlan, materialize
 from ..plan.sources import Source
 from . import reads
 from .errors import Unsupported
+from .fx_patches import outside_trace
 from .inputs import CONSTANT_TYPES
 from .side_effects import code_reads
 
@@ -166,6 +167,7 @@ class PlanBuilder:
         if source in self._done:
             return
         self._done.add(source)
+        value = outside_trace(value)
         plan = self.plan
         if isinstance(value, torch.Tensor):
             if source not in self.input_sources:
@@ -692,7 +694,7 @@ class PlanBuilder:
                 return None
             self._roots[key] = root = sources.module_globals(module_name)
         if name in f_globals:
-            value = f_globals[name]
+            value = outside_trace(f_globals[name])
             source = sources.global_(name) if root is None else sources.item(root, name)
         else:
             builtins = f_globals.get("__builtins__")
@@ -710,6 +712,15 @@ class PlanBuilder:
 
     def _step(self, source: Source, value: Any, step: tuple[str, Any]) -> tuple[Source, Any] | None:
         """``(source, value)`` one access further, or None where nothing can be guarded."""
+        found = self._step_within(source, value, step)
+        if found is None:
+            return None
+        return found[0], outside_trace(found[1])
+
+    def _step_within(
+        self, source: Source, value: Any, step: tuple[str, Any]
+    ) -> tuple[Source, Any] | None:
+        """``_step`` as the capture sees it (torch.fx's tracer patches still in place)."""
         if step[0] == "item":
             key = step[1]
             if type(value) is dict:
