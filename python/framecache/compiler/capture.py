@@ -85,6 +85,14 @@ def capture_frame(
         call_args, call_kwargs = args.rebuild(tensors)
         out = fn(*call_args, **call_kwargs)
         leaves, spec = pytree.tree_flatten(out)
+        for leaf in leaves:
+            # Checked before make_fx sees them: torch.fx records a dataclass it is handed
+            # as a call of its class, and takes a dataclass *class* (transformers' configs)
+            # for one, so the compiled code would call ``type(**defaults)``.
+            if not isinstance(leaf, _OUTPUT_LEAVES):
+                raise Unsupported(
+                    f"the function returns {_describe_leaf(leaf)}, which a graph cannot produce"
+                )
         spec_box.append(spec)
         return tuple(leaves)
 
@@ -139,14 +147,26 @@ def _describe_trace_error(exc: BaseException) -> str:
     return f"{name}: {text}"
 
 
+# What a captured frame may return, flattened: tensors and symbolic sizes the graph
+# computes, and constants the compiled code returns as they are.
+_OUTPUT_CONSTANTS = (int, float, bool, str, type(None), torch.dtype, torch.device)
+_OUTPUT_LEAVES = (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool, *_OUTPUT_CONSTANTS)
+
+
+def _describe_leaf(leaf: Any) -> str:
+    if isinstance(leaf, type):
+        return f"the class {leaf.__qualname__}"
+    return f"a {type(leaf).__name__}"
+
+
 def _check_outputs(gm: torch.fx.GraphModule) -> None:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
     for leaf in pytree.tree_leaves(output.args[0]):
         if isinstance(leaf, torch.fx.Node):
             continue
-        if not isinstance(leaf, (int, float, bool, str, type(None), torch.dtype, torch.device)):
+        if not isinstance(leaf, _OUTPUT_CONSTANTS):
             raise Unsupported(
-                f"the function returns a {type(leaf).__name__}, which a graph cannot produce"
+                f"the function returns {_describe_leaf(leaf)}, which a graph cannot produce"
             )
 
 
