@@ -1072,3 +1072,91 @@ def test_a_function_registered_with_torch_fx_wrap_is_guarded_as_itself(
     monkeypatch.setitem(globals(), "_fx_leaf", _other_fx_leaf)
     torch.testing.assert_close(f(x), (x - 1).relu())
     assert framecache.stats(f).compiles == 2
+
+
+_THIRD_PARTY_CACHE = """
+import torch
+
+
+class Layer:
+    def __init__(self):
+        self.keys = None
+        self.seen = 0
+
+    def update(self, k):
+        if self.keys is None:
+            self.keys = k[:, :0]
+        self.seen += k.shape[1]
+        self.keys = torch.cat([self.keys, k], dim=1)
+        return self.keys
+
+
+class Cache:
+    def __init__(self):
+        self.layers = [Layer()]
+
+    def update(self, k):
+        return self.layers[0].update(k)
+"""
+
+
+def test_a_package_updating_a_callers_object_in_place_runs_it_for_real(tmp_path, monkeypatch):
+    # transformers' KV cache: a package's code stores the step's keys on a cache object the
+    # caller made and passes in every step. A package's bookkeeping is not judged, but this
+    # write is: the capture ran it on fake tensors (which stayed on the caller's object and
+    # broke its next eager step), and a graph would not replay it.
+    helper = _third_party_module(tmp_path, monkeypatch, "fc_third_party_cache", _THIRD_PARTY_CACHE)
+
+    def step(cache, x):
+        return cache.update(x * 2.0).sum(dim=1)
+
+    g = _compiled(step)
+    eager_cache, cache = helper.Cache(), helper.Cache()
+    for i in range(4):
+        x = torch.full((1, 3), float(i))
+        torch.testing.assert_close(g(cache, x), step(eager_cache, x))
+        layer, eager_layer = cache.layers[0], eager_cache.layers[0]
+        assert type(layer.keys) is torch.Tensor  # a real tensor, never a capture's fake
+        torch.testing.assert_close(layer.keys, eager_layer.keys)
+        assert layer.seen == eager_layer.seen == 3 * (i + 1)  # ``+=`` ran once per step
+    s = framecache.stats(g)
+    assert s.compiles == 0 and s.fallbacks >= 1, s
+    assert any("does not restore it" in r for r in s.fallback_reasons), s.fallback_reasons
+
+
+class _Accumulator:
+    def __init__(self, t):
+        self.t = t
+        self.n = 2
+
+
+def test_an_object_made_during_the_capture_is_its_own_state():
+    # Attributes an object's __init__ sets, and later writes to it, are state the frame
+    # makes anew each time it runs: no side effect, the frame is captured.
+    def f(x):
+        acc = _Accumulator(x)
+        acc.t = acc.t * 3
+        acc.n += 1
+        return acc.t + acc.n
+
+    g = _compiled(f)
+    x = torch.randn(4)
+    for _ in range(3):
+        torch.testing.assert_close(g(x), x * 3 + 3)
+    s = framecache.stats(g)
+    assert (s.compiles, s.hits, s.fallbacks) == (1, 2, 0), s
+
+
+def test_an_augmented_attribute_write_to_an_outside_object_is_a_side_effect():
+    acc = _Accumulator(torch.zeros(1))
+
+    def f(x):
+        acc.n += 1
+        return x + acc.n
+
+    g = _compiled(f)
+    x = torch.zeros(2)
+    torch.testing.assert_close(g(x), x + 3)
+    torch.testing.assert_close(g(x), x + 4)
+    assert acc.n == 4  # incremented once per call, by the frame run for real
+    assert framecache.stats(g).compiles == 0

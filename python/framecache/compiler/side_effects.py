@@ -17,7 +17,10 @@ Two checks, both conservative (when in doubt, the frame is not captured):
   just before it runs (an opcode event); at the end of the capture every written
   attribute must hold its original again, or the frame is not captured and every written
   attribute is put back (``AttributeWrites``). What is read from such an attribute while
-  it is changed is no input: the capture computed it (the guard plan asks ``changed``);
+  it is changed is no input: the capture computed it (the guard plan asks ``changed``).
+  An object whose ``__init__`` ran during the capture on an empty instance dict was made
+  by it: writes to it are the frame's own state. Third-party code (below) is held to
+  this check too, though to none of the others;
 * dynamic, through a profile function while capturing (``_profile``, behind a filter in C
   that answers library code's events itself): every C function called from
   user code must be on an allow-list (torch, math, pure builtins, read-only methods),
@@ -189,10 +192,14 @@ _FRESH_PRODUCERS = {
 
 
 def is_third_party_code(code: types.CodeType) -> bool:
-    """Code installed in a site directory: its reads are guarded, its side effects not judged.
+    """Code installed in a site directory: its reads are guarded; of its side effects only
+    attribute writes to objects that existed before the capture are judged.
 
     Judging it like the user's own makes captures fall back on bookkeeping that packages
-    and tools do (import hooks that note what they checked, registries, lazy caches).
+    and tools do (import hooks that note what they checked, registries, lazy caches). An
+    attribute write to the caller's object is no bookkeeping: transformers' KV cache stores
+    each step's keys that way, and the capture, which runs it on fake tensors, would leave
+    them on the caller's cache where a graph never stores anything.
     """
     return code.co_filename.startswith(_SITE_DIRS) and not is_library_code(code)
 
@@ -321,7 +328,28 @@ def attribute_write_target(
 
     Root kinds: ``"L"`` a frame variable (fast local, cell, free variable), ``"G"`` a
     global. The chain is re-read on the frame's variables just before the write runs.
+
+    An augmented assignment (``self.n += k``: the chain, ``COPY 1``, ``LOAD_ATTR n``, the
+    operand, ``BINARY_OP``, ``SWAP 2``, ``STORE_ATTR n``) writes to the chain before its
+    ``COPY``.
     """
+    if (
+        i >= 3
+        and instrs[i - 1].opname == "SWAP"
+        and instrs[i - 1].arg == 2
+        and instrs[i - 2].opname == "BINARY_OP"
+    ):
+        name = instrs[i].argval
+        for j in range(i - 3, 0, -1):
+            ins = instrs[j]
+            if (
+                ins.opname == "COPY"
+                and ins.arg == 1
+                and instrs[j + 1].opname == "LOAD_ATTR"
+                and instrs[j + 1].argval == name
+            ):
+                return attribute_write_target(instrs, j)
+        return None
     steps: list[str] = []
     for j in range(i - 1, -1, -1):
         ins = instrs[j]
@@ -453,9 +481,17 @@ class AttributeWrites:
 
     def __init__(self) -> None:
         self._original: dict[tuple[int, str], tuple[Any, Any]] = {}
+        # Objects made during the capture (their __init__ ran in it, on an empty instance
+        # dict): what is written to them is the frame's own state, made anew when the
+        # frame runs, not a side effect. Kept alive so that their ids stay theirs.
+        self._fresh: dict[int, Any] = {}
 
     def __bool__(self) -> bool:
         return bool(self._original)
+
+    def note_fresh(self, obj: Any) -> None:
+        """``obj`` was made during the capture (see ``_fresh``)."""
+        self._fresh[id(obj)] = obj
 
     def before_write(self, obj: Any, name: str) -> None:
         """Note ``obj.name`` as it is just before code writes it (the first write counts)."""
@@ -469,11 +505,12 @@ class AttributeWrites:
         return entry is not None and not _same(_current(obj, name), entry[1])
 
     def unrestored(self) -> list[tuple[Any, str]]:
-        """The written attributes that do not hold their original values."""
+        """The written attributes of objects that existed before the capture that do not
+        hold their original values."""
         return [
             (obj, name)
-            for (_, name), (obj, before) in self._original.items()
-            if not _same(_current(obj, name), before)
+            for (key, name), (obj, before) in self._original.items()
+            if key not in self._fresh and not _same(_current(obj, name), before)
         ]
 
     def undo(self) -> None:
@@ -749,7 +786,13 @@ class SideEffectMonitor:
         if event == "call":
             if code not in self.executed:
                 self.executed[code] = ExecutedCode(code, frame.f_globals, None)
+            if code.co_name == "__init__" and code.co_argcount:
+                self._note_init(frame)
             if code is not self.top_code and self._third_party(code):
+                # A package's bookkeeping is not judged, but what it writes to objects
+                # that existed before is: the capture runs it on fake tensors (a
+                # transformers cache stores them), and a graph would not replay it.
+                self._watch_writes(frame)
                 return
             if code not in self._static_checked:
                 self._static_checked.add(code)
@@ -766,6 +809,14 @@ class SideEffectMonitor:
             reason = self._check_c_call(frame, arg)
             if reason is not None:
                 self._abort([reason])
+
+    def _note_init(self, frame: types.FrameType) -> None:
+        """An ``__init__`` starting on an instance with an empty ``__dict__``: an object
+        being made (``Cls(...)``), whose attribute writes are its own state."""
+        obj = frame.f_locals.get(frame.f_code.co_varnames[0], _ABSENT)
+        state = getattr(obj, "__dict__", None)
+        if type(state) is dict and not state:
+            self.writes.note_fresh(obj)
 
     def _abort(self, reasons: list[str]) -> None:
         self.violations.extend(reasons)
