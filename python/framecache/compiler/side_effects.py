@@ -368,6 +368,27 @@ def attribute_write_target(
     return None
 
 
+_KEY_ROOTS = frozenset({"LOAD_CONST", "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF"})
+
+
+def container_write_target(
+    instrs: list[dis.Instruction], i: int
+) -> tuple[str, str, tuple[str, ...]] | None:
+    """``(root kind, root name, attribute steps)`` of the container that the STORE_SUBSCR
+    or DELETE_SUBSCR at ``instrs[i]`` writes to, when it is an attribute of an object
+    (``self.cache[k] = v``, at least one step) and the key a plain chain (a constant, a
+    variable, their attributes); else None."""
+    j = i - 1
+    while j >= 0 and instrs[j].opname == "LOAD_ATTR":
+        if sys.version_info >= (3, 12) and (instrs[j].arg or 0) & 1:
+            return None  # a method load pushes two values
+        j -= 1
+    if j < 1 or instrs[j].opname not in _KEY_ROOTS or instrs[j].is_jump_target:
+        return None
+    found = attribute_write_target(instrs, j)
+    return found if found is not None and found[2] else None
+
+
 def _container_of_store(instrs: list[dis.Instruction], i: int) -> str | None:
     """The local name a STORE_SUBSCR at ``instrs[i]`` stores into, if it is a plain local."""
     total = 0
@@ -458,7 +479,9 @@ class ExecutedCode:
 
 
 _ABSENT = object()
-_WriteTarget = tuple[str, str, tuple[str, ...], str]
+# (root kind, root name, attribute steps, the attribute written, or None for a store into
+# the container the chain reaches).
+_WriteTarget = tuple[str, str, tuple[str, ...], str | None]
 _SCALARS = (bool, int, float, complex, str, bytes, type(None))
 
 
@@ -471,6 +494,17 @@ def _current(obj: Any, name: str) -> Any:
 
 def _same(a: Any, b: Any) -> bool:
     return a is b or (type(a) is type(b) and type(a) in _SCALARS and a == b)
+
+
+def _same_contents(container: Any, before: Any) -> bool:
+    """Whether a dict or list holds what its shallow copy ``before`` holds, in order."""
+    if len(container) != len(before):
+        return False
+    if type(container) is dict:
+        return list(container) == list(before) and all(
+            _same(container[k], before[k]) for k in before
+        )
+    return all(_same(a, b) for a, b in zip(container, before, strict=True))
 
 
 class AttributeWrites:
@@ -486,8 +520,33 @@ class AttributeWrites:
         # frame runs, not a side effect. Kept alive so that their ids stay theirs.
         self._fresh: dict[int, Any] = {}
 
+        # Dicts and lists held by such objects' attributes that code stored into
+        # (``cache.is_updated[i] = True``), with a shallow copy from before the first store
+        # and the type of the object holding them.
+        self._containers: dict[int, tuple[Any, Any, str]] = {}
+
     def __bool__(self) -> bool:
-        return bool(self._original)
+        return bool(self._original) or bool(self._containers)
+
+    def before_container_write(self, container: Any, owner: Any) -> None:
+        """Note the contents of ``container`` (an attribute of ``owner``) just before code
+        stores into it or deletes from it (the first store counts)."""
+        key = id(container)
+        if key in self._containers or id(owner) in self._fresh:
+            return
+        if type(container) is dict:
+            self._containers[key] = (container, dict(container), type(owner).__name__)
+        elif type(container) is list:
+            self._containers[key] = (container, list(container), type(owner).__name__)
+
+    def changed_containers(self) -> list[tuple[Any, str]]:
+        """(container, owner's type name) of the noted containers whose contents differ
+        from their copies (other keys, or another object under a key)."""
+        return [
+            (container, owner)
+            for container, before, owner in self._containers.values()
+            if not _same_contents(container, before)
+        ]
 
     def note_fresh(self, obj: Any) -> None:
         """``obj`` was made during the capture (see ``_fresh``)."""
@@ -514,7 +573,15 @@ class AttributeWrites:
         ]
 
     def undo(self) -> None:
-        """Put back every written attribute's original value (or remove it again)."""
+        """Put back every written attribute's original value (or remove it again), and
+        every noted container's contents."""
+        for container, _ in self.changed_containers():
+            before = self._containers[id(container)][1]
+            if type(container) is dict:
+                container.clear()
+                container.update(before)
+            else:
+                container[:] = before
         for obj, name in self.unrestored():
             before = self._original[(id(obj), name)][1]
             try:
@@ -683,10 +750,18 @@ class SideEffectMonitor:
             obj = frame.f_locals.get(root, _ABSENT)
         else:
             obj = frame.f_globals.get(root, _ABSENT)
+        owner = _ABSENT
         for step in steps:
             if obj is _ABSENT:
                 break
+            owner = obj
             obj = _static_attribute(obj, step)
+        if name is None:
+            # A store into a container attribute (container_write_target): one the chain
+            # does not reach is left to the static checks.
+            if obj is not _ABSENT:
+                self.writes.before_container_write(obj, owner)
+            return
         if obj is _ABSENT:
             self._abort(
                 [
@@ -708,6 +783,10 @@ class SideEffectMonitor:
                     found = attribute_write_target(instrs, i)
                     if found is not None:
                         targets[ins.offset] = (*found, ins.argval)
+                elif ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+                    found = container_write_target(instrs, i)
+                    if found is not None:
+                        targets[ins.offset] = (*found, None)
             self._write_targets[code] = targets
         if targets:
             if frame.f_trace is None:
@@ -730,6 +809,10 @@ class SideEffectMonitor:
                 f"sets the attribute .{name} of a {type(obj).__name__} and does not restore it"
                 for obj, name in left
             )
+        self.violations.extend(
+            f"stores into a {type(container).__name__} of a {owner} and does not restore it"
+            for container, owner in self.writes.changed_containers()
+        )
         self.writes.undo()
 
     def _set_tracing(self, on: bool) -> None:
