@@ -167,6 +167,13 @@ bool CacheEntry::same_identity(cpy::Frame* frame) const {
   return true;
 }
 
+bool CacheEntry::identity_lost() const {
+  for (const auto& [slot, object] : identity_) {
+    if (object.get() == nullptr) return true;
+  }
+  return false;
+}
+
 void CacheEntry::refresh_slots(PyCodeObject* original) {
   slots_ = compute_slot_map(original, root_->local_names());
   slots_version_ = root_->local_names_version();

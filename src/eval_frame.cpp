@@ -180,17 +180,30 @@ std::string code_location(PyCodeObject* code) {
 // Gives the recompile-limit warning, once per code (either limit), listing
 // why each of `entries` (those the limit counted) failed on this frame. 0, or
 // -1 when the warning was turned into an exception.
-int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, bool accumulated,
+enum class Limit { kRecompile, kAccumulated, kObjectsLost };
+
+int warn_recompile_limit(ExtraState& es, cpy::Frame* frame, Limit limit,
                          const std::vector<Shared<CacheEntry>>& entries) {
   auto& cfg = runtime_config();
   if (es.limit_warned) return 0;
   es.limit_warned = true;
+  std::string which;
+  switch (limit) {
+    case Limit::kRecompile:
+      which = "recompile limit (" + std::to_string(cfg.recompile_limit) + " compiles)";
+      break;
+    case Limit::kAccumulated:
+      which = "accumulated recompile limit (" + std::to_string(cfg.accumulated_recompile_limit) +
+              " entries on this code)";
+      break;
+    case Limit::kObjectsLost:
+      which = "recompile limit (" + std::to_string(cfg.recompile_limit) +
+              " compiles for objects that died before their entry ran again: a new object on "
+              "every call)";
+      break;
+  }
   std::string msg = "framecache: " + code_location(cpy::frame_code(frame)) + " reached the " +
-                    (accumulated ? "accumulated recompile limit (" +
-                                       std::to_string(cfg.accumulated_recompile_limit) +
-                                       " entries on this code)"
-                                 : "recompile limit (" + std::to_string(cfg.recompile_limit) +
-                                       " compiles)") +
+                    which +
                     "; it now runs its cached entries or the original code, without compiling.";
   size_t index = 0;
   ThreadState* st = thread_state_peek();
@@ -246,27 +259,42 @@ void stop_compiling(ExtraState& es, uint64_t tag) {
 // a first compile for another instance of a class is not a recompile. Past it
 // this frame runs without compiling; when the entries that pin no object are
 // enough on their own, every frame is past it and the code runs RUN_ONLY
-// under this tag. True when the frame must not compile (-1 in *error when the
-// warning became an exception).
+// under this tag. Entries whose object died before they ever ran again count
+// too, on their own: a frame handed a new object on every call (an __init__,
+// a cache made per call) would otherwise compile on every call until the
+// accumulated limit, each compile useless once its object is gone. True when
+// the frame must not compile (-1 in *error when the warning became an
+// exception).
 bool over_recompile_limits(ExtraState& es, cpy::Frame* frame, uint64_t tag, int* error) {
   const auto& cfg = runtime_config();
   *error = 0;
   if (es.compiles >= cfg.accumulated_recompile_limit) {
     stop_compiling(es, tag);
     std::vector<Shared<CacheEntry>> all(es.entries().begin(), es.entries().end());
-    *error = warn_recompile_limit(es, frame, true, all);
+    *error = warn_recompile_limit(es, frame, Limit::kAccumulated, all);
     return true;
   }
   std::vector<Shared<CacheEntry>> counted;
+  std::vector<Shared<CacheEntry>> lost;
   int64_t unpinned = 0;
   for (const auto& entry : es.entries()) {
-    if (entry->tag() != tag || !entry->same_identity(frame)) continue;
+    if (entry->tag() != tag) continue;
+    if (entry->has_identity() && entry->hits() == 0 && entry->identity_lost()) {
+      lost.push_back(entry);
+      continue;
+    }
+    if (!entry->same_identity(frame)) continue;
     counted.push_back(entry);
     if (!entry->has_identity()) ++unpinned;
   }
+  if (static_cast<int64_t>(lost.size()) >= cfg.recompile_limit) {
+    stop_compiling(es, tag);
+    *error = warn_recompile_limit(es, frame, Limit::kObjectsLost, lost);
+    return true;
+  }
   if (static_cast<int64_t>(counted.size()) < cfg.recompile_limit) return false;
   if (unpinned >= cfg.recompile_limit) stop_compiling(es, tag);
-  *error = warn_recompile_limit(es, frame, false, counted);
+  *error = warn_recompile_limit(es, frame, Limit::kRecompile, counted);
   return true;
 }
 

@@ -81,6 +81,9 @@ class CacheEntry : public Counted {
   // holds in its place; true for an entry that remembers none.
   bool same_identity(_PyInterpreterFrame* frame) const;
   bool has_identity() const { return !identity_.empty(); }
+  // True when an object this entry remembers has died: its identity guard can never pass
+  // again.
+  bool identity_lost() const;
 
  private:
   // The function object to call: reuses one per entry when the original has

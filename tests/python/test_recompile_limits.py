@@ -154,13 +154,36 @@ def test_an_identity_local_that_died_no_longer_counts() -> None:
     with framecache.optimize(callback):
         layer = Layer(1)
         step(layer, 1)
+        step(layer, 1)  # its entry ran again: the object was worth a compile
         del layer
-        # A new instance, maybe at the dead one's address: a first compile.
+        # New instances, one maybe at the dead one's address: first compiles.
+        layers = [Layer(i) for i in range(5)]
         with warnings.catch_warnings():
             warnings.simplefilter("error", RecompileLimitWarning)
-            for i in range(5):
-                assert step(Layer(i), 2) == 2 * i
+            for i, other in enumerate(layers):
+                assert step(other, 2) == 2 * i
     assert callback.compiles == 6
+
+
+def test_a_new_object_on_every_call_stops_compiling_at_the_limit() -> None:
+    # An __init__, or a cache made per call: each compile pins an object that dies before
+    # its entry runs again. Those count, on their own, so that the frame does not compile
+    # on every call until the accumulated limit.
+    framecache.set_recompile_limit(4, accumulated=256)
+    callback = IdentitySpecialiser()
+    with framecache.optimize(callback), pytest.warns(RecompileLimitWarning) as record:
+        for i in range(20):
+            assert step(Layer(i), 2) == 2 * i
+    assert callback.compiles == 4
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "compiles for objects that died before their entry ran again" in message
+    assert "expected the object" in message  # why each counted entry failed
+    assert framecache.get_code_strategy(step.__code__).cur_action == framecache.FrameAction.RUN_ONLY
+    # Objects that live on are still first compiles elsewhere: another code is unaffected.
+    assert framecache.get_code_strategy(Layer.__init__.__code__).cur_action != (
+        framecache.FrameAction.RUN_ONLY
+    )
 
 
 @pytest.mark.torch
