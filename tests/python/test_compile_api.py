@@ -366,3 +366,50 @@ def test_an_attribute_left_changed_is_a_side_effect_and_is_put_back_before_the_r
     assert s.compiles == 0
     reason = "sets the attribute .causal of a _Config and does not restore it"
     assert reason in s.fallback_reasons[0]
+
+
+class _Settings:
+    scale = 3
+
+
+def _scale_of(settings, name):
+    return getattr(settings, name) * 2
+
+
+def test_a_frame_without_tensor_operations_runs_as_it_is():
+    # A config's __getattribute__, a flag check: cached code would be guards in place of a
+    # few lines, one entry per argument value, walked on every call. Such a frame is
+    # left to run as it is (once decided, its calls never reach the compiler again).
+    f = framecache.compile(_scale_of, backend="eager")
+    settings = _Settings()
+    for _ in range(4):
+        assert f(settings, "scale") == 6
+    s = framecache.stats(f)
+    assert (s.misses, s.compiles, s.entries, s.fallbacks) == (1, 0, 0, 1), s
+    assert "no tensor operations" in s.fallback_reasons[0], s.fallback_reasons
+    _Settings.scale = 5
+    try:
+        assert f(settings, "scale") == 10  # the original ran: nothing stale
+    finally:
+        _Settings.scale = 3
+
+
+def test_a_frame_without_tensor_operations_still_compiles_under_fullgraph():
+    f = framecache.compile(_scale_of, backend="eager", fullgraph=True)
+    settings = _Settings()
+    assert f(settings, "scale") == 6
+    assert f(settings, "scale") == 6
+    s = framecache.stats(f)
+    assert (s.compiles, s.hits, s.fallbacks) == (1, 1, 0), s
+
+
+def test_a_frame_calling_one_without_tensor_operations_is_captured_whole():
+    def uses(x, settings):
+        return x * _scale_of(settings, "scale")
+
+    f = framecache.compile(uses, backend="eager")
+    x, settings = torch.randn(3), _Settings()
+    for _ in range(3):
+        torch.testing.assert_close(f(x, settings), x * 6)
+    s = framecache.stats(f)
+    assert (s.compiles, s.hits, s.fallbacks) == (1, 2, 0), s

@@ -255,6 +255,14 @@ class CompileContext:
             "capturing %s (dynamic: %s)", _where(code), dynamic.changed_dims_reason(dims) or "none"
         )
         capture = capture_frame(code, frame.f_globals, frame.closure, args, dims)
+        if not self.fullgraph and not args.tensor_sources and not _has_operations(capture.gm):
+            # A frame given no tensors that computes nothing on them (a config's
+            # __getattribute__, a flag check, copy's helpers) gains nothing from cached
+            # code: its entries would only be guard checks in place of a few lines of
+            # Python, one per argument value, walked on every call. It runs as it is from
+            # now on; the frames it calls are still compiled. (A frame given tensors may
+            # pass them through on one call and compute on the next: it is cached.)
+            raise Unsupported(_NO_OPERATIONS)
         plan = guard_plan.build_plan(capture, frame.closure)
         stored = self.disk.lift(capture, plan, counters) if pending is not None else None
         # Module parameters and buffers are graph inputs: one entry serves every
@@ -446,6 +454,14 @@ def _recompile_reasons(
     except Exception as exc:
         return [f"guard check raised {type(exc).__name__}: {exc}"]
     return list(info.failures) or ["guards failed"]
+
+
+_NO_OPERATIONS = "no tensor inputs and no tensor operations: the frame runs as it is"
+
+
+def _has_operations(gm: Any) -> bool:
+    """Whether a captured graph calls any operator (else it only passes values through)."""
+    return any(node.op == "call_function" for node in gm.graph.nodes)
 
 
 def _where(code: types.CodeType) -> str:
