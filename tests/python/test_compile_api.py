@@ -413,3 +413,41 @@ def test_a_frame_calling_one_without_tensor_operations_is_captured_whole():
         torch.testing.assert_close(f(x, settings), x * 6)
     s = framecache.stats(f)
     assert (s.compiles, s.hits, s.fallbacks) == (1, 2, 0), s
+
+
+class _Scaled:
+    def __init__(self, x):
+        self.doubled = x * 2
+
+
+def _make_scaled(x):
+    return _Scaled(x)  # returns an object: this frame falls back, its callees are asked
+
+
+def test_a_constructor_of_a_new_object_on_every_call_is_not_compiled():
+    # Its entry would pin the new object, which the next call replaces: compiling it on
+    # every call until the recompile limit (transformers' DynamicCache.__init__ in each
+    # forward) made a model run 50x slower than eager.
+    import warnings
+
+    f = framecache.compile(_make_scaled, backend="eager")
+    x = torch.randn(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", framecache.RecompileLimitWarning)
+        for _ in range(12):
+            torch.testing.assert_close(f(x).doubled, x * 2)
+    assert framecache.cache_entries(_Scaled.__init__.__code__) == []
+    s = framecache.stats(_Scaled.__init__)
+    assert (s.misses, s.compiles, s.fallbacks) == (1, 0, 1), s  # asked once, then left
+    assert "a constructor" in s.fallback_reasons[0]
+    assert "returns a _Scaled" in framecache.stats(f).fallback_reasons[0]
+
+
+def test_a_module_constructor_called_in_a_frame_is_still_captured():
+    def build_and_apply(x):
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2)(x)
+
+    f = framecache.compile(build_and_apply, backend="eager")
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(f(x), build_and_apply(x))

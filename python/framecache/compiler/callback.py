@@ -230,6 +230,8 @@ class CompileContext:
         reasons: list[str],
     ) -> _C.CallbackResult:
         started = time.perf_counter()
+        if not self.fullgraph and _initialises_a_new_object(code, f_locals):
+            raise Unsupported(_CONSTRUCTOR)
         args = split_arguments(code, f_locals)
         dims = dynamic.decide(args, frame_state, self.dynamic)
         pending = None
@@ -457,6 +459,23 @@ def _recompile_reasons(
 
 
 _NO_OPERATIONS = "no tensor inputs and no tensor operations: the frame runs as it is"
+
+
+_CONSTRUCTOR = (
+    "a constructor: the object it initialises is new on every call, and an entry guarded "
+    "on it would never run again"
+)
+
+
+def _initialises_a_new_object(code: types.CodeType, f_locals: dict[str, Any]) -> bool:
+    """An ``__init__`` of an object other than a module (a transformers cache made in each
+    forward): its guards would pin that object, which the next call replaces. Modules keep
+    theirs: their entries are guarded on structure, not identity, and they are made once.
+    """
+    if code.co_name != "__init__" or not code.co_argcount:
+        return False
+    obj = f_locals.get(code.co_varnames[0])
+    return obj is not None and not isinstance(obj, torch.nn.Module)
 
 
 def _has_operations(gm: Any) -> bool:
