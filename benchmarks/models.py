@@ -48,9 +48,11 @@ Run (JSON on stdout, or to ``--json PATH``; a table on stderr)::
 
     PYTHONPATH=build/dev/pkg python benchmarks/models.py [--device cpu|cuda]
         [--models resnet18,hf_bert,...] [--backends eager,inductor,cudagraphs] [--repeats 11]
-        [--cold-repeats 1] [--cold-only] [--threads N] [--no-training] [--json PATH]
+        [--cold-repeats 1] [--cold-only] [--threads N] [--no-training] [--beyond] [--json PATH]
 
-``--list`` names the models. See benchmarks/README.md ("models.py") for torchvision on a
+``--list`` names the models; ``--beyond`` runs the models beyond the zoo instead
+(``zoo_models.BEYOND``: more torchvision, timm and transformers models, the decoders with
+their default ``use_cache=True``). See benchmarks/README.md ("models.py") for torchvision on a
 CPU build of torch.
 """
 
@@ -269,7 +271,7 @@ def bench_one(
     if training:
         model, args = zoo_models.training_step(device)
     else:
-        model, args = zoo_models.MODELS[name].build(device)
+        model, args = {**zoo_models.MODELS, **zoo_models.BEYOND}[name].build(device)
     eager = model
     fc_model, tc_model = copy.deepcopy(model), copy.deepcopy(model)
     expected = _run(eager, args, training)
@@ -554,11 +556,20 @@ def main(argv: list[str] | None = None) -> int:
         help="cold figures only: no steady state, framecache's background builds stopped",
     )
     parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument(
+        "--beyond",
+        action="store_true",
+        help="run the models beyond the zoo (zoo_models.BEYOND) instead of the zoo's",
+    )
     args = parser.parse_args(argv)
+    beyond = list(zoo_models.BEYOND)
     if args.list:
         print("\n".join(names))
+        print("beyond the zoo: " + ", ".join(beyond))
         return 0
-    selected = args.models.split(",") if args.models else names
+    default = beyond if args.beyond else names
+    selected = args.models.split(",") if args.models else default
+    names = [*names, *beyond]
     if args.no_training and TRAINING_NAME in selected:
         selected.remove(TRAINING_NAME)
     unknown = sorted(set(selected) - set(names))

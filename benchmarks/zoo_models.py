@@ -28,6 +28,7 @@ import torch
 import torch.utils._pytree as pytree
 
 __all__ = [
+    "BEYOND",
     "MODELS",
     "TRAINING",
     "ZooModel",
@@ -247,6 +248,101 @@ MODELS: dict[str, ZooModel] = {
         ZooModel("hf_distilbert", "transformers", _distilbert),
     ]
 }
+
+
+# --- beyond the zoo: models tried as a new user would (2026-12-04) ---
+
+
+def _tv(name: str, size: int = 64) -> Callable[[torch.device], tuple[torch.nn.Module, tuple]]:
+    def build(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+        tv = import_torchvision()
+        torch.manual_seed(0)
+        return _ready(getattr(tv.models, name)(weights=None), device), _images(device, size=size)
+
+    return build
+
+
+def _hf(config_name: str, model_name: str, **config: Any) -> Callable[[torch.device], tuple]:
+    """A transformers model of the zoo's size, with the library's defaults otherwise (a
+    decoder keeps ``use_cache=True``: it makes and returns a KV cache on every call)."""
+
+    def build(device: torch.device) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+        _torchvision_if_installed()  # transformers imports it
+        import transformers
+
+        torch.manual_seed(0)
+        cfg = getattr(transformers, config_name)(**config)
+        return _ready(getattr(transformers, model_name)(cfg), device), _tokens(device)
+
+    return build
+
+
+_HF_SMALL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": _VOCAB,
+}
+
+BEYOND: dict[str, ZooModel] = {
+    m.name: m
+    for m in [
+        ZooModel("tv_squeezenet", "torchvision", _tv("squeezenet1_1")),
+        ZooModel("tv_shufflenet", "torchvision", _tv("shufflenet_v2_x0_5")),
+        ZooModel("tv_densenet121", "torchvision", _tv("densenet121")),
+        ZooModel("tv_regnet", "torchvision", _tv("regnet_y_400mf")),
+        ZooModel("tv_swin_t", "torchvision", _tv("swin_t")),
+        ZooModel("timm_resnet50", "timm", _timm("resnet50")),
+        ZooModel("timm_mixer", "timm", _timm("mixer_s16_224", img_size=64)),
+        ZooModel("timm_deit", "timm", _timm("deit_tiny_patch16_224", img_size=64)),
+        ZooModel("timm_mobilevit", "timm", _timm("mobilevit_xxs")),
+        ZooModel(
+            "hf_roberta",
+            "transformers",
+            _hf("RobertaConfig", "RobertaModel", max_position_embeddings=64, **_HF_SMALL),
+        ),
+        ZooModel(
+            "hf_albert",
+            "transformers",
+            _hf("AlbertConfig", "AlbertModel", embedding_size=32, **_HF_SMALL),
+        ),
+        ZooModel(
+            "hf_electra",
+            "transformers",
+            _hf("ElectraConfig", "ElectraModel", embedding_size=32, **_HF_SMALL),
+        ),
+        ZooModel(
+            "hf_mistral",
+            "transformers",
+            _hf("MistralConfig", "MistralModel", num_key_value_heads=1, **_HF_SMALL),
+        ),
+        ZooModel(
+            "hf_qwen2",
+            "transformers",
+            _hf("Qwen2Config", "Qwen2Model", num_key_value_heads=1, **_HF_SMALL),
+        ),
+        ZooModel(
+            "hf_bart",
+            "transformers",
+            _hf(
+                "BartConfig",
+                "BartModel",
+                d_model=64,
+                encoder_layers=2,
+                decoder_layers=2,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=128,
+                decoder_ffn_dim=128,
+                vocab_size=_VOCAB,
+            ),
+        ),
+    ]
+}
+"""Models beyond the zoo (``models.py --models NAME`` or ``--beyond``): not in the smoke
+test; the four that broke when first tried are tests of their own (test_model_zoo.py)."""
+
 
 # The model whose training step (forward, loss, backward) the zoo also runs.
 TRAINING = "tv_vit_small"
