@@ -113,3 +113,31 @@ def test_shape_dependent_control_flow_under_symbolic_shapes():
     for n in (2, 3, 6, 8, 3):
         x = torch.randn(n, 2)
         torch.testing.assert_close(f(x), branchy(x))
+
+
+def _rotary(p):
+    # transformers' rotary embedding: an expand to the positions' batch, then a matmul
+    # whose result has the positions' length.
+    return torch.arange(4.0)[None, :, None].expand(p.shape[0], -1, 1) @ p[:, None, :].float()
+
+
+def test_a_size_of_one_is_never_compiled_as_symbolic():
+    # Prefill (6 positions), then decode steps of 1: the recompile for 1 was made dynamic,
+    # torch's symbolic shapes turned the size 1 into a constant with no guard, and the
+    # next prefill ran that entry: RuntimeError, where a broadcast would have been a
+    # silently wrong result.
+    f = framecache.compile(_rotary, backend="eager", cache=False)
+    for n in (6, 1, 1, 6, 3, 1, 6, 5):
+        p = torch.arange(n)[None]
+        torch.testing.assert_close(f(p), _rotary(p))
+
+
+def test_a_size_of_one_under_dynamic_true_is_static_and_guarded():
+    def add_row(x, row):
+        return x + row
+
+    f = framecache.compile(add_row, backend="eager", dynamic=True, cache=False)
+    x = torch.randn(3, 4)
+    for rows in (1, 3, 1):
+        row = torch.randn(rows, 4)
+        torch.testing.assert_close(f(x, row), x + row)

@@ -4,6 +4,12 @@
 compile sees a tensor whose size changed in some dimension since the previous compile of
 the same code, that dimension becomes symbolic from then on. The sizes seen are kept in
 the code's ``frame_state``, which survives recompiles.
+
+A dimension whose size is 0 or 1 in the call being compiled stays static in that compile,
+whatever was decided for it: torch's symbolic shapes specialise such a size to the constant
+when the fake input is made, with no guard, so the graph would bake it in (a broadcast, an
+``expand`` to it) while the tensor guard let any size through. It is compiled symbolic at
+the next compile that sees it larger.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def decide(
                     if before is None or before != int(now)
                 }
         sizes[key] = [None if i in dims else int(s) for i, s in enumerate(tensor.shape)]
-        decided[source] = dims
+        decided[source] = {i for i in dims if int(tensor.shape[i]) > 1}
     return decided
 
 
