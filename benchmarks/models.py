@@ -25,7 +25,8 @@ by side:
   the first one's kernels), so every compile is cold;
 * ``us``: steady-state µs per call, the median over ``--repeats`` interleaved samples
   (eager, framecache, torch.compile, in alternating order), each sample a loop of as many
-  calls as fill ``--sample-ms`` (CUDA: synchronized before and after each sample);
+  calls as fill ``--sample-ms`` (CUDA: synchronized before and after each sample), after
+  12 settling calls of each (calls after the cold one may still compile);
 * ``graph_us``: µs per call of the backend's compiled graph(s) alone, called directly
   with the inputs the backend was given, and ``overhead_us = us - graph_us``, the hit
   overhead over the compiled graph;
@@ -356,6 +357,9 @@ def bench_one(
     return row
 
 
+_SETTLING_CALLS = 12
+
+
 def _steady(
     row: dict[str, Any],
     eager: Any,
@@ -384,6 +388,12 @@ def _steady(
             if rec.graphs and _real_inputs(rec.graphs):
                 graph_runners[label] = lambda n, g=rec.graphs: _graph_loop(g, n, training, device)
     every = {**runners, **{f"{k} graph": v for k, v in graph_runners.items()}}
+    # Settling calls before any timing: the calls after the cold one may still compile
+    # (either compiler; e.g. a frame handed a new cache object on every call compiles until
+    # its recompile limit), and a sample that holds a compile is no steady state.
+    for fn in runners.values():
+        for _ in range(_SETTLING_CALLS):
+            fn(1)
     calls = {k: _calls_for(fn, sample_ms) for k, fn in every.items()}
     samples: dict[str, list[float]] = {k: [] for k in every}
     for i in range(repeats):
