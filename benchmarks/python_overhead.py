@@ -34,12 +34,13 @@ Run: ``PYTHONPATH=build/dev/pkg python benchmarks/python_overhead.py [--json PAT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import framecache
@@ -121,26 +122,32 @@ def _clock_fn(name: str) -> Callable[[], int]:
     return time.thread_time_ns if name == "cpu" else time.perf_counter_ns
 
 
-def run_mode(
-    mode: object, fn: Callable[[int], int], size: int, clock: Callable[[], int]
-) -> tuple[float, int]:
-    """(ns, result) of one ``fn(size)`` with the thread's callback set to ``mode`` (or,
-    for ``FLOOR``, the pass-through evaluator installed)."""
+@contextlib.contextmanager
+def _mode(mode: object) -> Iterator[None]:
+    """The thread's callback set to ``mode`` (``FLOOR``: the pass-through evaluator
+    installed instead) for the block."""
     if mode == FLOOR:
         _C._passthrough_evaluator(True)
         try:
-            start = clock()
-            result = fn(size)
-            return float(clock() - start), result
+            yield
         finally:
             _C._passthrough_evaluator(False)
+        return
     previous = framecache.set_eval_frame(mode)
     try:
+        yield
+    finally:
+        framecache.set_eval_frame(previous)
+
+
+def run_mode(
+    mode: object, fn: Callable[[int], int], size: int, clock: Callable[[], int]
+) -> tuple[float, int]:
+    """(ns, result) of one ``fn(size)`` under ``mode`` (see ``_mode``)."""
+    with _mode(mode):
         start = clock()
         result = fn(size)
         return float(clock() - start), result
-    finally:
-        framecache.set_eval_frame(previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,52 +110,40 @@ def _matches_eager(model: torch.nn.Module, *args: torch.Tensor, **kwargs: object
     return compiled
 
 
+def _beyond(name: str) -> tuple[torch.nn.Module, tuple[object, ...]]:
+    """A model of ``zoo_models.BEYOND`` on the CPU (the benchmark's own build)."""
+    return zoo_models.BEYOND[name].build(torch.device("cpu"))
+
+
 def test_swin_transformer_hits_after_its_first_call() -> None:
     # Its window helpers are registered with torch.fx.wrap: guards on the tracer's
     # wrappers failed on every call after the capture.
-    tv = zoo_models.import_torchvision()
-    torch.manual_seed(0)
-    model = tv.models.swin_t().eval()
-    compiled = _matches_eager(model, torch.randn(1, 3, 64, 64))
+    model, args = _beyond("tv_swin_t")
+    compiled = _matches_eager(model, *args)
     s = framecache.stats(compiled)
     assert (s.compiles, s.hits) == (1, 2), s
-
-
-def _tiny(config_class: type, **extra: object) -> object:
-    return config_class(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        vocab_size=1000,
-        **extra,
-    )
 
 
 def test_electra_with_a_projected_embedding_compiles() -> None:
     # The embedding projection feeds the attention's linear layers directly: the eager
     # backend's linear recomposition read an erased node (KeyError) and the model raised.
-    zoo_models._torchvision_if_installed()  # transformers imports it: declare its ops first
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    model = transformers.ElectraModel(_tiny(transformers.ElectraConfig, embedding_size=32))
-    # (The model itself is one graph with transformers 5.24; 5.17's config wrapper falls
-    # back, and the graph is then its callee's.)
-    _matches_eager(model.eval(), torch.randint(0, 100, (2, 12)))
+    # (The model is one graph with transformers 5.24; with 5.17 its config wrapper falls
+    # back, and the graph is its callee's.)
+    model, args = _beyond("hf_electra")
+    _matches_eager(model, *args)
 
 
 def test_mistral_generation_with_a_kv_cache_matches_eager() -> None:
     # Each step stores its keys on the DynamicCache the caller passes: captures left fake
-    # tensors and step counts on it, and the next eager step failed.
-    zoo_models._torchvision_if_installed()  # transformers imports it: declare its ops first
+    # tensors and step counts on it, and the next eager step failed; then a recompile for
+    # a decode step of one position served the next prefill (a size of 1 compiled as
+    # symbolic).
+    model, _ = _beyond("hf_mistral")
     transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = _tiny(transformers.MistralConfig, num_key_value_heads=1)
-    model = transformers.MistralModel(config).eval()
-    ids = torch.randint(0, 100, (1, 6))
+    ids = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(0))
 
     def generate(fn: object) -> list[torch.Tensor]:
-        cache = transformers.DynamicCache(config=config)
+        cache = transformers.DynamicCache(config=model.config)
         out = fn(input_ids=ids, past_key_values=cache, use_cache=True)  # type: ignore[operator]
         states = [out.last_hidden_state]
         for i in range(4):
@@ -175,17 +163,5 @@ def test_mistral_generation_with_a_kv_cache_matches_eager() -> None:
 def test_bart_with_its_encoder_decoder_cache_matches_eager() -> None:
     # A deep copy of its config class compiled into ``type(**defaults)``; its cross
     # attention's is_updated flag stayed set after a capture put the keys back.
-    zoo_models._torchvision_if_installed()  # transformers imports it: declare its ops first
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.BartConfig(
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        vocab_size=1000,
-    )
-    _matches_eager(transformers.BartModel(config).eval(), torch.randint(0, 100, (2, 12)))
+    model, args = _beyond("hf_bart")
+    _matches_eager(model, *args)
